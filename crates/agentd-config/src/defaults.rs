@@ -1,0 +1,61 @@
+//! Built-in defaults: the values used when a key is absent, and the configuration used when no
+//! file is given at all.
+
+use std::time::Duration;
+
+pub(crate) const LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const DATA_DIR: &str = "./data";
+pub(crate) const SQLITE_FILE: &str = "agentd.db";
+pub(crate) const MAX_CONNECTIONS: u32 = 8;
+pub(crate) const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const PROVIDER_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
+pub(crate) const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub(crate) const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+pub(crate) const ADMIN_KEY_MIN_CHARS: usize = 16;
+
+/// Models served by the built-in mock provider when no file is given.
+pub const MOCK_MODELS: &[&str] = &["mock", "mock-embedding"];
+/// Models added when no file is given and `OPENAI_API_KEY` is set.
+pub const OPENAI_MODELS: &[&str] = &[
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "o4-mini",
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+];
+/// Models added when no file is given and `ANTHROPIC_API_KEY` is set.
+pub const ANTHROPIC_MODELS: &[&str] = &["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"];
+
+/// The configuration used without a file, written as TOML so it goes through exactly the same
+/// parsing, `${VAR}` expansion and validation as a user's file.
+pub(crate) fn document(env: &dyn Fn(&str) -> Option<String>) -> String {
+    let set = |var: &str| env(var).is_some_and(|v| !v.is_empty());
+    let mut providers = String::from("[providers.mock]\nkind = \"mock\"\n\n");
+    let mut models = String::new();
+    push_models(&mut models, "mock", MOCK_MODELS);
+    if set("OPENAI_API_KEY") {
+        providers.push_str("[providers.openai]\nkind = \"openai\"\napi_key = \"${OPENAI_API_KEY}\"\n\n");
+        push_models(&mut models, "openai", OPENAI_MODELS);
+    }
+    if set("ANTHROPIC_API_KEY") {
+        providers.push_str(
+            "[providers.anthropic]\nkind = \"anthropic\"\napi_key = \"${ANTHROPIC_API_KEY}\"\n\n",
+        );
+        push_models(&mut models, "anthropic", ANTHROPIC_MODELS);
+    }
+    providers + &models
+}
+
+fn push_models(out: &mut String, provider: &str, models: &[&str]) {
+    for model in models {
+        out.push_str(&format!("[models.\"{model}\"]\nprovider = \"{provider}\"\n\n"));
+    }
+}

@@ -1,0 +1,328 @@
+//! The raw serde mirror of `agentd.toml`.
+//!
+//! Every struct denies unknown keys, and every field is optional so that *we* report a missing
+//! or out-of-range value (with a fix) and can keep going to find the next error, instead of
+//! serde stopping at the first one. Integers are `i64` so a negative timeout reaches validation
+//! and gets a precise message rather than a type error. Validation (`validate.rs`) turns this
+//! into [`Config`](crate::Config).
+//!
+//! The field doc comments below are the source of `docs/configuration.md`; a test checks that
+//! every key here has a row there and vice versa.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, IntoDeserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml_edit::{ImDocument, Item, Table};
+
+use crate::error::{explain_serde, unknown_key_fix, KeyPath};
+use crate::validate::Sink;
+
+/// The top-level tables, in the order the reference documents them.
+pub const SECTIONS: &[&str] = &["server", "store", "auth", "providers", "models"];
+
+/// The whole file. Not deserialized in one go: each section (and each provider and model) is
+/// deserialized on its own so that an error in one does not hide the errors in the others.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    /// `[server]`.
+    pub server: RawServer,
+    /// `[store]`.
+    pub store: RawStore,
+    /// `[auth]`.
+    pub auth: RawAuth,
+    /// `[providers.<name>]`, in file order.
+    pub providers: Vec<(String, RawProvider)>,
+    /// `[models.<name>]`, in file order.
+    pub models: Vec<(String, RawModel)>,
+}
+
+/// `[server]`: the HTTP listener and process-wide settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on, `ip:port` (a socket address, not a host name). Default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// Largest accepted request body in bytes; larger requests get 413. Default 4194304 (4 MiB).
+    pub max_body_bytes: Option<i64>,
+    /// Limit for a whole non-streaming request, in milliseconds. Default 600000 (10 min).
+    pub request_timeout_ms: Option<i64>,
+    /// How long in-flight requests and runs may drain after SIGTERM, in milliseconds. Default 30000.
+    pub shutdown_grace_ms: Option<i64>,
+    /// Region this instance runs in (e.g. `cdg`). Default: the `FLY_REGION` variable, else none.
+    pub region: Option<String>,
+    /// Log output: `json` (default) or `text`.
+    pub log_format: Option<String>,
+    /// Directory for embedded state (SQLite database, queues). Relative to the working directory. Default `./data`.
+    pub data_dir: Option<String>,
+}
+
+/// `[store]`: where durable state (keys, threads, runs, spend) lives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `sqlite` (default, embedded) or `postgres`.
+    pub kind: Option<String>,
+    /// SQLite only: database file, relative to `server.data_dir` unless absolute. Default `agentd.db`.
+    pub path: Option<String>,
+    /// Postgres only (required there): connection URL `postgres://user:pass@host:port/db`; may use `${VAR}`.
+    pub url: Option<String>,
+    /// Connection pool size (used by Postgres). Default 8.
+    pub max_connections: Option<i64>,
+}
+
+/// `[auth]`: API keys and the admin API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Enables the `/admin` API with this bearer key; at least 16 characters. Usually `${AGENTD_ADMIN_KEY}`. Empty means unset.
+    pub admin_key: Option<String>,
+    /// How long a validated API key is cached in memory, in milliseconds; 0 disables the cache. Default 2000.
+    pub key_cache_ttl_ms: Option<i64>,
+}
+
+/// `[providers.<name>]`: an upstream LLM API. The table name is the provider's name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// Required: `openai` (any OpenAI-compatible API: OpenAI, vLLM, Ollama, …), `anthropic` or `mock`.
+    pub kind: Option<String>,
+    /// Base URL, `http://` or `https://`. Default `https://api.openai.com/v1` (openai) or `https://api.anthropic.com` (anthropic). Not allowed for mock.
+    pub base_url: Option<String>,
+    /// API key, usually `${VAR}`. Required for anthropic, optional for openai (local servers need none). Empty means none.
+    pub api_key: Option<String>,
+    /// Extra HTTP headers sent with every request, e.g. `{ "OpenAI-Organization" = "org-…" }`; values may use `${VAR}`.
+    pub headers: Option<Entries<String>>,
+    /// TCP + TLS connect timeout in milliseconds. Default 5000.
+    pub connect_timeout_ms: Option<i64>,
+    /// Time to the first byte of the response body (first stream event), in milliseconds. Default 60000.
+    pub first_token_timeout_ms: Option<i64>,
+    /// Limit for the whole response or the whole stream, in milliseconds. Default 600000.
+    pub timeout_ms: Option<i64>,
+    /// Anthropic only: the `anthropic-version` header. Default `2023-06-01`.
+    pub anthropic_version: Option<String>,
+    /// Mock only: delay before the first token, in milliseconds. Default 0.
+    pub ttft_ms: Option<i64>,
+    /// Mock only: delay between streamed tokens, in milliseconds. Default 0.
+    pub token_delay_ms: Option<i64>,
+}
+
+/// `[models.<name>]`: a public model name and the deployments that serve it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Provider serving this model (shorthand for a single deployment). Excludes `deployments`.
+    pub provider: Option<String>,
+    /// Upstream model name for the `provider` shorthand. Default: the public name.
+    pub model: Option<String>,
+    /// Several deployments to balance across, e.g. `[{ provider = "openai", weight = 3 }, { provider = "azure" }]`. Excludes `provider`/`model`.
+    pub deployments: Option<Vec<RawDeployment>>,
+    /// `owned_by` shown in `/v1/models`. Default: the first deployment's provider name.
+    pub owned_by: Option<String>,
+}
+
+/// One element of `models.<name>.deployments`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeployment {
+    /// Required: a provider name from `[providers]`.
+    pub provider: Option<String>,
+    /// Upstream model name. Default: the public model name.
+    pub model: Option<String>,
+    /// Relative share of traffic, at least 1. Default 1.
+    pub weight: Option<i64>,
+}
+
+/// A TOML table read as `(key, value)` pairs in file order (serde maps would sort or hash them,
+/// and header order / model order is user-visible).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entries<V>(pub Vec<(String, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(PhantomData<V>);
+
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = Entries<V>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, V>()? {
+                    entries.push((key, value));
+                }
+                Ok(Entries(entries))
+            }
+        }
+
+        deserializer.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+/// The result of reading a document: what deserialized, plus the names of providers that exist
+/// but failed to deserialize (so models naming them don't also get "unknown provider").
+pub(crate) struct ParsedFile {
+    pub(crate) raw: RawConfig,
+    pub(crate) provider_names: Vec<String>,
+}
+
+/// Deserializes every section of `doc`, reporting each failure to `sink`.
+pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile {
+    let mut raw = RawConfig::default();
+    let mut provider_names = Vec::new();
+    let root = doc.as_table();
+    for (name, item) in root.iter() {
+        let path = KeyPath::root().key(name);
+        match name {
+            "server" => raw.server = section(item, &path, sink).unwrap_or_default(),
+            "store" => raw.store = section(item, &path, sink).unwrap_or_default(),
+            "auth" => raw.auth = section(item, &path, sink).unwrap_or_default(),
+            "providers" => {
+                for (entry, item) in entries(item, &path, "[providers.<name>]", sink) {
+                    provider_names.push(entry.to_owned());
+                    if let Some(p) = section(item, &path.key(entry), sink) {
+                        raw.providers.push((entry.to_owned(), p));
+                    }
+                }
+            }
+            "models" => {
+                for (entry, item) in entries(item, &path, "[models.<name>]", sink) {
+                    if let Some(m) = section(item, &path.key(entry), sink) {
+                        raw.models.push((entry.to_owned(), m));
+                    }
+                }
+            }
+            other => sink.error(
+                &path,
+                format!("unknown top-level key \"{other}\""),
+                unknown_key_fix(other, SECTIONS),
+            ),
+        }
+    }
+    ParsedFile {
+        raw,
+        provider_names,
+    }
+}
+
+/// The entries of a `[providers]` / `[models]` table.
+fn entries<'a>(
+    item: &'a Item,
+    path: &KeyPath,
+    shape: &str,
+    sink: &mut Sink<'_>,
+) -> Vec<(&'a str, &'a Item)> {
+    let table: Option<&Table> = item.as_table();
+    if let Some(table) = table {
+        return table.iter().collect();
+    }
+    if let Some(inline) = item.as_inline_table() {
+        return inline
+            .iter()
+            .filter_map(|(k, _)| inline.get_key_value(k).map(|(key, item)| (key.get(), item)))
+            .collect();
+    }
+    sink.error(
+        path,
+        format!("{path} must be a table"),
+        format!("write one {shape} table per entry"),
+    );
+    Vec::new()
+}
+
+/// Deserializes one table. Standard tables are converted to inline tables first because only
+/// values have a public deserializer; the conversion keeps every value's span, so errors still
+/// point into the original text.
+fn section<T: DeserializeOwned>(item: &Item, path: &KeyPath, sink: &mut Sink<'_>) -> Option<T> {
+    let value = item.clone().into_value().ok()?;
+    match T::deserialize(value.into_deserializer()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let (message, fix) = explain_serde(e.message());
+            sink.serde_error(path, e.span(), message, fix);
+            None
+        }
+    }
+}
+
+/// The keys a raw struct accepts, as serde sees them (after any renames): deserialize a table
+/// with a key no struct has and read the list from the `deny_unknown_fields` error. This is
+/// what the reference-doc test checks against, so the docs cannot drift from the parser.
+pub(crate) fn keys_of<T: DeserializeOwned>() -> Vec<String> {
+    let probe: toml_edit::Value = "{ \"?\" = 0 }".parse().expect("probe parses");
+    match T::deserialize(probe.into_deserializer()) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            let message = e.message();
+            let tail = message.split_once(", expected ").map_or("", |(_, t)| t);
+            let tail = tail.strip_prefix("one of ").unwrap_or(tail);
+            tail.split(['`', ','])
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && *s != "or")
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+}
+
+/// Every documented key, grouped by the table it lives in (`server`, `providers.<name>`,
+/// `models.<name>.deployments[]`, …), in the order the reference documents them.
+pub(crate) fn reference_keys() -> Vec<(&'static str, Vec<String>)> {
+    vec![
+        ("server", keys_of::<RawServer>()),
+        ("store", keys_of::<RawStore>()),
+        ("auth", keys_of::<RawAuth>()),
+        ("providers.<name>", keys_of::<RawProvider>()),
+        ("models.<name>", keys_of::<RawModel>()),
+        ("models.<name>.deployments[]", keys_of::<RawDeployment>()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_of_lists_every_field_in_declaration_order() {
+        assert_eq!(
+            keys_of::<RawDeployment>(),
+            vec!["provider", "model", "weight"]
+        );
+        assert_eq!(keys_of::<RawAuth>(), vec!["admin_key", "key_cache_ttl_ms"]);
+        assert_eq!(keys_of::<RawProvider>().len(), 10);
+    }
+
+    /// The reference in docs/configuration.md documents exactly the keys the parser accepts:
+    /// for each table, the first column of the table under the heading naming it (`[server]`,
+    /// `[providers.<name>]`, …) must equal the serde field list.
+    #[test]
+    fn reference_doc_covers_every_key() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).expect("docs/configuration.md exists");
+        for (table, keys) in reference_keys() {
+            let marker = format!("`[{table}]`");
+            let start = doc
+                .lines()
+                .position(|l| l.starts_with('#') && l.contains(&marker))
+                .unwrap_or_else(|| panic!("docs/configuration.md has no heading with {marker}"));
+            let documented: Vec<String> = doc
+                .lines()
+                .skip(start + 1)
+                .take_while(|l| !l.starts_with('#'))
+                .filter_map(|l| l.strip_prefix("| `"))
+                .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_owned()))
+                .collect();
+            assert_eq!(
+                documented, keys,
+                "the table under {marker} in docs/configuration.md must list exactly these keys, in this order"
+            );
+        }
+        for section in SECTIONS {
+            assert!(doc.contains(&format!("[{section}")), "{section} is documented");
+        }
+    }
+}

@@ -1,0 +1,821 @@
+//! Raw → validated: defaults, `${VAR}` expansion, environment variables, CLI overrides, and
+//! every check, collecting all errors in a [`Sink`] instead of stopping at the first.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml_edit::Table;
+
+use crate::config::{
+    AuthConfig, Config, DeploymentConfig, LogFormat, MockSettings, ModelConfig, Overrides,
+    ProviderConfig, ProviderKind, ServerConfig, StoreConfig,
+};
+use crate::defaults;
+use crate::error::{closest, ConfigError, ConfigErrors, KeyPath, ENV_FILE};
+use crate::expand::expand;
+use crate::locate::{line_col, path_at, span_of};
+use crate::raw::{ParsedFile, RawAuth, RawModel, RawProvider, RawServer, RawStore};
+use crate::secret::Secret;
+
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+const LISTEN_FIX: &str =
+    "use an IP address and port such as \"127.0.0.1:8080\" or \"0.0.0.0:8080\" (host names are not accepted)";
+
+/// Collects errors, locating each in the document as it is added.
+pub(crate) struct Sink<'a> {
+    file: PathBuf,
+    text: &'a str,
+    root: Option<&'a Table>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Sink<'a> {
+    pub(crate) fn new(file: &Path, text: &'a str, root: Option<&'a Table>) -> Self {
+        Sink {
+            file: file.to_path_buf(),
+            text,
+            root,
+            errors: Vec::new(),
+        }
+    }
+
+    /// An error about `path`, located at its key (or nearest existing ancestor).
+    pub(crate) fn error(&mut self, path: &KeyPath, message: impl Into<String>, fix: impl Into<String>) {
+        let span = self.root.and_then(|root| span_of(root, path));
+        self.push(path.to_string(), span, message.into(), fix.into());
+    }
+
+    /// An error from serde while reading `section`; its span names the exact key when it has one.
+    pub(crate) fn serde_error(
+        &mut self,
+        section: &KeyPath,
+        span: Option<Range<usize>>,
+        message: String,
+        fix: String,
+    ) {
+        let path = span
+            .as_ref()
+            .and_then(|s| self.root.and_then(|root| path_at(root, s.start)))
+            .unwrap_or_else(|| section.clone());
+        let span = span.or_else(|| self.root.and_then(|root| span_of(root, section)));
+        self.push(path.to_string(), span, message, fix);
+    }
+
+    /// An error about an environment variable.
+    pub(crate) fn env_error(&mut self, var: &str, message: impl Into<String>, fix: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: PathBuf::from(ENV_FILE),
+            line: None,
+            column: None,
+            key: var.to_owned(),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn push(&mut self, key: String, span: Option<Range<usize>>, message: String, fix: String) {
+        let (line, column) = match span {
+            Some(span) => {
+                let (line, column) = line_col(self.text, span.start);
+                (Some(line), Some(column))
+            }
+            None => (None, None),
+        };
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key,
+            message,
+            fix,
+        });
+    }
+
+    /// `${VAR}`-expands the string at `path`, reporting a failure there.
+    fn expand(&mut self, path: &KeyPath, raw: &str, env: Env<'_>) -> Option<String> {
+        match expand(raw, env) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.error(path, e.to_string(), e.fix());
+                None
+            }
+        }
+    }
+
+    /// All errors in file order (environment errors last), or `Ok` if there were none.
+    pub(crate) fn finish(mut self) -> Result<(), ConfigErrors> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        self.errors.sort_by_key(|e| {
+            (
+                e.file == Path::new(ENV_FILE),
+                e.line.unwrap_or(usize::MAX),
+                e.column.unwrap_or(0),
+            )
+        });
+        Err(ConfigErrors(self.errors))
+    }
+}
+
+/// A non-empty environment variable (empty counts as unset, as with most CLIs).
+fn env_var(env: Env<'_>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.is_empty())
+}
+
+pub(crate) fn build(
+    parsed: &ParsedFile,
+    source: Option<PathBuf>,
+    env: Env<'_>,
+    overrides: &Overrides,
+    sink: &mut Sink<'_>,
+) -> Config {
+    let raw = &parsed.raw;
+    let server = server(&raw.server, env, overrides, sink);
+    let store = store(&raw.store, &server.data_dir, env, sink);
+    let auth = auth(&raw.auth, env, sink);
+    let providers = raw
+        .providers
+        .iter()
+        .filter_map(|(name, p)| provider(name, p, env, sink))
+        .collect();
+    let models = raw
+        .models
+        .iter()
+        .filter_map(|(name, m)| model(name, m, &parsed.provider_names, sink))
+        .collect();
+    Config {
+        source,
+        server,
+        store,
+        auth,
+        providers,
+        models,
+    }
+}
+
+fn server(raw: &RawServer, env: Env<'_>, overrides: &Overrides, sink: &mut Sink<'_>) -> ServerConfig {
+    let p = KeyPath::root().key("server");
+
+    let mut listen: SocketAddr = defaults::LISTEN.parse().expect("default listen address parses");
+    if let Some(value) = &raw.listen {
+        let path = p.key("listen");
+        if let Some(value) = sink.expand(&path, value, env) {
+            match value.parse() {
+                Ok(addr) => listen = addr,
+                Err(_) => sink.error(&path, format!("invalid listen address \"{value}\""), LISTEN_FIX),
+            }
+        }
+    }
+    if let Some(value) = env_var(env, "AGENTD_LISTEN") {
+        match value.parse() {
+            Ok(addr) => listen = addr,
+            Err(_) => sink.env_error(
+                "AGENTD_LISTEN",
+                format!("invalid listen address \"{value}\""),
+                LISTEN_FIX,
+            ),
+        }
+    }
+    if let Some(addr) = overrides.listen {
+        listen = addr;
+    }
+
+    let max_body_bytes = match raw.max_body_bytes {
+        None => defaults::MAX_BODY_BYTES,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                sink.error(
+                    &p.key("max_body_bytes"),
+                    format!("max_body_bytes must be greater than 0 (got {n})"),
+                    format!("set a size in bytes, e.g. {}", defaults::MAX_BODY_BYTES),
+                );
+                defaults::MAX_BODY_BYTES
+            }
+        },
+    };
+    let request_timeout = positive_ms(
+        sink,
+        &p.key("request_timeout_ms"),
+        raw.request_timeout_ms,
+        defaults::REQUEST_TIMEOUT,
+    );
+    let shutdown_grace = non_negative_ms(
+        sink,
+        &p.key("shutdown_grace_ms"),
+        raw.shutdown_grace_ms,
+        defaults::SHUTDOWN_GRACE,
+    );
+
+    let mut region = None;
+    if let Some(value) = &raw.region {
+        let path = p.key("region");
+        if let Some(value) = sink.expand(&path, value, env) {
+            if value.trim().is_empty() {
+                sink.error(&path, "region is empty", "remove the key or name the region, e.g. \"cdg\"");
+            } else {
+                region = Some(value);
+            }
+        }
+    }
+    if region.is_none() && raw.region.is_none() {
+        region = env_var(env, "FLY_REGION");
+    }
+
+    let mut log_format = LogFormat::Json;
+    if let Some(value) = &raw.log_format {
+        match LogFormat::parse(value) {
+            Some(f) => log_format = f,
+            None => sink.error(
+                &p.key("log_format"),
+                format!("invalid log_format \"{value}\""),
+                "use one of: json, text",
+            ),
+        }
+    }
+    if let Some(value) = env_var(env, "AGENTD_LOG_FORMAT") {
+        match LogFormat::parse(&value) {
+            Some(f) => log_format = f,
+            None => sink.env_error(
+                "AGENTD_LOG_FORMAT",
+                format!("invalid log format \"{value}\""),
+                "use one of: json, text",
+            ),
+        }
+    }
+
+    let mut data_dir = PathBuf::from(defaults::DATA_DIR);
+    if let Some(value) = &raw.data_dir {
+        let path = p.key("data_dir");
+        if let Some(value) = sink.expand(&path, value, env) {
+            if value.is_empty() {
+                sink.error(&path, "data_dir is empty", "remove the key (default \"./data\") or name a directory");
+            } else {
+                data_dir = PathBuf::from(value);
+            }
+        }
+    }
+    if let Some(value) = env_var(env, "AGENTD_DATA_DIR") {
+        data_dir = PathBuf::from(value);
+    }
+    if let Some(dir) = &overrides.data_dir {
+        data_dir = dir.clone();
+    }
+
+    ServerConfig {
+        listen,
+        max_body_bytes,
+        request_timeout,
+        shutdown_grace,
+        region,
+        log_format,
+        data_dir,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+fn store(raw: &RawStore, data_dir: &Path, env: Env<'_>, sink: &mut Sink<'_>) -> StoreConfig {
+    let p = KeyPath::root().key("store");
+    let kind = match raw.kind.as_deref() {
+        None | Some("sqlite") => StoreKind::Sqlite,
+        Some("postgres") => StoreKind::Postgres,
+        Some(other) => {
+            sink.error(
+                &p.key("kind"),
+                format!("invalid store kind \"{other}\""),
+                "use one of: sqlite, postgres",
+            );
+            StoreKind::Sqlite
+        }
+    };
+    let max_connections = match raw.max_connections {
+        None => defaults::MAX_CONNECTIONS,
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                sink.error(
+                    &p.key("max_connections"),
+                    format!("max_connections must be between 1 and {} (got {n})", u32::MAX),
+                    format!("set a pool size such as {}", defaults::MAX_CONNECTIONS),
+                );
+                defaults::MAX_CONNECTIONS
+            }
+        },
+    };
+    let path = raw
+        .path
+        .as_ref()
+        .and_then(|v| sink.expand(&p.key("path"), v, env));
+    let url = raw
+        .url
+        .as_ref()
+        .and_then(|v| sink.expand(&p.key("url"), v, env));
+
+    let env_url = env_var(env, "AGENTD_DATABASE_URL");
+    if let Some(url) = &env_url {
+        check_postgres_url(url, |m, f| sink.env_error("AGENTD_DATABASE_URL", m, f));
+    }
+
+    let file_store = match kind {
+        StoreKind::Sqlite => {
+            if raw.url.is_some() {
+                sink.error(
+                    &p.key("url"),
+                    "url is set but the store kind is sqlite",
+                    "set kind = \"postgres\" to use PostgreSQL, or remove url",
+                );
+            }
+            let file = path.unwrap_or_else(|| defaults::SQLITE_FILE.to_owned());
+            let path = if file == ":memory:" {
+                PathBuf::from(file)
+            } else {
+                data_dir.join(file)
+            };
+            StoreConfig::Sqlite { path }
+        }
+        StoreKind::Postgres => {
+            if raw.path.is_some() {
+                sink.error(
+                    &p.key("path"),
+                    "path only applies to the sqlite store",
+                    "remove path, or set kind = \"sqlite\"",
+                );
+            }
+            if let Some(url) = &url {
+                check_postgres_url(url, |m, f| sink.error(&p.key("url"), m, f));
+            }
+            match url.or_else(|| env_url.clone()) {
+                Some(url) => StoreConfig::Postgres {
+                    url: Secret::new(url),
+                    max_connections,
+                },
+                None => {
+                    // An unset `${VAR}` in url was already reported; don't pile on.
+                    if raw.url.is_none() {
+                        sink.error(
+                            &p.key("url"),
+                            "the postgres store needs a url",
+                            "add url = \"postgres://user:password@host:5432/agentd\" (or \"${DATABASE_URL}\"), or set AGENTD_DATABASE_URL",
+                        );
+                    }
+                    StoreConfig::Sqlite {
+                        path: data_dir.join(defaults::SQLITE_FILE),
+                    }
+                }
+            }
+        }
+    };
+    match env_url {
+        Some(url) => StoreConfig::Postgres {
+            url: Secret::new(url),
+            max_connections,
+        },
+        None => file_store,
+    }
+}
+
+/// Checks the scheme without echoing the URL, which usually carries a password.
+fn check_postgres_url(url: &str, mut report: impl FnMut(String, &str)) {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        let scheme = url.split_once("://").map_or("(none)", |(s, _)| s);
+        report(
+            format!("database url must start with postgres:// or postgresql:// (scheme is \"{scheme}\")"),
+            "use a URL like postgres://user:password@host:5432/agentd",
+        );
+    }
+}
+
+fn auth(raw: &RawAuth, env: Env<'_>, sink: &mut Sink<'_>) -> AuthConfig {
+    let p = KeyPath::root().key("auth");
+    let mut admin_key = None;
+    if let Some(value) = &raw.admin_key {
+        let path = p.key("admin_key");
+        if let Some(value) = sink.expand(&path, value, env) {
+            if !value.is_empty() {
+                match admin_key_ok(&value) {
+                    Ok(()) => admin_key = Some(Secret::new(value)),
+                    Err((message, fix)) => sink.error(&path, message, fix),
+                }
+            }
+        }
+    }
+    if admin_key.is_none() && raw.admin_key.is_none() {
+        if let Some(value) = env_var(env, "AGENTD_ADMIN_KEY") {
+            match admin_key_ok(&value) {
+                Ok(()) => admin_key = Some(Secret::new(value)),
+                Err((message, fix)) => sink.env_error("AGENTD_ADMIN_KEY", message, fix),
+            }
+        }
+    }
+    let key_cache_ttl = non_negative_ms(
+        sink,
+        &p.key("key_cache_ttl_ms"),
+        raw.key_cache_ttl_ms,
+        defaults::KEY_CACHE_TTL,
+    );
+    AuthConfig {
+        admin_key,
+        key_cache_ttl,
+    }
+}
+
+/// The admin key is a bearer credential with full power; short keys are guessable. The value
+/// itself never appears in the message.
+fn admin_key_ok(value: &str) -> Result<(), (String, String)> {
+    let len = value.chars().count();
+    if len < defaults::ADMIN_KEY_MIN_CHARS {
+        return Err((
+            format!(
+                "admin_key is too short ({len} characters, at least {} required)",
+                defaults::ADMIN_KEY_MIN_CHARS
+            ),
+            "use a long random value, e.g. the output of `openssl rand -hex 32`".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn provider(name: &str, raw: &RawProvider, env: Env<'_>, sink: &mut Sink<'_>) -> Option<ProviderConfig> {
+    let p = KeyPath::root().key("providers").key(name);
+    if name.is_empty() {
+        sink.error(&p, "provider name is empty", "name the table, e.g. [providers.openai]");
+    }
+    let kind = match raw.kind.as_deref() {
+        None => {
+            sink.error(
+                &p.key("kind"),
+                "missing kind",
+                "add kind = \"openai\", \"anthropic\" or \"mock\"",
+            );
+            None
+        }
+        Some(value) => {
+            let kind = ProviderKind::parse(value);
+            if kind.is_none() {
+                sink.error(
+                    &p.key("kind"),
+                    format!("invalid provider kind \"{value}\""),
+                    "use one of: openai (also any OpenAI-compatible server), anthropic, mock",
+                );
+            }
+            kind
+        }
+    };
+
+    let base_url = base_url(&p, raw, kind, env, sink);
+
+    let api_key_path = p.key("api_key");
+    let mut api_key_failed = false;
+    let api_key = match &raw.api_key {
+        None => None,
+        Some(value) => match sink.expand(&api_key_path, value, env) {
+            Some(v) if v.is_empty() => None,
+            Some(v) => Some(Secret::new(v)),
+            None => {
+                api_key_failed = true;
+                None
+            }
+        },
+    };
+    if kind == Some(ProviderKind::Anthropic) && api_key.is_none() && !api_key_failed {
+        sink.error(
+            &api_key_path,
+            "an anthropic provider needs an api_key",
+            "add api_key = \"${ANTHROPIC_API_KEY}\" and export ANTHROPIC_API_KEY",
+        );
+    }
+
+    let mut headers = Vec::new();
+    for (header, value) in raw.headers.iter().flat_map(|h| h.0.iter()) {
+        let path = p.key("headers").key(header);
+        if header.is_empty() || !header.bytes().all(is_token_byte) {
+            sink.error(
+                &path,
+                format!("invalid header name \"{header}\""),
+                "header names use letters, digits and !#$%&'*+-.^_`|~ only",
+            );
+            continue;
+        }
+        if let Some(value) = sink.expand(&path, value, env) {
+            if value.contains(['\r', '\n', '\0']) {
+                sink.error(
+                    &path,
+                    "header value contains a line break or NUL",
+                    "remove control characters from the value (check the variable it comes from)",
+                );
+            } else {
+                headers.push((header.clone(), Secret::new(value)));
+            }
+        }
+    }
+
+    let connect_timeout = positive_ms(
+        sink,
+        &p.key("connect_timeout_ms"),
+        raw.connect_timeout_ms,
+        defaults::CONNECT_TIMEOUT,
+    );
+    let first_token_timeout = positive_ms(
+        sink,
+        &p.key("first_token_timeout_ms"),
+        raw.first_token_timeout_ms,
+        defaults::FIRST_TOKEN_TIMEOUT,
+    );
+    let timeout = positive_ms(sink, &p.key("timeout_ms"), raw.timeout_ms, defaults::PROVIDER_TIMEOUT);
+
+    let is_anthropic = kind == Some(ProviderKind::Anthropic);
+    let mut anthropic_version = defaults::ANTHROPIC_VERSION.to_owned();
+    if let Some(value) = &raw.anthropic_version {
+        let path = p.key("anthropic_version");
+        if kind.is_some() && !is_anthropic {
+            sink.error(
+                &path,
+                "anthropic_version only applies to anthropic providers",
+                "remove anthropic_version, or set kind = \"anthropic\"",
+            );
+        } else if value.trim().is_empty() {
+            sink.error(&path, "anthropic_version is empty", "remove it to use \"2023-06-01\"");
+        } else {
+            anthropic_version = value.clone();
+        }
+    }
+
+    let is_mock = kind == Some(ProviderKind::Mock);
+    let mut mock = MockSettings::default();
+    for (key, value, slot) in [
+        ("ttft_ms", raw.ttft_ms, &mut mock.ttft),
+        ("token_delay_ms", raw.token_delay_ms, &mut mock.token_delay),
+    ] {
+        if value.is_none() {
+            continue;
+        }
+        let path = p.key(key);
+        if kind.is_some() && !is_mock {
+            sink.error(
+                &path,
+                format!("{key} only applies to mock providers"),
+                format!("remove {key}, or set kind = \"mock\""),
+            );
+        } else {
+            *slot = non_negative_ms(sink, &path, value, Duration::ZERO);
+        }
+    }
+
+    Some(ProviderConfig {
+        name: name.to_owned(),
+        kind: kind?,
+        base_url: base_url?,
+        api_key,
+        headers,
+        connect_timeout,
+        first_token_timeout,
+        timeout,
+        anthropic_version,
+        mock,
+    })
+}
+
+fn base_url(
+    p: &KeyPath,
+    raw: &RawProvider,
+    kind: Option<ProviderKind>,
+    env: Env<'_>,
+    sink: &mut Sink<'_>,
+) -> Option<String> {
+    let path = p.key("base_url");
+    let default = match kind? {
+        ProviderKind::OpenAi => defaults::OPENAI_BASE_URL,
+        ProviderKind::Anthropic => defaults::ANTHROPIC_BASE_URL,
+        ProviderKind::Mock => {
+            if raw.base_url.is_some() {
+                sink.error(
+                    &path,
+                    "base_url is not allowed for a mock provider",
+                    "remove base_url (the mock provider runs inside agentd), or set kind = \"openai\" to call a server",
+                );
+            }
+            return Some(String::new());
+        }
+    };
+    let Some(value) = &raw.base_url else {
+        return Some(default.to_owned());
+    };
+    let value = sink.expand(&path, value, env)?;
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace) => {
+            Some(value.trim_end_matches('/').to_owned())
+        }
+        _ => {
+            sink.error(
+                &path,
+                format!("base_url \"{value}\" is not an http:// or https:// URL"),
+                format!("use a full URL such as \"{default}\" or \"http://localhost:8000/v1\""),
+            );
+            None
+        }
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn model(name: &str, raw: &RawModel, providers: &[String], sink: &mut Sink<'_>) -> Option<ModelConfig> {
+    let p = KeyPath::root().key("models").key(name);
+    if name.is_empty() {
+        sink.error(
+            &p,
+            "model name is empty",
+            "name the table after the model clients will request, e.g. [models.gpt-4o-mini]",
+        );
+        return None;
+    }
+    let shorthand = raw.provider.is_some() || raw.model.is_some();
+    let mut ok = true;
+    let mut deployments = Vec::new();
+    match (&raw.deployments, shorthand) {
+        (Some(_), true) => {
+            sink.error(
+                &p.key("deployments"),
+                "both provider/model and deployments are set",
+                "use either provider (and model) for a single deployment, or deployments = [...] for several, not both",
+            );
+            return None;
+        }
+        (None, true) => match &raw.provider {
+            Some(provider) => {
+                let upstream = upstream_model(sink, &p.key("model"), raw.model.as_deref(), name);
+                ok &= upstream.is_some();
+                ok &= check_provider(sink, &p.key("provider"), provider, providers);
+                deployments.push(DeploymentConfig {
+                    provider: provider.clone(),
+                    model: upstream.unwrap_or_default(),
+                    weight: 1,
+                });
+            }
+            None => {
+                sink.error(
+                    &p.key("provider"),
+                    "model is set but provider is missing",
+                    format!("add provider = \"<name>\"{}", provider_hint(providers)),
+                );
+                return None;
+            }
+        },
+        (None, false) => {
+            sink.error(
+                &p,
+                "no provider: set either provider or deployments",
+                format!(
+                    "add provider = \"<name>\" (one deployment) or deployments = [{{ provider = \"<name>\" }}, ...]{}",
+                    provider_hint(providers)
+                ),
+            );
+            return None;
+        }
+        (Some(list), false) => {
+            if list.is_empty() {
+                sink.error(
+                    &p.key("deployments"),
+                    "deployments is empty",
+                    "add at least one deployment, e.g. deployments = [{ provider = \"openai\" }]",
+                );
+                return None;
+            }
+            for (i, d) in list.iter().enumerate() {
+                let dp = p.key("deployments").index(i);
+                let provider = match &d.provider {
+                    Some(provider) => {
+                        ok &= check_provider(sink, &dp.key("provider"), provider, providers);
+                        provider.clone()
+                    }
+                    None => {
+                        sink.error(
+                            &dp.key("provider"),
+                            "deployment has no provider",
+                            format!("add provider = \"<name>\"{}", provider_hint(providers)),
+                        );
+                        ok = false;
+                        String::new()
+                    }
+                };
+                let upstream = upstream_model(sink, &dp.key("model"), d.model.as_deref(), name);
+                ok &= upstream.is_some();
+                let weight = match d.weight {
+                    None => 1,
+                    Some(w) => match u32::try_from(w) {
+                        Ok(w) if w >= 1 => w,
+                        _ => {
+                            sink.error(
+                                &dp.key("weight"),
+                                format!("weight must be at least 1 (got {w})"),
+                                "set a positive integer; weights are relative shares of traffic (remove the deployment to stop using it)",
+                            );
+                            ok = false;
+                            1
+                        }
+                    },
+                };
+                deployments.push(DeploymentConfig {
+                    provider,
+                    model: upstream.unwrap_or_default(),
+                    weight,
+                });
+            }
+        }
+    }
+
+    let owned_by = match &raw.owned_by {
+        Some(o) if o.trim().is_empty() => {
+            sink.error(&p.key("owned_by"), "owned_by is empty", "remove it to show the provider name");
+            ok = false;
+            String::new()
+        }
+        Some(o) => o.clone(),
+        None => deployments[0].provider.clone(),
+    };
+    ok.then(|| ModelConfig {
+        name: name.to_owned(),
+        owned_by,
+        deployments,
+    })
+}
+
+/// The upstream model name: explicit, or the public name.
+fn upstream_model(sink: &mut Sink<'_>, path: &KeyPath, model: Option<&str>, name: &str) -> Option<String> {
+    match model {
+        None => Some(name.to_owned()),
+        Some(m) if m.trim().is_empty() => {
+            sink.error(path, "model is empty", "remove it to use the public model name, or name the upstream model");
+            None
+        }
+        Some(m) => Some(m.to_owned()),
+    }
+}
+
+fn check_provider(sink: &mut Sink<'_>, path: &KeyPath, provider: &str, providers: &[String]) -> bool {
+    if providers.iter().any(|p| p == provider) {
+        return true;
+    }
+    let fix = if providers.is_empty() {
+        format!("add a [providers.{provider}] table with its kind, or reference an existing provider")
+    } else {
+        let names: Vec<&str> = providers.iter().map(String::as_str).collect();
+        let guess = closest(provider, &names)
+            .map(|g| format!("did you mean \"{g}\"? "))
+            .unwrap_or_default();
+        format!("{guess}use one of the names under [providers]: {}", names.join(", "))
+    };
+    sink.error(path, format!("unknown provider \"{provider}\""), fix);
+    false
+}
+
+fn provider_hint(providers: &[String]) -> String {
+    if providers.is_empty() {
+        String::new()
+    } else {
+        format!(" with one of: {}", providers.join(", "))
+    }
+}
+
+fn positive_ms(sink: &mut Sink<'_>, path: &KeyPath, value: Option<i64>, default: Duration) -> Duration {
+    match value {
+        None => default,
+        Some(ms) if ms > 0 => Duration::from_millis(ms.unsigned_abs()),
+        Some(ms) => {
+            sink.error(
+                path,
+                format!("must be greater than 0 milliseconds (got {ms})"),
+                format!("set a positive number of milliseconds, e.g. {}", default.as_millis()),
+            );
+            default
+        }
+    }
+}
+
+fn non_negative_ms(sink: &mut Sink<'_>, path: &KeyPath, value: Option<i64>, default: Duration) -> Duration {
+    match value {
+        None => default,
+        Some(ms) if ms >= 0 => Duration::from_millis(ms.unsigned_abs()),
+        Some(ms) => {
+            sink.error(
+                path,
+                format!("must not be negative (got {ms})"),
+                format!("use 0 or a positive number of milliseconds (default {})", default.as_millis()),
+            );
+            default
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Domain types shared by every agentd crate: identifiers, the API error model and the
+//! storage traits.
+//!
+//! The one decision to know: this crate has no I/O and no heavy dependencies. Backends
+//! (`agentd-store`), providers and the gateway depend on it, never the other way round, so a
+//! new backend or role is a new crate implementing these traits.
+
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod usage;
+
+pub use error::{ApiError, ErrorKind, Fault};
+pub use ids::{KeyId, TenantId, UserId};
+pub use keys::{ApiKey, KeyStore, NewKey, StoreError};
+pub use usage::Usage;

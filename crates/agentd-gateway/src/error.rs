@@ -1,0 +1,42 @@
+//! Turning an [`ApiError`] into an HTTP answer in the shape of the API the client called.
+
+use agentd_core::ApiError;
+use agentd_providers::ApiFormat;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+/// An error on its way to a client of the given API.
+pub struct ErrorResponse {
+    pub format: ApiFormat,
+    pub error: ApiError,
+}
+
+impl ErrorResponse {
+    pub fn openai(error: ApiError) -> Self {
+        Self { format: ApiFormat::OpenAi, error }
+    }
+
+    pub fn anthropic(error: ApiError) -> Self {
+        Self { format: ApiFormat::Anthropic, error }
+    }
+}
+
+/// Marks a response as an error so the access-log middleware can log and count it once.
+#[derive(Clone)]
+pub struct LoggedError(pub ApiError);
+
+impl IntoResponse for ErrorResponse {
+    fn into_response(self) -> Response {
+        let body = match self.format {
+            ApiFormat::OpenAi => self.error.openai_body(),
+            ApiFormat::Anthropic => self.error.anthropic_body(),
+        };
+        let mut resp = (self.error.status(), axum::Json(body)).into_response();
+        if let Some(after) = self.error.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp.extensions_mut().insert(LoggedError(self.error));
+        resp
+    }
+}

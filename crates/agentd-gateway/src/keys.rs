@@ -1,0 +1,195 @@
+//! API key issuing and checking.
+//!
+//! A secret is `sk-agentd-` followed by 32 random bytes in hex. Only its SHA-256 is stored;
+//! the request path keeps recently checked keys in memory for `auth.key_cache_ttl` so a
+//! request costs one hash and one map lookup, not a store round trip. A revocation is therefore
+//! seen by other processes within that TTL, and at once by the process that revoked.
+
+use agentd_core::ids::validate_name;
+use agentd_core::{ApiError, ApiKey, ErrorKind, KeyId, KeyStore, NewKey, StoreError, TenantId, UserId};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+pub const SECRET_PREFIX: &str = "sk-agentd-";
+/// How many characters of the secret are kept in clear, to tell keys apart in listings.
+const SHOWN_PREFIX_LEN: usize = SECRET_PREFIX.len() + 6;
+/// Bound on cached lookups, so a flood of random bad keys cannot grow memory without limit.
+const MAX_CACHED: usize = 100_000;
+
+/// Hex SHA-256 of a secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Errors from issuing a key: bad input (the caller's) or the store's.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<IssueError> for ApiError {
+    fn from(err: IssueError) -> Self {
+        match err {
+            IssueError::Invalid(msg) => ApiError::invalid("invalid_key_request", msg),
+            IssueError::Store(e) => store_error(e),
+        }
+    }
+}
+
+pub fn store_error(err: StoreError) -> ApiError {
+    match err {
+        StoreError::Conflict => ApiError::new(ErrorKind::InvalidRequest, "conflict", err.to_string()),
+        StoreError::Unavailable(_) => {
+            ApiError::new(ErrorKind::Unavailable, "store_unavailable", "the store is unavailable; try again")
+        }
+        StoreError::Backend(_) => ApiError::internal("the store failed; see the gateway log"),
+    }
+}
+
+/// Shortest secret accepted when importing one.
+const MIN_IMPORTED_SECRET_LEN: usize = 20;
+
+/// Creates a key and returns it with its secret, which is shown only this once. `secret`
+/// imports an existing secret (migrating clients from another gateway) instead of making one.
+pub async fn issue(
+    store: &dyn KeyStore,
+    name: &str,
+    tenant: Option<&str>,
+    user: Option<&str>,
+    secret: Option<&str>,
+) -> Result<(ApiKey, String), IssueError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(IssueError::Invalid("key name must be 1 to 200 characters long".into()));
+    }
+    let tenant = tenant.unwrap_or(TenantId::DEFAULT);
+    validate_name("tenant", tenant).map_err(IssueError::Invalid)?;
+    if let Some(user) = user {
+        validate_name("user", user).map_err(IssueError::Invalid)?;
+    }
+    let secret = match secret {
+        Some(s) => {
+            if s.len() < MIN_IMPORTED_SECRET_LEN || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(IssueError::Invalid(format!(
+                    "an imported secret must be at least {MIN_IMPORTED_SECRET_LEN} printable characters without spaces"
+                )));
+            }
+            s.to_owned()
+        }
+        None => {
+            let mut raw = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut raw);
+            format!("{SECRET_PREFIX}{}", hex::encode(raw))
+        }
+    };
+    // Never show more than a quarter of a secret.
+    let shown = SHOWN_PREFIX_LEN.min(secret.len() / 4);
+    let mut id_raw = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut id_raw);
+    let key = store
+        .insert_key(NewKey {
+            id: KeyId::new(format!("key_{}", hex::encode(id_raw))),
+            name: name.to_owned(),
+            tenant: TenantId::new(tenant),
+            user: user.map(UserId::new),
+            prefix: format!("{}…", &secret[..shown]),
+            hash: hash_secret(&secret),
+            created_at: chrono::Utc::now(),
+        })
+        .await?;
+    Ok((key, secret))
+}
+
+/// The verified identity behind a request.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub key_id: KeyId,
+    pub tenant: TenantId,
+    pub user: Option<UserId>,
+}
+
+struct Cached {
+    key: Option<Principal>,
+    at: Instant,
+}
+
+/// Checks secrets against the store, with a short-lived in-memory cache.
+pub struct KeyCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<String, Cached>>,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, entries: RwLock::new(HashMap::new()) }
+    }
+
+    /// The principal of an active key, `None` for an unknown or revoked one.
+    pub async fn check(&self, store: &dyn KeyStore, secret: &str) -> Result<Option<Principal>, StoreError> {
+        let hash = hash_secret(secret);
+        if let Some(hit) = self.lookup(&hash) {
+            return Ok(hit);
+        }
+        let found = store
+            .key_by_hash(&hash)
+            .await?
+            .filter(ApiKey::is_active)
+            .map(|k| Principal { key_id: k.id, tenant: k.tenant, user: k.user });
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_CACHED {
+            let ttl = self.ttl;
+            entries.retain(|_, c| c.at.elapsed() < ttl);
+            if entries.len() >= MAX_CACHED {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, Cached { key: found.clone(), at: Instant::now() });
+        Ok(found)
+    }
+
+    fn lookup(&self, hash: &str) -> Option<Option<Principal>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let cached = entries.get(hash)?;
+        (cached.at.elapsed() < self.ttl).then(|| cached.key.clone())
+    }
+
+    /// Forget a key at once (this process revoked it).
+    pub fn forget(&self, id: &KeyId) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, c| c.key.as_ref().is_none_or(|p| &p.key_id != id));
+    }
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashing_is_stable_hex_sha256() {
+        assert_eq!(
+            hash_secret("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"secret-value", b"secret-value"));
+        assert!(!constant_time_eq(b"secret-value", b"secret-valuf"));
+        assert!(!constant_time_eq(b"short", b"longer"));
+    }
+}

@@ -1,0 +1,192 @@
+//! Request middleware: request ids + access log + metrics (`observe`), API-key auth
+//! (`require_key`), admin auth (`require_admin`), and the answer to a panic.
+
+use crate::error::{ErrorResponse, LoggedError};
+use crate::keys::{constant_time_eq, store_error};
+use crate::metrics as m;
+use crate::AppState;
+use agentd_core::{ApiError, ErrorKind, Fault};
+use agentd_providers::ApiFormat;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The id of the request being served, for handlers that log or forward it.
+#[derive(Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// Which error shape a path's clients expect.
+pub fn format_for(path: &str) -> ApiFormat {
+    if path.starts_with("/v1/messages") {
+        ApiFormat::Anthropic
+    } else {
+        ApiFormat::OpenAi
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> Arc<str> {
+    // Keep a caller's id when it is sane (lets clients correlate); otherwise make one.
+    if let Some(v) = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) {
+            return v.into();
+        }
+    }
+    uuid::Uuid::new_v4().simple().to_string().into()
+}
+
+/// Outermost layer: gives the request an id, times it, counts it and writes one access-log
+/// line, which is also where an error is logged (once).
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(req.headers());
+    let route: Arc<str> = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().into())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id);
+    let in_flight = metrics::gauge!(m::HTTP_INFLIGHT);
+    in_flight.increment(1.0);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    in_flight.decrement(1.0);
+    let elapsed = started.elapsed();
+    let status = resp.status();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_string(), "status" => status.as_str().to_owned())
+        .increment(1);
+    metrics::histogram!(m::HTTP_DURATION, "route" => route.to_string()).record(m::secs(elapsed));
+    let _enter = span.enter();
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    match resp.extensions().get::<LoggedError>() {
+        Some(LoggedError(err)) => {
+            let fault = err.kind.fault();
+            metrics::counter!(m::ERRORS, "kind" => err.kind.as_str(), "fault" => fault.as_str())
+                .increment(1);
+            match fault {
+                Fault::Client => tracing::info!(
+                    %method, route = %route, status = status.as_u16(), duration_ms,
+                    error.code = %err.code, error = %err.message, "Request refused"
+                ),
+                Fault::Provider | Fault::Us => tracing::warn!(
+                    %method, route = %route, status = status.as_u16(), duration_ms,
+                    error.code = %err.code, error = %err.message, "Request failed"
+                ),
+            }
+        }
+        None => tracing::info!(%method, route = %route, status = status.as_u16(), duration_ms, "Request served"),
+    }
+    resp
+}
+
+/// The secret a client sent: `Authorization: Bearer …` (OpenAI SDKs) or `x-api-key` (Anthropic SDKs).
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
+        let v = v.to_str().ok()?.trim();
+        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+        return Some(token.trim()).filter(|t| !t.is_empty());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Every `/v1/*` route: a valid, unrevoked key, whose principal handlers find in the extensions.
+pub async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let format = format_for(req.uri().path());
+    let Some(secret) = presented_key(req.headers()) else {
+        return ErrorResponse { format, error: missing_key() }.into_response();
+    };
+    match state.keys.check(state.store.as_ref(), secret).await {
+        Ok(Some(principal)) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Ok(None) => ErrorResponse { format, error: invalid_key() }.into_response(),
+        Err(e) => ErrorResponse { format, error: store_error(e) }.into_response(),
+    }
+}
+
+fn missing_key() -> ApiError {
+    ApiError::new(
+        ErrorKind::Authentication,
+        "missing_api_key",
+        "no API key: send it as 'Authorization: Bearer <key>' or 'x-api-key: <key>' (create one with 'agentd keys create')",
+    )
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::new(
+        ErrorKind::Authentication,
+        "invalid_api_key",
+        "the API key is unknown or revoked",
+    )
+}
+
+/// `/admin/*`: the admin key from the config (`auth.admin_key` / `AGENTD_ADMIN_KEY`).
+pub async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(admin) = state.config.auth.admin_key.as_ref() else {
+        return ErrorResponse::openai(ApiError::new(
+            ErrorKind::NotFound,
+            "admin_api_disabled",
+            "the admin API is disabled; set AGENTD_ADMIN_KEY (or auth.admin_key) to enable it",
+        ))
+        .into_response();
+    };
+    match presented_key(req.headers()) {
+        Some(k) if constant_time_eq(k.as_bytes(), admin.expose().as_bytes()) => next.run(req).await,
+        Some(_) => ErrorResponse::openai(ApiError::new(
+            ErrorKind::Authentication,
+            "invalid_admin_key",
+            "the admin key is wrong",
+        ))
+        .into_response(),
+        None => ErrorResponse::openai(missing_key()).into_response(),
+    }
+}
+
+/// A handler panicked: answer 500 in OpenAI shape; the process keeps serving.
+pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("A request handler panicked; this is a bug");
+    ErrorResponse::openai(ApiError::internal(
+        "internal error (a bug in agentd); the request id is in the x-request-id header",
+    ))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_read_from_either_header() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer sk-1".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("sk-1"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "sk-2".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("sk-2"));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(presented_key(&h), None);
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, "abc-123".parse().unwrap());
+        assert_eq!(&*request_id(&h), "abc-123");
+        assert_eq!(request_id(&HeaderMap::new()).len(), 32);
+    }
+}

@@ -1,0 +1,96 @@
+//! The admin API (Bearer `AGENTD_ADMIN_KEY`): API keys.
+
+use crate::body::{parse_json, read_limited};
+use crate::error::ErrorResponse;
+use crate::keys::{issue, store_error};
+use crate::AppState;
+use agentd_core::{ApiError, ApiKey, ErrorKind, KeyId, KeyStore, TenantId};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn reply(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| ErrorResponse::openai(e).into_response())
+}
+
+pub fn key_json(key: &ApiKey) -> Value {
+    json!({
+        "id": key.id,
+        "object": "api_key",
+        "name": key.name,
+        "tenant": key.tenant,
+        "user": key.user,
+        "prefix": key.prefix,
+        "created_at": key.created_at.to_rfc3339(),
+        "revoked_at": key.revoked_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    tenant: Option<String>,
+    user: Option<String>,
+}
+
+pub async fn create_key(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    reply(async {
+        let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
+        let value = parse_json(&bytes)?;
+        let req: CreateKey = serde_json::from_value(value).map_err(|e| {
+            ApiError::invalid("invalid_key_request", format!("{e}; expected {{\"name\": string, \"tenant\"?: string, \"user\"?: string}}"))
+        })?;
+        let (key, secret) = issue(state.store.as_ref(), &req.name, req.tenant.as_deref(), req.user.as_deref(), None).await?;
+        let mut body = key_json(&key);
+        body["key"] = Value::String(secret);
+        Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    }
+    .await)
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    tenant: Option<String>,
+}
+
+pub async fn list_keys(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
+    reply(async {
+        let tenant = q.tenant.map(TenantId::new);
+        let keys = state.store.list_keys(tenant.as_ref()).await.map_err(store_error)?;
+        let data: Vec<Value> = keys.iter().map(key_json).collect();
+        Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
+    }
+    .await)
+}
+
+fn no_such_key(id: &str) -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "key_not_found", format!("no API key with id {id:?}"))
+}
+
+pub async fn get_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    reply(async {
+        let key = state.store.key_by_id(&KeyId::new(&id)).await.map_err(store_error)?;
+        let key = key.ok_or_else(|| no_such_key(&id))?;
+        Ok(axum::Json(key_json(&key)).into_response())
+    }
+    .await)
+}
+
+pub async fn revoke_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    reply(async {
+        let key_id = KeyId::new(&id);
+        if !state.store.revoke_key(&key_id).await.map_err(store_error)? {
+            return Err(no_such_key(&id));
+        }
+        state.keys.forget(&key_id);
+        let key = state.store.key_by_id(&key_id).await.map_err(store_error)?;
+        let key = key.ok_or_else(|| no_such_key(&id))?;
+        Ok(axum::Json(key_json(&key)).into_response())
+    }
+    .await)
+}

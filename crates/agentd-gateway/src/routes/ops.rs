@@ -1,0 +1,69 @@
+//! Operational endpoints and the answers to unknown routes.
+
+use crate::error::ErrorResponse;
+use crate::middleware::format_for;
+use crate::AppState;
+use agentd_core::{ApiError, ErrorKind};
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The process is up.
+pub async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+/// The process can serve: not draining, and the store answers.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let backend = state.store.backend();
+    if state.draining.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "draining"}))).into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => axum::Json(json!({"status": "ready", "store": backend})).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "store": backend, "error": e.to_string()})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "unavailable", "store": backend, "error": "store ping timed out after 2 s"})),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn not_found(uri: Uri) -> Response {
+    ErrorResponse {
+        format: format_for(uri.path()),
+        error: ApiError::new(
+            ErrorKind::NotFound,
+            "unknown_route",
+            format!("no route {}; see /openapi.json or the README for the API", uri.path()),
+        ),
+    }
+    .into_response()
+}
+
+pub async fn method_not_allowed(uri: Uri) -> Response {
+    let mut resp = ErrorResponse {
+        format: format_for(uri.path()),
+        error: ApiError::new(ErrorKind::InvalidRequest, "method_not_allowed", format!("method not allowed on {}", uri.path())),
+    }
+    .into_response();
+    *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    resp
+}

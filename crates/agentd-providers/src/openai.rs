@@ -1,0 +1,344 @@
+//! Any OpenAI-compatible server (OpenAI, Azure OpenAI, vLLM, Ollama, LiteLLM, …):
+//! `POST {base_url}/chat/completions` and `{base_url}/embeddings`.
+//!
+//! OpenAI-format requests pass through with only `model` rewritten; Anthropic-format requests
+//! are translated. Streams always ask the upstream for the usage chunk so we can account tokens;
+//! it is dropped again when the client did not ask for it.
+
+use std::borrow::Cow;
+
+use agentd_config::ProviderConfig;
+use agentd_core::Usage;
+use reqwest::Url;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::status_for_error_type;
+use crate::http::{self, HttpClient};
+use crate::sse::SseEvent;
+use crate::stream::Observed;
+use crate::{set_model, translate, ApiFormat, ChatRequest, ChatResponse, JsonResponse, ProviderError};
+
+/// A client for one OpenAI-compatible provider.
+#[derive(Debug)]
+pub struct OpenAiClient {
+    http: HttpClient,
+    chat_url: Url,
+    embeddings_url: Url,
+}
+
+impl OpenAiClient {
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+        let mut auth = Vec::new();
+        if let Some(key) = &cfg.api_key {
+            auth.push(http::header(
+                "authorization",
+                &format!("Bearer {}", key.expose()),
+                &format!("providers.{}.api_key", cfg.name),
+            )?);
+        }
+        Ok(Self {
+            http: HttpClient::new(cfg, auth)?,
+            chat_url: http::parse_url(cfg, "/chat/completions")?,
+            embeddings_url: http::parse_url(cfg, "/embeddings")?,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.http.name
+    }
+
+    pub async fn chat(&self, mut req: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let deadlines = self.http.deadlines();
+        let mut body = match req.format {
+            ApiFormat::OpenAi => std::mem::take(&mut req.body),
+            ApiFormat::Anthropic => {
+                translate::anthropic_to_openai_request(&req.body, &req.upstream_model)
+                    .map_err(ProviderError::InvalidRequest)?
+            }
+        };
+        prepare_request(&mut body, &req.upstream_model, req.stream);
+        let bytes = to_vec(&body)?;
+        self.http
+            .chat(&self.chat_url, ApiFormat::OpenAi, &req, bytes, deadlines)
+            .await
+    }
+
+    pub async fn embeddings(
+        &self,
+        upstream_model: &str,
+        mut body: Value,
+    ) -> Result<JsonResponse, ProviderError> {
+        set_model(&mut body, upstream_model);
+        let bytes = to_vec(&body)?;
+        let request_len = bytes.len();
+        let body = self.http.post_json(&self.embeddings_url, bytes).await?;
+        let usage = embeddings_usage_from_slice(&body)
+            .map_err(|e| ProviderError::Malformed(format!("the response body is not valid JSON: {e}")))?
+            .unwrap_or_else(|| Usage {
+                input_tokens: crate::stream::estimate_tokens(request_len),
+                output_tokens: 0,
+                cached_input_tokens: 0,
+            });
+        Ok(JsonResponse { body, usage })
+    }
+}
+
+pub(crate) fn to_vec(body: &Value) -> Result<Vec<u8>, ProviderError> {
+    serde_json::to_vec(body).map_err(|e| ProviderError::Config(format!("cannot encode the request: {e}")))
+}
+
+/// Rewrites `model` and, for streams, asks for the usage chunk (`stream_options.include_usage`).
+pub(crate) fn prepare_request(body: &mut Value, upstream_model: &str, stream: bool) {
+    set_model(body, upstream_model);
+    if !stream {
+        return;
+    }
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("stream".to_owned(), Value::Bool(true));
+        let options = obj
+            .entry("stream_options")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if !options.is_object() {
+            *options = Value::Object(Default::default());
+        }
+        if let Some(options) = options.as_object_mut() {
+            options.insert("include_usage".to_owned(), Value::Bool(true));
+        }
+    }
+}
+
+// ---- wire types: only what accounting needs -------------------------------------------------
+
+#[derive(Deserialize)]
+pub(crate) struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(u: WireUsage) -> Self {
+        Usage {
+            input_tokens: u.prompt_tokens.unwrap_or(0),
+            output_tokens: u.completion_tokens.unwrap_or(0),
+            cached_input_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageEnvelope {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// `usage` of a chat completion or embeddings body; `Err` if the body is not valid JSON.
+pub(crate) fn usage_from_slice(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    Ok(serde_json::from_slice::<UsageEnvelope>(body)?.usage.map(Usage::from))
+}
+
+fn embeddings_usage_from_slice(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    usage_from_slice(body)
+}
+
+pub(crate) fn usage_from_value(body: &Value) -> Option<Usage> {
+    UsageEnvelope::deserialize(body).ok()?.usage.map(Usage::from)
+}
+
+#[derive(Deserialize)]
+struct WireChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<WireChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<WireError>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<WireDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WireError {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    code: Option<Value>,
+}
+
+impl WireError {
+    fn status(&self) -> u16 {
+        let code = self.code.as_ref().and_then(Value::as_str);
+        match (self.kind.as_deref(), code) {
+            (_, Some(code @ "rate_limit_exceeded")) => status_for_error_type(code),
+            (Some(kind), _) => status_for_error_type(kind),
+            (None, _) => 500,
+        }
+    }
+}
+
+/// Accounting for an OpenAI chunk stream.
+#[derive(Default)]
+pub(crate) struct StreamTracker {
+    usage: Option<Usage>,
+    content_events: u64,
+}
+
+impl StreamTracker {
+    pub(crate) fn observe(&mut self, event: &SseEvent) -> Result<Observed, ProviderError> {
+        if event.data == "[DONE]" {
+            return Ok(Observed::Done);
+        }
+        let chunk: WireChunk<'_> = serde_json::from_str(&event.data).map_err(|e| {
+            ProviderError::Malformed(format!("a stream event is not valid JSON: {e}"))
+        })?;
+        if let Some(err) = chunk.error {
+            let status = err.status();
+            return Ok(Observed::Error {
+                status,
+                message: err.message.unwrap_or_else(|| "error event without a message".to_owned()),
+            });
+        }
+        let has_usage = chunk.usage.is_some();
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage.into());
+        }
+        match chunk.choices {
+            Some(choices) if !choices.is_empty() => {
+                let content = choices.iter().any(|c| {
+                    c.delta.as_ref().is_some_and(|d| {
+                        d.content.as_deref().is_some_and(|s| !s.is_empty()) || d.tool_calls.is_some()
+                    })
+                });
+                if content {
+                    self.content_events += 1;
+                    Ok(Observed::Content)
+                } else {
+                    Ok(Observed::Other)
+                }
+            }
+            Some(_) | None if has_usage => Ok(Observed::UsageOnly),
+            Some(_) | None => Ok(Observed::Other),
+        }
+    }
+
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    pub(crate) fn content_events(&self) -> u64 {
+        self.content_events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(data: &str) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: data.to_owned(),
+        }
+    }
+
+    #[test]
+    fn streams_always_ask_for_usage_and_keep_other_options() {
+        let mut body = json!({"model":"public","messages":[],"stream":true,"stream_options":{"include_usage":false,"x":1}});
+        prepare_request(&mut body, "gpt-4o-mini-2024", true);
+        assert_eq!(body["model"], "gpt-4o-mini-2024");
+        assert_eq!(body["stream_options"], json!({"include_usage":true,"x":1}));
+
+        let mut body = json!({"model":"public","messages":[]});
+        prepare_request(&mut body, "up", false);
+        assert_eq!(body, json!({"model":"up","messages":[]}));
+    }
+
+    #[test]
+    fn tracker_reads_usage_content_and_the_end() {
+        let mut t = StreamTracker::default();
+        let role = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}"#;
+        assert_eq!(t.observe(&event(role)).unwrap(), Observed::Other);
+        let text = r#"{"id":"c","choices":[{"index":0,"delta":{"content":" hi \"there\""},"finish_reason":null}],"usage":null}"#;
+        assert_eq!(t.observe(&event(text)).unwrap(), Observed::Content);
+        let tool = r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\""}}]}}]}"#;
+        assert_eq!(t.observe(&event(tool)).unwrap(), Observed::Content);
+        assert_eq!(t.usage(), None);
+        let usage = r#"{"id":"c","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4}}}"#;
+        assert_eq!(t.observe(&event(usage)).unwrap(), Observed::UsageOnly);
+        assert_eq!(t.observe(&event("[DONE]")).unwrap(), Observed::Done);
+        assert_eq!(
+            t.usage(),
+            Some(Usage {
+                input_tokens: 12,
+                output_tokens: 5,
+                cached_input_tokens: 4
+            })
+        );
+        assert_eq!(t.content_events(), 2);
+    }
+
+    #[test]
+    fn tracker_reports_error_events_and_bad_json() {
+        let mut t = StreamTracker::default();
+        let err = r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+        assert_eq!(
+            t.observe(&event(err)).unwrap(),
+            Observed::Error {
+                status: 429,
+                message: "Rate limit reached".into()
+            }
+        );
+        let err = r#"{"error":{"message":"boom","type":"server_error","code":null}}"#;
+        assert!(matches!(t.observe(&event(err)).unwrap(), Observed::Error { status: 500, .. }));
+        assert!(matches!(
+            t.observe(&event("{\"choices\": [")),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn usage_is_read_without_touching_the_rest() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        assert_eq!(
+            usage_from_slice(body).unwrap(),
+            Some(Usage {
+                input_tokens: 3,
+                output_tokens: 2,
+                cached_input_tokens: 0
+            })
+        );
+        assert_eq!(usage_from_slice(b"{}").unwrap(), None);
+        assert!(usage_from_slice(b"{\"id\":").is_err());
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(usage_from_value(&v).unwrap().total(), 5);
+    }
+}

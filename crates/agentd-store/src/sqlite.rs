@@ -1,0 +1,310 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! Timestamps are stored as integer UTC unix milliseconds. Parallel to `postgres.rs`: same
+//! methods, same order.
+
+use crate::{classify, truncate_to_millis};
+use agentd_core::{ApiKey, KeyId, KeyStore, NewKey, StoreError, TenantId, UserId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::{ConnectOptions, Connection, Row};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a statement waits for another connection's (or process's) write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite has one writer at a time; more connections only help concurrent readers (WAL).
+const MAX_CONNECTIONS: u32 = 8;
+/// Pause between attempts to switch a fresh database to WAL (that switch cannot use the busy
+/// handler, see [`enable_wal`]).
+const WAL_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Every column of `api_keys`, in the order [`key_from_row`] reads them.
+macro_rules! key_columns {
+    () => {
+        "id, name, tenant, user_id, prefix, hash, created_at, revoked_at"
+    };
+}
+
+fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations/sqlite");
+    // An older replica must keep starting after a newer one migrated (migrations are additive).
+    migrator.set_ignore_missing(true);
+    migrator
+}
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|err| {
+                StoreError::Unavailable(format!(
+                    "cannot create directory {} for the SQLite database: {err}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        prepare(&options, path).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|err| open_error(path, err))?;
+        tracing::info!(backend = "sqlite", path = %path.display(), "Opened store");
+        Ok(SqliteStore {
+            pool,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file this store was opened on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Switches the file to WAL and applies migrations, on one connection, before the pool opens.
+///
+/// Two processes may open a fresh file at the same moment. The migrations run inside one
+/// `BEGIN IMMEDIATE` transaction, which takes the write lock up front (waiting through the busy
+/// timeout), so the second process only reads the migration table once the first committed and
+/// finds nothing left to do. sqlx nests each migration's own transaction as a savepoint.
+async fn prepare(options: &SqliteConnectOptions, path: &Path) -> Result<(), StoreError> {
+    let mut conn = options
+        .connect()
+        .await
+        .map_err(|err| open_error(path, err))?;
+    enable_wal(&mut conn, path).await?;
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|err| open_error(path, err))?;
+    // `run_direct` rather than `run`: with `run(&mut *tx)` the future is not provably `Send`
+    // ("implementation of `Acquire` is not general enough"), so `open` could not be spawned.
+    // sqlx exposes `run_direct` for exactly this.
+    migrator()
+        .run_direct(&mut *tx)
+        .await
+        .map_err(|err| migrate_error(path, err))?;
+    tx.commit().await.map_err(|err| open_error(path, err))?;
+    conn.close().await.map_err(|err| open_error(path, err))?;
+    Ok(())
+}
+
+/// `PRAGMA journal_mode = WAL` needs an exclusive lock that SQLite will not wait for with the
+/// busy handler, so a concurrent opener can get `SQLITE_BUSY`; retry until the busy timeout.
+/// Once the file is in WAL mode (it is persistent) the pragma takes no lock at all.
+async fn enable_wal(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreError> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL")
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(StoreError::Backend(format!(
+                    "SQLite database {} refused WAL mode (journal mode is {mode:?})",
+                    path.display()
+                )))
+            }
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                tokio::time::sleep(WAL_RETRY_PAUSE).await;
+            }
+            Err(err) => return Err(open_error(path, err)),
+        }
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn insert_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO api_keys (id, name, tenant, user_id, prefix, hash, created_at) ",
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING ",
+            key_columns!()
+        ))
+        .bind(key.id.as_str())
+        .bind(&key.name)
+        .bind(key.tenant.as_str())
+        .bind(key.user.as_ref().map(UserId::as_str))
+        .bind(&key.prefix)
+        .bind(&key.hash)
+        .bind(to_millis(key.created_at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_error)?;
+        key_from_row(&row)
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE hash = ?1"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .as_ref()
+        .map(key_from_row)
+        .transpose()
+    }
+
+    async fn key_by_id(&self, id: &KeyId) -> Result<Option<ApiKey>, StoreError> {
+        sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE id = ?1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?
+        .as_ref()
+        .map(key_from_row)
+        .transpose()
+    }
+
+    async fn list_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = match tenant {
+            Some(tenant) => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM api_keys WHERE tenant = ?1 ORDER BY created_at, id"
+                ))
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM api_keys ORDER BY created_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(store_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_key(&self, id: &KeyId) -> Result<bool, StoreError> {
+        // One statement, so two concurrent revokes cannot both set the time.
+        let result =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2")
+                .bind(to_millis(Utc::now()))
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
+    let created_at: i64 = row.try_get("created_at").map_err(store_error)?;
+    let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(store_error)?;
+    Ok(ApiKey {
+        id: KeyId::new(row.try_get::<String, _>("id").map_err(store_error)?),
+        name: row.try_get("name").map_err(store_error)?,
+        tenant: TenantId::new(row.try_get::<String, _>("tenant").map_err(store_error)?),
+        user: row
+            .try_get::<Option<String>, _>("user_id")
+            .map_err(store_error)?
+            .map(UserId::new),
+        prefix: row.try_get("prefix").map_err(store_error)?,
+        hash: row.try_get("hash").map_err(store_error)?,
+        created_at: from_millis(created_at)?,
+        revoked_at: revoked_at.map(from_millis).transpose()?,
+    })
+}
+
+fn to_millis(at: DateTime<Utc>) -> i64 {
+    truncate_to_millis(at).timestamp_millis()
+}
+
+fn from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(millis).ok_or_else(|| {
+        StoreError::Backend(format!("stored timestamp {millis} ms is out of range"))
+    })
+}
+
+/// `SQLITE_BUSY` / `SQLITE_LOCKED` (any extended code): another connection held the lock past
+/// the busy timeout. Transient, so callers see it as unavailable rather than as a bug.
+fn is_busy(err: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)),
+        _ => false,
+    }
+}
+
+fn store_error(err: sqlx::Error) -> StoreError {
+    if is_busy(&err) {
+        return StoreError::Unavailable(err.to_string());
+    }
+    classify(err)
+}
+
+/// Whatever fails while opening (missing permissions, not a database, locked) leaves the store
+/// unusable, so it is `Unavailable`; the message names the file so the operator knows what to fix.
+fn open_error(path: &Path, err: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot open SQLite database {}: {err}", path.display()))
+}
+
+fn migrate_error(path: &Path, err: MigrateError) -> StoreError {
+    match err {
+        MigrateError::Execute(err) => open_error(path, err),
+        other => StoreError::Backend(format!(
+            "cannot migrate SQLite database {}: {other}",
+            path.display()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millisecond_round_trip() {
+        let at = DateTime::from_timestamp_millis(1_714_566_896_789).unwrap();
+        assert_eq!(from_millis(to_millis(at)).unwrap(), at);
+        assert!(matches!(from_millis(i64::MAX), Err(StoreError::Backend(_))));
+    }
+}

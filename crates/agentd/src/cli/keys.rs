@@ -1,0 +1,119 @@
+//! `agentd keys`: manage API keys directly in the configured store.
+
+use super::ConfigArgs;
+use agentd_core::{KeyId, KeyStore, TenantId};
+use agentd_gateway::keys::issue;
+use agentd_store::Store;
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints its secret (shown only this once) on stdout.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        /// Tenant the key belongs to.
+        #[arg(long, default_value = TenantId::DEFAULT)]
+        tenant: String,
+        /// User inside the tenant (optional).
+        #[arg(long)]
+        user: Option<String>,
+        /// Import this secret instead of generating one (migrating clients from another
+        /// gateway). Prefer `--secret-env VAR` so the secret stays out of shell history.
+        #[arg(long, conflicts_with = "secret_env")]
+        secret: Option<String>,
+        /// Import the secret held by this environment variable.
+        #[arg(long, value_name = "VAR")]
+        secret_env: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// One JSON document on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id (`key_…`); it stops working within `auth.key_cache_ttl_ms`.
+    Revoke { id: String },
+}
+
+pub async fn open_store(config: &agentd_config::Config) -> anyhow::Result<Store> {
+    Ok(match &config.store {
+        agentd_config::StoreConfig::Sqlite { path } => Store::open_sqlite(path)
+            .await
+            .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?,
+        agentd_config::StoreConfig::Postgres { url, max_connections } => {
+            Store::open_postgres(url.expose(), *max_connections)
+                .await
+                .context("cannot open the PostgreSQL store")?
+        }
+    })
+}
+
+pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    let config = match args.config.load(None) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    super::small_runtime()?.block_on(async move {
+        let store = open_store(&config).await?;
+        let code = match args.command {
+            KeysCommand::Create { name, tenant, user, secret, secret_env } => {
+                let imported = match secret_env {
+                    Some(var) => Some(std::env::var(&var).with_context(|| format!("environment variable {var} is not set"))?),
+                    None => secret,
+                };
+                let (key, secret) = issue(&store, &name, Some(&tenant), user.as_deref(), imported.as_deref()).await?;
+                println!("{secret}");
+                eprintln!("Created {} ({}) for tenant {}; the secret above is shown only once", key.id, key.name, key.tenant);
+                ExitCode::SUCCESS
+            }
+            KeysCommand::List { tenant, json } => {
+                let keys = store.list_keys(tenant.map(TenantId::new).as_ref()).await?;
+                if json {
+                    let data: Vec<_> = keys.iter().map(agentd_gateway::routes::admin::key_json).collect();
+                    println!("{}", serde_json::to_string_pretty(&data)?);
+                } else {
+                    println!("{:<22} {:<20} {:<12} {:<12} {:<20} {:<25} STATUS", "ID", "NAME", "TENANT", "USER", "PREFIX", "CREATED");
+                    for k in &keys {
+                        println!(
+                            "{:<22} {:<20} {:<12} {:<12} {:<20} {:<25} {}",
+                            k.id,
+                            k.name,
+                            k.tenant,
+                            k.user.as_ref().map(|u| u.as_str()).unwrap_or("-"),
+                            k.prefix,
+                            k.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                            if k.is_active() { "active" } else { "revoked" }
+                        );
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            KeysCommand::Revoke { id } => {
+                if store.revoke_key(&KeyId::new(&id)).await? {
+                    eprintln!("Revoked {id}");
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("error: no key with id {id:?} ('agentd keys list' shows the ids)");
+                    ExitCode::from(1)
+                }
+            }
+        };
+        store.close().await;
+        Ok(code)
+    })
+}

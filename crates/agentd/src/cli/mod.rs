@@ -1,0 +1,71 @@
+//! Command-line interface: one file per noun.
+
+mod check_config;
+mod keys;
+mod mock_llm;
+mod serve;
+
+use agentd_config::{Config, Overrides};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for an invalid configuration (EX_CONFIG from sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "agentd", version, about = "Run AI agents in production: LLM gateway, agent runtime and workers in one binary")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (all roles, embedded storage unless the config says otherwise).
+    Serve(serve::ServeArgs),
+    /// Validate a configuration file; exits 78 and lists every problem if it is invalid.
+    CheckConfig(check_config::CheckArgs),
+    /// Create, list and revoke API keys.
+    Keys(keys::KeysArgs),
+    /// Run the mock LLM provider (OpenAI and Anthropic wire formats, fault injection).
+    MockLlm(mock_llm::MockArgs),
+}
+
+/// Options every command that reads the config shares.
+#[derive(Args, Clone)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML). Without it, built-in defaults (see README).
+    #[arg(short = 'c', long = "config", env = "AGENTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for embedded state (SQLite). Overrides server.data_dir.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Loads the config, or prints every error and returns the exit code to use.
+    pub fn load(&self, listen: Option<SocketAddr>) -> Result<Config, ExitCode> {
+        let env = |k: &str| std::env::var(k).ok();
+        let overrides = Overrides { listen, data_dir: self.data_dir.clone() };
+        Config::load(self.config.as_deref(), &env, &overrides).map_err(|errors| {
+            eprintln!("invalid configuration:\n{errors}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig(args) => Ok(check_config::run(args)),
+        Command::Keys(args) => keys::run(args),
+        Command::MockLlm(args) => mock_llm::run(args),
+    }
+}
+
+/// A tokio runtime for the short-lived commands.
+pub fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}

@@ -1,0 +1,87 @@
+//! `agentd serve`: load the config, open the store, serve until SIGTERM, drain.
+
+use super::ConfigArgs;
+use agentd_config::{Config, LogFormat};
+use agentd_gateway::AppState;
+use clap::Args;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Address to listen on (default 127.0.0.1:8080; env AGENTD_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn describe(config: &Config) {
+    let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+    let providers: Vec<String> = config.providers.iter().map(|p| format!("{} ({})", p.name, p.kind)).collect();
+    info!(providers = %providers.join(", "), models = %models.join(", "), "Providers and models");
+    let only_mock = config.providers.iter().all(|p| p.kind == agentd_config::ProviderKind::Mock);
+    if config.is_default() && only_mock {
+        warn!("No provider key in the environment: serving only the built-in mock models (mock, mock-embedding). Set OPENAI_API_KEY and/or ANTHROPIC_API_KEY, or pass -c agentd.toml with [providers.*] and [models.*] (see README), to add real providers");
+    }
+    if config.auth.admin_key.is_none() {
+        info!("Admin API disabled (set AGENTD_ADMIN_KEY to enable /admin); create keys with 'agentd keys create --name NAME'");
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = match args.config.load(args.listen) {
+        Ok(c) => Arc::new(c),
+        Err(code) => return Ok(code),
+    };
+    init_tracing(config.server.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let store = Arc::new(super::keys::open_store(&config).await?);
+        match &config.store {
+            agentd_config::StoreConfig::Sqlite { path } => info!(path = %path.display(), "Store: SQLite"),
+            agentd_config::StoreConfig::Postgres { .. } => info!("Store: PostgreSQL"),
+        }
+        describe(&config);
+        let state = AppState::new(config.clone(), store)?;
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
+        info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), region = config.server.region.as_deref().unwrap_or("-"), "agentd listening");
+        agentd_gateway::serve(listener, state, shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The one command that tests everything (README "Testing"):
+#   1. builds the agentd binary (debug),
+#   2. runs every Rust test in the workspace,
+#   3. creates or reuses the Python venv at .venv with the pinned official SDKs,
+#   4. runs the SDK suite (tests/sdk) against the real binary.
+# Any failure stops the run with a non-zero exit. Works from a fresh clone; needs cargo and python3.
+# The backend tests read AGENTD_TEST_POSTGRES_URL / _REDIS_URL / _NATS_URL (.ci/run sets them).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+section() { printf '\n==================== %s ====================\n' "$*"; }
+die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PYTHONDONTWRITEBYTECODE=1
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+REQS="$ROOT/tests/sdk/requirements.txt"
+
+section "toolchain"
+cargo --version
+"$PYTHON" --version
+
+section "cargo build -p agentd"
+cargo build -p agentd
+
+# Where cargo put the binary (honours CARGO_TARGET_DIR and .cargo/config).
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps \
+  | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+export AGENTD_BIN="$TARGET_DIR/debug/agentd"
+[ -x "$AGENTD_BIN" ] || die "cargo build succeeded but $AGENTD_BIN is missing"
+
+section "cargo test --workspace"
+cargo test --workspace
+
+section "python venv ($VENV)"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+fi
+# Reinstall only when requirements.txt changed since the last successful install.
+STAMP="$VENV/.requirements.sha256"
+WANT="$(sha256sum "$REQS" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+  # Upgrade pip first: the system pip's resolver picks bad combinations of the SDKs' dependencies.
+  "$VENV/bin/python" -m pip install --upgrade pip
+  "$VENV/bin/python" -m pip install -r "$REQS"
+  echo "$WANT" > "$STAMP"
+else
+  echo "requirements unchanged; reusing $VENV"
+fi
+"$VENV/bin/python" -m pip list --format=freeze | grep -Ei '^(openai|anthropic|pytest|httpx)=='
+
+section "pytest tests/sdk (AGENTD_BIN=$AGENTD_BIN)"
+"$VENV/bin/python" -m pytest -q tests/sdk -p no:cacheprovider
+
+section "all tests passed"
