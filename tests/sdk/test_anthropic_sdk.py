@@ -91,12 +91,14 @@ def test_messages_stream_true_events(ant, model):
     assert types.index("content_block_start") < types.index("content_block_delta") < types.index("content_block_stop")
     start = events[0].message
     assert start.role == "assistant" and start.content == []
-    assert start.usage.input_tokens > 0
     text = "".join(e.delta.text for e in events if e.type == "content_block_delta" and e.delta.type == "text_delta")
     assert text.strip()
     (delta,) = [e for e in events if e.type == "message_delta"]
     assert delta.delta.stop_reason == "end_turn"
     assert delta.usage.output_tokens > 0
+    # Input tokens belong in message_start; a translated stream may only learn them at the end
+    # and report them (cumulatively) in message_delta instead. Either way they must arrive.
+    assert max(start.usage.input_tokens, delta.usage.input_tokens or 0) > 0
 
 
 @pytest.mark.parametrize("model", CHAT_MODELS)

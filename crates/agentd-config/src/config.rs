@@ -245,7 +245,6 @@ impl Config {
 
     /// Parse and validate `text` as if read from `origin` (used in error messages and as
     /// [`Config::source`]), then apply the environment and `overrides`.
-    #[allow(clippy::should_implement_trait)] // needs env and overrides, so not `FromStr`
     pub fn from_str(
         text: &str,
         origin: &Path,
@@ -295,9 +294,10 @@ fn syntax_error(text: &str, origin: &Path, e: &toml_edit::TomlError) -> ConfigEr
     let offset = e.span().map_or(text.len(), |s| s.start);
     let (line, column) = line_col(text, offset);
     let lines: Vec<&str> = text.lines().collect();
+    // The header the error line belongs to, or is.
     let header = lines
         .iter()
-        .take(line.saturating_sub(1))
+        .take(line)
         .rev()
         .map(|l| l.trim())
         .find(|l| l.starts_with('['))

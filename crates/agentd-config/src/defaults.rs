@@ -42,7 +42,8 @@ pub(crate) fn document(env: &dyn Fn(&str) -> Option<String>) -> String {
     let mut models = String::new();
     push_models(&mut models, "mock", MOCK_MODELS);
     if set("OPENAI_API_KEY") {
-        providers.push_str("[providers.openai]\nkind = \"openai\"\napi_key = \"${OPENAI_API_KEY}\"\n\n");
+        providers
+            .push_str("[providers.openai]\nkind = \"openai\"\napi_key = \"${OPENAI_API_KEY}\"\n\n");
         push_models(&mut models, "openai", OPENAI_MODELS);
     }
     if set("ANTHROPIC_API_KEY") {
@@ -56,6 +57,8 @@ pub(crate) fn document(env: &dyn Fn(&str) -> Option<String>) -> String {
 
 fn push_models(out: &mut String, provider: &str, models: &[&str]) {
     for model in models {
-        out.push_str(&format!("[models.\"{model}\"]\nprovider = \"{provider}\"\n\n"));
+        out.push_str(&format!(
+            "[models.\"{model}\"]\nprovider = \"{provider}\"\n\n"
+        ));
     }
 }

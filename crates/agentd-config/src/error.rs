@@ -145,7 +145,10 @@ pub(crate) fn explain_serde(message: &str) -> (String, String) {
         let (field, valid) = split_unknown(rest);
         return (
             format!("unknown key \"{field}\""),
-            unknown_key_fix(&field, &valid.iter().map(String::as_str).collect::<Vec<_>>()),
+            unknown_key_fix(
+                &field,
+                &valid.iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
         );
     }
     if let Some(rest) = message.strip_prefix("unknown variant ") {
@@ -234,7 +237,7 @@ fn describe_found(found: &str) -> String {
 }
 
 /// The valid name closest to `word` if it is plausibly a typo (edit distance ≤ 2, or ≤ 1 for
-/// short words).
+/// short words; a swap of two neighbours counts as one edit).
 pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let limit = if word.chars().count() <= 4 { 1 } else { 2 };
     candidates
@@ -245,18 +248,30 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
         .map(|(_, c)| c)
 }
 
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -291,6 +306,13 @@ mod tests {
     }
 
     #[test]
+    fn close_names_include_swapped_letters() {
+        assert_eq!(closest("mokc", &["mock", "openai"]), Some("mock"));
+        assert_eq!(closest("lisen", &["listen", "region"]), Some("listen"));
+        assert_eq!(closest("zzzz", &["mock"]), None);
+    }
+
+    #[test]
     fn key_paths_quote_keys_that_are_not_bare() {
         let p = KeyPath::root()
             .key("models")
@@ -299,14 +321,20 @@ mod tests {
             .index(2)
             .key("weight");
         assert_eq!(p.to_string(), "models.\"gpt-4.1\".deployments[2].weight");
-        assert_eq!(KeyPath::root().key("models").key("").to_string(), "models.\"\"");
+        assert_eq!(
+            KeyPath::root().key("models").key("").to_string(),
+            "models.\"\""
+        );
     }
 
     #[test]
     fn serde_messages_are_reworded() {
         let (m, f) = explain_serde("unknown field `lisen`, expected one of `listen`, `region`");
         assert_eq!(m, "unknown key \"lisen\"");
-        assert_eq!(f, "did you mean \"listen\"? the keys allowed here are: listen, region");
+        assert_eq!(
+            f,
+            "did you mean \"listen\"? the keys allowed here are: listen, region"
+        );
         let (m, f) = explain_serde("unknown field `zzz`, expected `listen`");
         assert_eq!(m, "unknown key \"zzz\"");
         assert_eq!(f, "remove it or use one of the keys allowed here: listen");

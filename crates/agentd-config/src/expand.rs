@@ -117,7 +117,13 @@ mod tests {
             "environment variable MISSING is not set"
         );
         assert_eq!(expand("${KEY", &env), Err(ExpandError::Unterminated));
-        assert_eq!(expand("${1X}", &env), Err(ExpandError::BadName("1X".to_owned())));
-        assert_eq!(expand("${}", &env), Err(ExpandError::BadName(String::new())));
+        assert_eq!(
+            expand("${1X}", &env),
+            Err(ExpandError::BadName("1X".to_owned()))
+        );
+        assert_eq!(
+            expand("${}", &env),
+            Err(ExpandError::BadName(String::new()))
+        );
     }
 }

@@ -40,3 +40,6 @@ pub use config::{
 pub use defaults::{ANTHROPIC_MODELS, MOCK_MODELS, OPENAI_MODELS};
 pub use error::{ConfigError, ConfigErrors, ENV_FILE};
 pub use secret::Secret;
+
+#[cfg(test)]
+mod tests;

@@ -55,12 +55,17 @@ impl<'a> Node<'a> {
 
     /// The child at `seg`, with the span of its key when it has one.
     fn child(self, seg: &Seg) -> Option<(Option<Range<usize>>, Node<'a>)> {
-        match (self, seg) {
-            (Node::Table(t), Seg::Key(k)) => t.get_key_value(k).map(keyed),
-            (Node::Value(Value::InlineTable(t)), Seg::Key(k)) => t.get_key_value(k).map(keyed),
-            (Node::Value(Value::Array(a)), Seg::Index(i)) => a.get(*i).map(|v| (None, Node::Value(v))),
-            (Node::Tables(a), Seg::Index(i)) => a.get(*i).map(|t| (None, Node::Table(t))),
-            _ => None,
+        match seg {
+            Seg::Key(k) => match self {
+                Node::Table(t) => t.get_key_value(k).map(keyed),
+                Node::Value(Value::InlineTable(t)) => t.get_key_value(k).map(keyed),
+                Node::Value(_) | Node::Tables(_) | Node::Nothing => None,
+            },
+            Seg::Index(i) => match self {
+                Node::Value(Value::Array(a)) => a.get(*i).map(|v| (None, Node::Value(v))),
+                Node::Tables(a) => a.get(*i).map(|t| (None, Node::Table(t))),
+                Node::Value(_) | Node::Table(_) | Node::Nothing => None,
+            },
         }
     }
 
@@ -96,7 +101,7 @@ fn keyed<'a>((key, item): (&'a Key, &'a Item)) -> (Option<Range<usize>>, Node<'a
     (key.span(), Node::of(item))
 }
 
-/// The span to report for `path`: the key's own span, else its value's or table header's span;
+/// The span to report for `path`: a table's header, else the key's own span, else its value's;
 /// when the path does not exist (a missing key) or has no span (an implicit table), the
 /// deepest ancestor that has one.
 pub(crate) fn span_of(root: &Table, path: &KeyPath) -> Option<Range<usize>> {
@@ -106,7 +111,12 @@ pub(crate) fn span_of(root: &Table, path: &KeyPath) -> Option<Range<usize>> {
         let Some((key_span, child)) = node.child(seg) else {
             break;
         };
-        if let Some(span) = key_span.or_else(|| child.span()) {
+        // A `[table]` header is reported at the header (column 1), anything else at its key.
+        let header = match child {
+            Node::Table(t) => t.span(),
+            Node::Value(_) | Node::Tables(_) | Node::Nothing => None,
+        };
+        if let Some(span) = header.or(key_span).or_else(|| child.span()) {
             best = Some(span);
         }
         node = child;
@@ -171,11 +181,25 @@ provider = "nope"
     fn walks_std_tables_inline_tables_and_both_array_kinds() {
         let doc = ImDocument::parse(DOC.to_owned()).unwrap();
         let root = KeyPath::root();
-        assert_eq!(line_of(&doc, &root.key("server").key("listen")), Some((2, 1)));
-        assert_eq!(line_of(&doc, &root.key("providers").key("openai")), Some((4, 1)));
-        let header = root.key("providers").key("openai").key("headers").key("X-Org");
+        assert_eq!(
+            line_of(&doc, &root.key("server").key("listen")),
+            Some((2, 1))
+        );
+        assert_eq!(
+            line_of(&doc, &root.key("providers").key("openai")),
+            Some((4, 1))
+        );
+        let header = root
+            .key("providers")
+            .key("openai")
+            .key("headers")
+            .key("X-Org");
         assert_eq!(line_of(&doc, &header), Some((6, 13)));
-        let dep = root.key("models").key("gpt-4.1").key("deployments").index(1);
+        let dep = root
+            .key("models")
+            .key("gpt-4.1")
+            .key("deployments")
+            .index(1);
         assert_eq!(line_of(&doc, &dep.key("provider")), Some((11, 5)));
         let aot = root.key("models").key("other").key("deployments").index(1);
         assert_eq!(line_of(&doc, &aot.key("provider")), Some((18, 1)));
@@ -184,7 +208,10 @@ provider = "nope"
     #[test]
     fn missing_keys_fall_back_to_the_parent_table() {
         let doc = ImDocument::parse(DOC.to_owned()).unwrap();
-        let missing = KeyPath::root().key("providers").key("openai").key("api_key");
+        let missing = KeyPath::root()
+            .key("providers")
+            .key("openai")
+            .key("api_key");
         assert_eq!(line_of(&doc, &missing), Some((4, 1)));
         let nothing = KeyPath::root().key("store").key("url");
         assert_eq!(line_of(&doc, &nothing), None);
@@ -195,9 +222,15 @@ provider = "nope"
         let doc = ImDocument::parse(DOC.to_owned()).unwrap();
         let offset = DOC.find("\"azur\"").unwrap();
         let path = path_at(doc.as_table(), offset).unwrap();
-        assert_eq!(path.to_string(), "models.\"gpt-4.1\".deployments[1].provider");
+        assert_eq!(
+            path.to_string(),
+            "models.\"gpt-4.1\".deployments[1].provider"
+        );
         let offset = DOC.find("127.0.0.1").unwrap();
-        assert_eq!(path_at(doc.as_table(), offset).unwrap().to_string(), "server.listen");
+        assert_eq!(
+            path_at(doc.as_table(), offset).unwrap().to_string(),
+            "server.listen"
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub struct RawServer {
     pub request_timeout_ms: Option<i64>,
     /// How long in-flight requests and runs may drain after SIGTERM, in milliseconds. Default 30000.
     pub shutdown_grace_ms: Option<i64>,
-    /// Region this instance runs in (e.g. `cdg`). Default: the `FLY_REGION` variable, else none.
+    /// Region this instance runs in (e.g. `cdg`); empty means unset. Default: the `FLY_REGION` variable, else none.
     pub region: Option<String>,
     /// Log output: `json` (default) or `text`.
     pub log_format: Option<String>,
@@ -184,6 +184,9 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
             "providers" => {
                 for (entry, item) in entries(item, &path, "[providers.<name>]", sink) {
                     provider_names.push(entry.to_owned());
+                    if unquoted_dot(name, entry, item, &keys_of::<RawProvider>(), &path, sink) {
+                        continue;
+                    }
                     if let Some(p) = section(item, &path.key(entry), sink) {
                         raw.providers.push((entry.to_owned(), p));
                     }
@@ -191,6 +194,9 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
             }
             "models" => {
                 for (entry, item) in entries(item, &path, "[models.<name>]", sink) {
+                    if unquoted_dot(name, entry, item, &keys_of::<RawModel>(), &path, sink) {
+                        continue;
+                    }
                     if let Some(m) = section(item, &path.key(entry), sink) {
                         raw.models.push((entry.to_owned(), m));
                     }
@@ -207,6 +213,43 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
         raw,
         provider_names,
     }
+}
+
+/// `[models.gpt-4.1]` is the table `gpt-4` with a sub-table `1`: the most common mistake with
+/// model names. Serde would only say "unknown key", so recognise the shape (an unknown key whose
+/// value is a table) and say what to write instead.
+fn unquoted_dot(
+    section: &str,
+    entry: &str,
+    item: &Item,
+    fields: &[String],
+    path: &KeyPath,
+    sink: &mut Sink<'_>,
+) -> bool {
+    let Some(table) = item.as_table() else {
+        return false;
+    };
+    let Some((rest, _)) = table
+        .iter()
+        .find(|(k, v)| v.is_table() && !fields.iter().any(|f| f == k))
+    else {
+        return false;
+    };
+    let mut full = format!("{entry}.{rest}");
+    let mut inner = &table[rest];
+    while let Some((next, _)) = inner
+        .as_table()
+        .and_then(|t| t.iter().find(|(_, v)| v.is_table()))
+    {
+        full = format!("{full}.{next}");
+        inner = &inner[next];
+    }
+    sink.error(
+        &path.key(entry).key(rest),
+        format!("unknown key \"{rest}\" (TOML splits names at dots)"),
+        format!("quote names that contain dots: [{section}.\"{full}\"]"),
+    );
+    true
 }
 
 /// The entries of a `[providers]` / `[models]` table.
@@ -269,9 +312,9 @@ pub(crate) fn keys_of<T: DeserializeOwned>() -> Vec<String> {
     }
 }
 
-/// Every documented key, grouped by the table it lives in (`server`, `providers.<name>`,
+/// Every accepted key, grouped by the table it lives in (`server`, `providers.<name>`,
 /// `models.<name>.deployments[]`, …), in the order the reference documents them.
-pub(crate) fn reference_keys() -> Vec<(&'static str, Vec<String>)> {
+pub fn reference_keys() -> Vec<(&'static str, Vec<String>)> {
     vec![
         ("server", keys_of::<RawServer>()),
         ("store", keys_of::<RawStore>()),
@@ -322,7 +365,10 @@ mod tests {
             );
         }
         for section in SECTIONS {
-            assert!(doc.contains(&format!("[{section}")), "{section} is documented");
+            assert!(
+                doc.contains(&format!("[{section}")),
+                "{section} is documented"
+            );
         }
     }
 }

@@ -43,7 +43,12 @@ impl<'a> Sink<'a> {
     }
 
     /// An error about `path`, located at its key (or nearest existing ancestor).
-    pub(crate) fn error(&mut self, path: &KeyPath, message: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn error(
+        &mut self,
+        path: &KeyPath,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         let span = self.root.and_then(|root| span_of(root, path));
         self.push(path.to_string(), span, message.into(), fix.into());
     }
@@ -65,7 +70,12 @@ impl<'a> Sink<'a> {
     }
 
     /// An error about an environment variable.
-    pub(crate) fn env_error(&mut self, var: &str, message: impl Into<String>, fix: impl Into<String>) {
+    pub(crate) fn env_error(
+        &mut self,
+        var: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.errors.push(ConfigError {
             file: PathBuf::from(ENV_FILE),
             line: None,
@@ -157,16 +167,27 @@ pub(crate) fn build(
     }
 }
 
-fn server(raw: &RawServer, env: Env<'_>, overrides: &Overrides, sink: &mut Sink<'_>) -> ServerConfig {
+fn server(
+    raw: &RawServer,
+    env: Env<'_>,
+    overrides: &Overrides,
+    sink: &mut Sink<'_>,
+) -> ServerConfig {
     let p = KeyPath::root().key("server");
 
-    let mut listen: SocketAddr = defaults::LISTEN.parse().expect("default listen address parses");
+    let mut listen: SocketAddr = defaults::LISTEN
+        .parse()
+        .expect("default listen address parses");
     if let Some(value) = &raw.listen {
         let path = p.key("listen");
         if let Some(value) = sink.expand(&path, value, env) {
             match value.parse() {
                 Ok(addr) => listen = addr,
-                Err(_) => sink.error(&path, format!("invalid listen address \"{value}\""), LISTEN_FIX),
+                Err(_) => sink.error(
+                    &path,
+                    format!("invalid listen address \"{value}\""),
+                    LISTEN_FIX,
+                ),
             }
         }
     }
@@ -211,20 +232,13 @@ fn server(raw: &RawServer, env: Env<'_>, overrides: &Overrides, sink: &mut Sink<
         defaults::SHUTDOWN_GRACE,
     );
 
-    let mut region = None;
-    if let Some(value) = &raw.region {
-        let path = p.key("region");
-        if let Some(value) = sink.expand(&path, value, env) {
-            if value.trim().is_empty() {
-                sink.error(&path, "region is empty", "remove the key or name the region, e.g. \"cdg\"");
-            } else {
-                region = Some(value);
-            }
-        }
-    }
-    if region.is_none() && raw.region.is_none() {
-        region = env_var(env, "FLY_REGION");
-    }
+    // An empty value (e.g. `"${REGION:-}"`) counts as unset, so FLY_REGION can fill in.
+    let region = raw
+        .region
+        .as_ref()
+        .and_then(|value| sink.expand(&p.key("region"), value, env))
+        .filter(|value| !value.trim().is_empty())
+        .or_else(|| env_var(env, "FLY_REGION"));
 
     let mut log_format = LogFormat::Json;
     if let Some(value) = &raw.log_format {
@@ -253,7 +267,11 @@ fn server(raw: &RawServer, env: Env<'_>, overrides: &Overrides, sink: &mut Sink<
         let path = p.key("data_dir");
         if let Some(value) = sink.expand(&path, value, env) {
             if value.is_empty() {
-                sink.error(&path, "data_dir is empty", "remove the key (default \"./data\") or name a directory");
+                sink.error(
+                    &path,
+                    "data_dir is empty",
+                    "remove the key (default \"./data\") or name a directory",
+                );
             } else {
                 data_dir = PathBuf::from(value);
             }
@@ -304,7 +322,10 @@ fn store(raw: &RawStore, data_dir: &Path, env: Env<'_>, sink: &mut Sink<'_>) -> 
             _ => {
                 sink.error(
                     &p.key("max_connections"),
-                    format!("max_connections must be between 1 and {} (got {n})", u32::MAX),
+                    format!(
+                        "max_connections must be between 1 and {} (got {n})",
+                        u32::MAX
+                    ),
                     format!("set a pool size such as {}", defaults::MAX_CONNECTIONS),
                 );
                 defaults::MAX_CONNECTIONS
@@ -444,10 +465,19 @@ fn admin_key_ok(value: &str) -> Result<(), (String, String)> {
     Ok(())
 }
 
-fn provider(name: &str, raw: &RawProvider, env: Env<'_>, sink: &mut Sink<'_>) -> Option<ProviderConfig> {
+fn provider(
+    name: &str,
+    raw: &RawProvider,
+    env: Env<'_>,
+    sink: &mut Sink<'_>,
+) -> Option<ProviderConfig> {
     let p = KeyPath::root().key("providers").key(name);
     if name.is_empty() {
-        sink.error(&p, "provider name is empty", "name the table, e.g. [providers.openai]");
+        sink.error(
+            &p,
+            "provider name is empty",
+            "name the table, e.g. [providers.openai]",
+        );
     }
     let kind = match raw.kind.as_deref() {
         None => {
@@ -506,6 +536,10 @@ fn provider(name: &str, raw: &RawProvider, env: Env<'_>, sink: &mut Sink<'_>) ->
             continue;
         }
         if let Some(value) = sink.expand(&path, value, env) {
+            if value.is_empty() {
+                // Lets a file carry optional headers: `"${OPENAI_ORG_ID:-}"` sends nothing when unset.
+                continue;
+            }
             if value.contains(['\r', '\n', '\0']) {
                 sink.error(
                     &path,
@@ -530,7 +564,12 @@ fn provider(name: &str, raw: &RawProvider, env: Env<'_>, sink: &mut Sink<'_>) ->
         raw.first_token_timeout_ms,
         defaults::FIRST_TOKEN_TIMEOUT,
     );
-    let timeout = positive_ms(sink, &p.key("timeout_ms"), raw.timeout_ms, defaults::PROVIDER_TIMEOUT);
+    let timeout = positive_ms(
+        sink,
+        &p.key("timeout_ms"),
+        raw.timeout_ms,
+        defaults::PROVIDER_TIMEOUT,
+    );
 
     let is_anthropic = kind == Some(ProviderKind::Anthropic);
     let mut anthropic_version = defaults::ANTHROPIC_VERSION.to_owned();
@@ -543,7 +582,11 @@ fn provider(name: &str, raw: &RawProvider, env: Env<'_>, sink: &mut Sink<'_>) ->
                 "remove anthropic_version, or set kind = \"anthropic\"",
             );
         } else if value.trim().is_empty() {
-            sink.error(&path, "anthropic_version is empty", "remove it to use \"2023-06-01\"");
+            sink.error(
+                &path,
+                "anthropic_version is empty",
+                "remove it to use \"2023-06-01\"",
+            );
         } else {
             anthropic_version = value.clone();
         }
@@ -614,7 +657,11 @@ fn base_url(
         .strip_prefix("http://")
         .or_else(|| value.strip_prefix("https://"));
     match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace) => {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !rest.contains(char::is_whitespace) =>
+        {
             Some(value.trim_end_matches('/').to_owned())
         }
         _ => {
@@ -632,7 +679,12 @@ fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn model(name: &str, raw: &RawModel, providers: &[String], sink: &mut Sink<'_>) -> Option<ModelConfig> {
+fn model(
+    name: &str,
+    raw: &RawModel,
+    providers: &[String],
+    sink: &mut Sink<'_>,
+) -> Option<ModelConfig> {
     let p = KeyPath::root().key("models").key(name);
     if name.is_empty() {
         sink.error(
@@ -739,7 +791,11 @@ fn model(name: &str, raw: &RawModel, providers: &[String], sink: &mut Sink<'_>) 
 
     let owned_by = match &raw.owned_by {
         Some(o) if o.trim().is_empty() => {
-            sink.error(&p.key("owned_by"), "owned_by is empty", "remove it to show the provider name");
+            sink.error(
+                &p.key("owned_by"),
+                "owned_by is empty",
+                "remove it to show the provider name",
+            );
             ok = false;
             String::new()
         }
@@ -754,29 +810,48 @@ fn model(name: &str, raw: &RawModel, providers: &[String], sink: &mut Sink<'_>) 
 }
 
 /// The upstream model name: explicit, or the public name.
-fn upstream_model(sink: &mut Sink<'_>, path: &KeyPath, model: Option<&str>, name: &str) -> Option<String> {
+fn upstream_model(
+    sink: &mut Sink<'_>,
+    path: &KeyPath,
+    model: Option<&str>,
+    name: &str,
+) -> Option<String> {
     match model {
         None => Some(name.to_owned()),
         Some(m) if m.trim().is_empty() => {
-            sink.error(path, "model is empty", "remove it to use the public model name, or name the upstream model");
+            sink.error(
+                path,
+                "model is empty",
+                "remove it to use the public model name, or name the upstream model",
+            );
             None
         }
         Some(m) => Some(m.to_owned()),
     }
 }
 
-fn check_provider(sink: &mut Sink<'_>, path: &KeyPath, provider: &str, providers: &[String]) -> bool {
+fn check_provider(
+    sink: &mut Sink<'_>,
+    path: &KeyPath,
+    provider: &str,
+    providers: &[String],
+) -> bool {
     if providers.iter().any(|p| p == provider) {
         return true;
     }
     let fix = if providers.is_empty() {
-        format!("add a [providers.{provider}] table with its kind, or reference an existing provider")
+        format!(
+            "add a [providers.{provider}] table with its kind, or reference an existing provider"
+        )
     } else {
         let names: Vec<&str> = providers.iter().map(String::as_str).collect();
         let guess = closest(provider, &names)
             .map(|g| format!("did you mean \"{g}\"? "))
             .unwrap_or_default();
-        format!("{guess}use one of the names under [providers]: {}", names.join(", "))
+        format!(
+            "{guess}use one of the names under [providers]: {}",
+            names.join(", ")
+        )
     };
     sink.error(path, format!("unknown provider \"{provider}\""), fix);
     false
@@ -790,7 +865,12 @@ fn provider_hint(providers: &[String]) -> String {
     }
 }
 
-fn positive_ms(sink: &mut Sink<'_>, path: &KeyPath, value: Option<i64>, default: Duration) -> Duration {
+fn positive_ms(
+    sink: &mut Sink<'_>,
+    path: &KeyPath,
+    value: Option<i64>,
+    default: Duration,
+) -> Duration {
     match value {
         None => default,
         Some(ms) if ms > 0 => Duration::from_millis(ms.unsigned_abs()),
@@ -798,14 +878,22 @@ fn positive_ms(sink: &mut Sink<'_>, path: &KeyPath, value: Option<i64>, default:
             sink.error(
                 path,
                 format!("must be greater than 0 milliseconds (got {ms})"),
-                format!("set a positive number of milliseconds, e.g. {}", default.as_millis()),
+                format!(
+                    "set a positive number of milliseconds, e.g. {}",
+                    default.as_millis()
+                ),
             );
             default
         }
     }
 }
 
-fn non_negative_ms(sink: &mut Sink<'_>, path: &KeyPath, value: Option<i64>, default: Duration) -> Duration {
+fn non_negative_ms(
+    sink: &mut Sink<'_>,
+    path: &KeyPath,
+    value: Option<i64>,
+    default: Duration,
+) -> Duration {
     match value {
         None => default,
         Some(ms) if ms >= 0 => Duration::from_millis(ms.unsigned_abs()),
@@ -813,7 +901,10 @@ fn non_negative_ms(sink: &mut Sink<'_>, path: &KeyPath, value: Option<i64>, defa
             sink.error(
                 path,
                 format!("must not be negative (got {ms})"),
-                format!("use 0 or a positive number of milliseconds (default {})", default.as_millis()),
+                format!(
+                    "use 0 or a positive number of milliseconds (default {})",
+                    default.as_millis()
+                ),
             );
             default
         }

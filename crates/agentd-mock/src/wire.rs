@@ -173,11 +173,8 @@ pub(crate) fn front(
     .map_err(|err| WireError::from(err).plan(shape, Duration::ZERO, None))?;
 
     let delay = directives.latency.unwrap_or(Duration::ZERO);
-    if directives.reset {
-        return Err(Plan::Reset { delay });
-    }
-    if let Some(status) = directives.status {
-        return Err(WireError::injected(status).plan(shape, delay, directives.retry_after));
+    if let Some(plan) = preempt(shape, &directives) {
+        return Err(plan);
     }
     let body = match (parsed, shape) {
         (Ok(body @ Value::Object(_)), _) => body,
@@ -204,6 +201,17 @@ pub(crate) fn front(
         body,
         delay,
     })
+}
+
+/// The answer that replaces the normal one when a directive asks for a reset or an error.
+pub(crate) fn preempt(shape: Shape, directives: &Directives) -> Option<Plan> {
+    let delay = directives.latency.unwrap_or(Duration::ZERO);
+    if directives.reset {
+        return Some(Plan::Reset { delay });
+    }
+    directives
+        .status
+        .map(|status| WireError::injected(status).plan(shape, delay, directives.retry_after))
 }
 
 /// Human names of JSON types, as OpenAI's validation messages word them.

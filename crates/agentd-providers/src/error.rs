@@ -230,7 +230,7 @@ pub(crate) fn upstream_message(status: u16, body: &[u8], secret: Option<&str>) -
     enum ErrorField {
         Object { message: Option<String> },
         Text(String),
-        Other(serde_json::Value),
+        Other(serde::de::IgnoredAny),
     }
     let parsed = serde_json::from_slice::<Body>(body).ok();
     let message = parsed.and_then(|b| match b.error {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::error::{describe, retry_after, upstream_message};
 use crate::stream::{self, ChatStream, Output, Source, Upstream};
-use crate::{ApiFormat, ChatRequest, ChatResponse, JsonResponse, ProviderError, TimeoutPhase};
+use crate::{ApiFormat, ChatRequest, ChatResponse, ProviderError, TimeoutPhase};
 
 /// Error bodies are read only this far: we need the message, not a megabyte of HTML.
 const MAX_ERROR_BODY: usize = 64 * 1024;

@@ -8,6 +8,7 @@
 //! we translate.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};

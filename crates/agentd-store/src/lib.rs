@@ -149,16 +149,31 @@ mod tests {
     #[test]
     fn truncation_keeps_whole_milliseconds_and_floors() {
         let at = Utc.timestamp_opt(1_714_566_896, 789_999_999).unwrap();
-        assert_eq!(truncate_to_millis(at).timestamp_nanos_opt(), Some(1_714_566_896_789_000_000));
+        assert_eq!(
+            truncate_to_millis(at).timestamp_nanos_opt(),
+            Some(1_714_566_896_789_000_000)
+        );
         let before_epoch = Utc.timestamp_opt(-1, 999_500_000).unwrap();
         assert_eq!(truncate_to_millis(before_epoch).timestamp_millis(), -1);
-        assert_eq!(truncate_to_millis(before_epoch).timestamp_subsec_nanos(), 999_000_000);
+        assert_eq!(
+            truncate_to_millis(before_epoch).timestamp_subsec_nanos(),
+            999_000_000
+        );
     }
 
     #[test]
     fn pool_failures_are_unavailable_not_backend() {
-        assert!(matches!(classify(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
-        assert!(matches!(classify(sqlx::Error::PoolClosed), StoreError::Unavailable(_)));
-        assert!(matches!(classify(sqlx::Error::RowNotFound), StoreError::Backend(_)));
+        assert!(matches!(
+            classify(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(sqlx::Error::PoolClosed),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(sqlx::Error::RowNotFound),
+            StoreError::Backend(_)
+        ));
     }
 }

@@ -356,7 +356,10 @@ mod tests {
             url_password("postgres://agentd:s3cret@db:5432/agentd"),
             Some("s3cret")
         );
-        assert_eq!(url_password("postgres://a:p%40ss@db/x?options=a@b"), Some("p%40ss"));
+        assert_eq!(
+            url_password("postgres://a:p%40ss@db/x?options=a@b"),
+            Some("p%40ss")
+        );
         assert_eq!(url_password("postgres://agentd@db/x"), None);
         assert_eq!(url_password("postgres://db/x"), None);
         assert_eq!(url_password("not a url"), None);

@@ -117,8 +117,9 @@ async fn prepare(options: &SqliteConnectOptions, path: &Path) -> Result<(), Stor
     Ok(())
 }
 
-/// `PRAGMA journal_mode = WAL` needs an exclusive lock that SQLite will not wait for with the
-/// busy handler, so a concurrent opener can get `SQLITE_BUSY`; retry until the busy timeout.
+/// `PRAGMA journal_mode = WAL` on a fresh file needs an exclusive lock, which SQLite may refuse
+/// with `SQLITE_BUSY` without going through the busy handler (launchbadge/sqlx#1930) when another
+/// process opens the file at the same moment; retry until the busy timeout.
 /// Once the file is in WAL mode (it is persistent) the pragma takes no lock at all.
 async fn enable_wal(conn: &mut SqliteConnection, path: &Path) -> Result<(), StoreError> {
     let deadline = Instant::now() + BUSY_TIMEOUT;
@@ -255,9 +256,8 @@ fn to_millis(at: DateTime<Utc>) -> i64 {
 }
 
 fn from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(millis).ok_or_else(|| {
-        StoreError::Backend(format!("stored timestamp {millis} ms is out of range"))
-    })
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| StoreError::Backend(format!("stored timestamp {millis} ms is out of range")))
 }
 
 /// `SQLITE_BUSY` / `SQLITE_LOCKED` (any extended code): another connection held the lock past
@@ -284,7 +284,10 @@ fn store_error(err: sqlx::Error) -> StoreError {
 /// Whatever fails while opening (missing permissions, not a database, locked) leaves the store
 /// unusable, so it is `Unavailable`; the message names the file so the operator knows what to fix.
 fn open_error(path: &Path, err: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(format!("cannot open SQLite database {}: {err}", path.display()))
+    StoreError::Unavailable(format!(
+        "cannot open SQLite database {}: {err}",
+        path.display()
+    ))
 }
 
 fn migrate_error(path: &Path, err: MigrateError) -> StoreError {

@@ -8,8 +8,11 @@
 use agentd_core::{ApiKey, KeyId, KeyStore, NewKey, StoreError, TenantId, UserId};
 use agentd_store::Store;
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -48,6 +51,28 @@ impl Fixture {
             Fixture::Postgres(pg) => Store::open_postgres_in_schema(&pg.url, &pg.schema)
                 .await
                 .expect("open postgres"),
+        }
+    }
+
+    /// Runs SQL on the store's database behind its back, as another binary version would.
+    async fn execute_raw(&self, sql: &str) {
+        match self {
+            Fixture::Sqlite { path, .. } => {
+                let mut conn =
+                    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+                        .await
+                        .expect("raw sqlite connection");
+                conn.execute(sql).await.expect("raw sqlite statement");
+            }
+            Fixture::Postgres(pg) => {
+                let options = PgConnectOptions::from_str(&pg.url)
+                    .expect("postgres url")
+                    .options([("search_path", pg.schema.as_str())]);
+                let mut conn = PgConnection::connect_with(&options)
+                    .await
+                    .expect("raw postgres connection");
+                conn.execute(sql).await.expect("raw postgres statement");
+            }
         }
     }
 
@@ -96,7 +121,10 @@ impl Drop for PgSchema {
         match dropped {
             Ok(Ok(())) => {}
             Ok(Err(err)) => eprintln!("could not drop test schema {}: {err}", self.schema),
-            Err(_) => eprintln!("could not drop test schema {}: cleanup panicked", self.schema),
+            Err(_) => eprintln!(
+                "could not drop test schema {}: cleanup panicked",
+                self.schema
+            ),
         }
     }
 }
@@ -117,7 +145,10 @@ fn new_key(id: &str, tenant: &str, created_at: DateTime<Utc>) -> NewKey {
         tenant: TenantId::new(tenant),
         user: None,
         prefix: format!("sk-agentd-{}", &id[id.len().saturating_sub(4)..]),
-        hash: format!("{:0>64}", id.replace(|c: char| !c.is_ascii_alphanumeric(), "")),
+        hash: format!(
+            "{:0>64}",
+            id.replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        ),
         created_at,
     }
 }
@@ -150,9 +181,18 @@ mod cases {
         assert_eq!(by_id.as_ref(), Some(&inserted));
 
         assert_eq!(store.key_by_hash(&"f".repeat(64)).await.unwrap(), None);
-        assert_eq!(store.key_by_id(&KeyId::new("key_missing")).await.unwrap(), None);
+        assert_eq!(
+            store.key_by_id(&KeyId::new("key_missing")).await.unwrap(),
+            None
+        );
         // Lookups are exact: the hash in another case is another key.
-        assert_eq!(store.key_by_hash(&new.hash.to_uppercase().replace('0', "O")).await.unwrap(), None);
+        assert_eq!(
+            store
+                .key_by_hash(&new.hash.to_uppercase().replace('0', "O"))
+                .await
+                .unwrap(),
+            None
+        );
     }
 
     pub async fn list_is_oldest_first_and_isolates_tenants(fx: &Fixture) {
@@ -171,7 +211,11 @@ mod cases {
             ("key_other_0", "other", 0),
         ] {
             store
-                .insert_key(new_key(id, tenant, t + ChronoDuration::milliseconds(offset_ms)))
+                .insert_key(new_key(
+                    id,
+                    tenant,
+                    t + ChronoDuration::milliseconds(offset_ms),
+                ))
                 .await
                 .unwrap();
         }
@@ -179,12 +223,25 @@ mod cases {
         let all = store.list_keys(None).await.unwrap();
         assert_eq!(
             ids(&all),
-            ["key_other_0", "key_acme_1", "key_other_1", "key_acme_B", "key_acme_b", "key_acme_3"]
+            [
+                "key_other_0",
+                "key_acme_1",
+                "key_other_1",
+                "key_acme_B",
+                "key_acme_b",
+                "key_acme_3"
+            ]
         );
         let acme = store.list_keys(Some(&TenantId::new("acme"))).await.unwrap();
-        assert_eq!(ids(&acme), ["key_acme_1", "key_acme_B", "key_acme_b", "key_acme_3"]);
+        assert_eq!(
+            ids(&acme),
+            ["key_acme_1", "key_acme_B", "key_acme_b", "key_acme_3"]
+        );
         assert!(acme.iter().all(|key| key.tenant.as_str() == "acme"));
-        let other = store.list_keys(Some(&TenantId::new("other"))).await.unwrap();
+        let other = store
+            .list_keys(Some(&TenantId::new("other")))
+            .await
+            .unwrap();
         assert_eq!(ids(&other), ["key_other_0", "key_other_1"]);
         assert!(store
             .list_keys(Some(&TenantId::new("nobody")))
@@ -199,8 +256,14 @@ mod cases {
 
     pub async fn revoke_sets_time_once_and_reports_unknown(fx: &Fixture) {
         let store = fx.open().await;
-        let key = store.insert_key(new_key("key_revoke", "acme", base_time())).await.unwrap();
-        let bystander = store.insert_key(new_key("key_keep", "acme", base_time())).await.unwrap();
+        let key = store
+            .insert_key(new_key("key_revoke", "acme", base_time()))
+            .await
+            .unwrap();
+        let bystander = store
+            .insert_key(new_key("key_keep", "acme", base_time()))
+            .await
+            .unwrap();
 
         let before = millis_only(Utc::now());
         assert!(store.revoke_key(&key.id).await.unwrap());
@@ -208,11 +271,27 @@ mod cases {
 
         let revoked = store.key_by_id(&key.id).await.unwrap().unwrap();
         let first = revoked.revoked_at.expect("revoked_at set");
-        assert!(before <= first && first <= after, "{before} <= {first} <= {after}");
-        assert_eq!(first, millis_only(first), "revoked_at has millisecond precision");
+        assert!(
+            before <= first && first <= after,
+            "{before} <= {first} <= {after}"
+        );
+        assert_eq!(
+            first,
+            millis_only(first),
+            "revoked_at has millisecond precision"
+        );
         assert!(!revoked.is_active());
-        assert_eq!(revoked, ApiKey { revoked_at: Some(first), ..key.clone() });
-        assert_eq!(store.key_by_hash(&key.hash).await.unwrap(), Some(revoked.clone()));
+        assert_eq!(
+            revoked,
+            ApiKey {
+                revoked_at: Some(first),
+                ..key.clone()
+            }
+        );
+        assert_eq!(
+            store.key_by_hash(&key.hash).await.unwrap(),
+            Some(revoked.clone())
+        );
 
         // Revoking again still reports the key exists, and keeps the first time.
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -221,13 +300,22 @@ mod cases {
         assert_eq!(again.revoked_at, Some(first));
 
         assert!(!store.revoke_key(&KeyId::new("key_unknown")).await.unwrap());
-        assert_eq!(store.key_by_id(&KeyId::new("key_unknown")).await.unwrap(), None);
-        assert_eq!(store.key_by_id(&bystander.id).await.unwrap(), Some(bystander));
+        assert_eq!(
+            store.key_by_id(&KeyId::new("key_unknown")).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.key_by_id(&bystander.id).await.unwrap(),
+            Some(bystander)
+        );
     }
 
     pub async fn concurrent_revokes_agree_on_one_time(fx: &Fixture) {
         let store = fx.open().await;
-        let key = store.insert_key(new_key("key_race", "acme", base_time())).await.unwrap();
+        let key = store
+            .insert_key(new_key("key_race", "acme", base_time()))
+            .await
+            .unwrap();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..16 {
             let store = store.clone();
@@ -240,25 +328,37 @@ mod cases {
         let first = store.key_by_id(&key.id).await.unwrap().unwrap().revoked_at;
         assert!(first.is_some());
         assert!(store.revoke_key(&key.id).await.unwrap());
-        assert_eq!(store.key_by_id(&key.id).await.unwrap().unwrap().revoked_at, first);
+        assert_eq!(
+            store.key_by_id(&key.id).await.unwrap().unwrap().revoked_at,
+            first
+        );
     }
 
     pub async fn duplicate_hash_is_conflict(fx: &Fixture) {
         let store = fx.open().await;
-        let original = store.insert_key(new_key("key_one", "acme", base_time())).await.unwrap();
+        let original = store
+            .insert_key(new_key("key_one", "acme", base_time()))
+            .await
+            .unwrap();
         let mut clash = new_key("key_two", "other", base_time());
         clash.hash = original.hash.clone();
         let err = store.insert_key(clash).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict), "got {err:?}");
         // Nothing of the rejected key landed; the original is untouched.
         assert_eq!(store.key_by_id(&KeyId::new("key_two")).await.unwrap(), None);
-        assert_eq!(store.key_by_hash(&original.hash).await.unwrap(), Some(original));
+        assert_eq!(
+            store.key_by_hash(&original.hash).await.unwrap(),
+            Some(original)
+        );
         assert_eq!(store.list_keys(None).await.unwrap().len(), 1);
     }
 
     pub async fn duplicate_id_is_conflict(fx: &Fixture) {
         let store = fx.open().await;
-        let original = store.insert_key(new_key("key_same", "acme", base_time())).await.unwrap();
+        let original = store
+            .insert_key(new_key("key_same", "acme", base_time()))
+            .await
+            .unwrap();
         let mut clash = new_key("key_same", "other", base_time());
         clash.hash = "a".repeat(64);
         let err = store.insert_key(clash).await.unwrap_err();
@@ -280,7 +380,11 @@ mod cases {
 
         let read = store.key_by_id(&with_user.id).await.unwrap().unwrap();
         assert_eq!(read.user, Some(UserId::new("alice.eu-1")));
-        let read = store.key_by_hash(&without_user.hash).await.unwrap().unwrap();
+        let read = store
+            .key_by_hash(&without_user.hash)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(read.user, None);
         let listed = store.list_keys(Some(&TenantId::new("acme"))).await.unwrap();
         let users: Vec<_> = listed.iter().map(|key| key.user.clone()).collect();
@@ -291,7 +395,10 @@ mod cases {
         let store = fx.open().await;
         let cases = [
             ("key_ts_sub_ms", base_time()),
-            ("key_ts_exact", Utc.timestamp_millis_opt(1_700_000_000_001).unwrap()),
+            (
+                "key_ts_exact",
+                Utc.timestamp_millis_opt(1_700_000_000_001).unwrap(),
+            ),
             ("key_ts_epoch", DateTime::UNIX_EPOCH),
             // 999.9999 ms must floor, never round up into the next second.
             (
@@ -309,8 +416,15 @@ mod cases {
             assert_eq!(read.created_at, expected, "{id} as read back");
             assert_eq!(read.created_at.timestamp_subsec_nanos() % 1_000_000, 0);
         }
-        let floor = store.key_by_id(&KeyId::new("key_ts_floor")).await.unwrap().unwrap();
-        assert_eq!(floor.created_at.to_rfc3339(), "2030-12-31T23:59:59.999+00:00");
+        let floor = store
+            .key_by_id(&KeyId::new("key_ts_floor"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            floor.created_at.to_rfc3339(),
+            "2030-12-31T23:59:59.999+00:00"
+        );
     }
 
     pub async fn ping_and_close(fx: &Fixture) {
@@ -330,8 +444,14 @@ mod cases {
         let mut with_user = new_key("key_persist", "acme", base_time());
         with_user.user = Some(UserId::new("bob"));
         store.insert_key(with_user).await.unwrap();
-        store.insert_key(new_key("key_persist_2", "other", base_time())).await.unwrap();
-        assert!(store.revoke_key(&KeyId::new("key_persist_2")).await.unwrap());
+        store
+            .insert_key(new_key("key_persist_2", "other", base_time()))
+            .await
+            .unwrap();
+        assert!(store
+            .revoke_key(&KeyId::new("key_persist_2"))
+            .await
+            .unwrap());
         let before = store.list_keys(None).await.unwrap();
         store.close().await;
         drop(store);
@@ -342,18 +462,51 @@ mod cases {
         assert_eq!(before.len(), 2);
         assert!(before[1].revoked_at.is_some());
         // And the reopened store is fully usable.
-        reopened.insert_key(new_key("key_after", "acme", base_time())).await.unwrap();
+        reopened
+            .insert_key(new_key("key_after", "acme", base_time()))
+            .await
+            .unwrap();
         assert_eq!(reopened.list_keys(None).await.unwrap().len(), 3);
     }
 
     pub async fn concurrent_opens_migrate_once(fx: &Fixture) {
         // Like several replicas starting at once on a fresh database.
         let (a, b, c) = tokio::join!(fx.open(), fx.open(), fx.open());
-        a.insert_key(new_key("key_from_a", "acme", base_time())).await.unwrap();
+        a.insert_key(new_key("key_from_a", "acme", base_time()))
+            .await
+            .unwrap();
         for store in [&b, &c] {
             let seen = store.key_by_id(&KeyId::new("key_from_a")).await.unwrap();
             assert_eq!(seen.map(|key| key.id), Some(KeyId::new("key_from_a")));
         }
+    }
+
+    pub async fn newer_schema_still_opens(fx: &Fixture) {
+        // A newer replica applied a migration this binary does not know (rolling deploy): this
+        // binary must still start and serve, since migrations are additive.
+        let store = fx.open().await;
+        store
+            .insert_key(new_key("key_old", "acme", base_time()))
+            .await
+            .unwrap();
+        store.close().await;
+        let checksum = match fx {
+            Fixture::Sqlite { .. } => "X'00'",
+            Fixture::Postgres(_) => "'\\x00'::bytea",
+        };
+        fx.execute_raw(&format!(
+            "CREATE TABLE from_the_future (id TEXT PRIMARY KEY); \
+             INSERT INTO _sqlx_migrations \
+             (version, description, success, checksum, execution_time) \
+             VALUES (99990101, 'from the future', TRUE, {checksum}, 1)"
+        ))
+        .await;
+        let reopened = fx.open().await;
+        assert_eq!(ids(&reopened.list_keys(None).await.unwrap()), ["key_old"]);
+        reopened
+            .insert_key(new_key("key_new", "acme", base_time()))
+            .await
+            .unwrap();
     }
 
     pub async fn concurrent_inserts_all_land(fx: &Fixture) {
@@ -365,7 +518,9 @@ mod cases {
             tasks.spawn(async move {
                 let tenant = if i % 2 == 0 { "even" } else { "odd" };
                 let at = base_time() + ChronoDuration::milliseconds(i as i64);
-                store.insert_key(new_key(&format!("key_c{i:03}"), tenant, at)).await
+                store
+                    .insert_key(new_key(&format!("key_c{i:03}"), tenant, at))
+                    .await
             });
         }
         while let Some(result) = tasks.join_next().await {
@@ -373,10 +528,23 @@ mod cases {
         }
         let all = store.list_keys(None).await.unwrap();
         let expected: Vec<String> = (0..TASKS).map(|i| format!("key_c{i:03}")).collect();
-        assert_eq!(ids(&all), expected.iter().map(String::as_str).collect::<Vec<_>>());
-        assert_eq!(store.list_keys(Some(&TenantId::new("even"))).await.unwrap().len(), TASKS / 2);
+        assert_eq!(
+            ids(&all),
+            expected.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            store
+                .list_keys(Some(&TenantId::new("even")))
+                .await
+                .unwrap()
+                .len(),
+            TASKS / 2
+        );
         for key in &all {
-            assert_eq!(store.key_by_hash(&key.hash).await.unwrap().as_ref(), Some(key));
+            assert_eq!(
+                store.key_by_hash(&key.hash).await.unwrap().as_ref(),
+                Some(key)
+            );
         }
     }
 }
@@ -418,6 +586,7 @@ conformance!(
     ping_and_close,
     reopening_keeps_data,
     concurrent_opens_migrate_once,
+    newer_schema_still_opens,
     concurrent_inserts_all_land,
 );
 
@@ -439,7 +608,11 @@ async fn sqlite_concurrent_opens_of_fresh_files_all_succeed() {
             .await
             .unwrap();
         for store in &stores {
-            assert_eq!(store.list_keys(None).await.unwrap().len(), 1, "round {round}");
+            assert_eq!(
+                store.list_keys(None).await.unwrap().len(),
+                1,
+                "round {round}"
+            );
         }
         // Migration 1 is recorded exactly once.
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
@@ -455,7 +628,9 @@ async fn sqlite_concurrent_opens_of_fresh_files_all_succeed() {
 
 /// Opens all concurrently on the runtime (spawned, so they really run in parallel).
 async fn spawn_all(
-    opens: impl Iterator<Item = impl std::future::Future<Output = Result<Store, StoreError>> + Send + 'static>,
+    opens: impl Iterator<
+        Item = impl std::future::Future<Output = Result<Store, StoreError>> + Send + 'static,
+    >,
 ) -> Vec<Store> {
     let handles: Vec<_> = opens.map(tokio::spawn).collect();
     let mut stores = Vec::new();
@@ -513,7 +688,11 @@ async fn postgres_wrong_port_is_unavailable_quickly_without_password() {
     // Port 1: nothing listens there, connections are refused; sqlx retries until the timeout.
     let url = format!("postgres://agentd:{PASSWORD}@127.0.0.1:1/test");
     let started = Instant::now();
-    let err = Store::open_postgres(&url, 2).await.unwrap_err();
+    // Spawned: also proves the open future is `Send`, as the binary needs.
+    let err = tokio::spawn(async move { Store::open_postgres(&url, 2).await })
+        .await
+        .unwrap()
+        .unwrap_err();
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     match err {
@@ -541,6 +720,24 @@ async fn postgres_malformed_url_is_unavailable_without_password() {
     }
 }
 
+/// `url` pointed at `database`, carrying a password: its own if it has one (a server with
+/// password auth needs it), else [`PASSWORD`] (trust auth ignores it). Returns the URL and the
+/// password that must never show up in errors or debug output.
+fn url_with_password(url: &str, database: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("URL with scheme");
+    let (userinfo, host_and_db) = rest.rsplit_once('@').unwrap_or(("postgres", rest));
+    let (user, password) = match userinfo.split_once(':') {
+        Some((user, password)) if !password.is_empty() => (user, password),
+        Some((user, _)) => (user, PASSWORD),
+        None => (userinfo, PASSWORD),
+    };
+    let host = host_and_db.split(['/', '?']).next().unwrap_or(host_and_db);
+    (
+        format!("{scheme}://{user}:{password}@{host}/{database}"),
+        password.to_owned(),
+    )
+}
+
 #[tokio::test]
 async fn postgres_unknown_database_is_unavailable_without_password() {
     let Some(url) = postgres_url() else {
@@ -548,15 +745,11 @@ async fn postgres_unknown_database_is_unavailable_without_password() {
         return;
     };
     // The server answers this one itself (3D000), so its own message is what we pass on.
-    let (scheme, rest) = url.split_once("://").expect("URL with scheme");
-    let (userinfo, host_and_db) = rest.split_once('@').unwrap_or(("postgres", rest));
-    let user = userinfo.split(':').next().unwrap_or("postgres");
-    let host = host_and_db.split(['/', '?']).next().unwrap_or(host_and_db);
-    let bad = format!("{scheme}://{user}:{PASSWORD}@{host}/agentd_no_such_database");
+    let (bad, password) = url_with_password(&url, "agentd_no_such_database");
     let err = Store::open_postgres(&bad, 2).await.unwrap_err();
     match err {
         StoreError::Unavailable(message) => {
-            assert!(!message.contains(PASSWORD), "password leaked: {message}");
+            assert!(!message.contains(&password), "password leaked: {message}");
             assert!(message.contains("agentd_no_such_database"), "{message}");
         }
         other => panic!("expected Unavailable, got {other:?}"),
@@ -564,22 +757,63 @@ async fn postgres_unknown_database_is_unavailable_without_password() {
 }
 
 #[tokio::test]
+async fn postgres_debug_output_has_no_password() {
+    let Some(Fixture::Postgres(pg)) = Fixture::postgres() else {
+        return;
+    };
+    let database = pg
+        .url
+        .split(['?'])
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let (url, password) = url_with_password(&pg.url, database);
+    let store = Store::open_postgres_in_schema(&url, &pg.schema)
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    let debug = format!("{store:?}");
+    assert!(debug.contains("Postgres"), "{debug}");
+    assert!(!debug.contains(&password), "password leaked: {debug}");
+}
+
+#[tokio::test]
 async fn postgres_rejects_unsafe_schema_names() {
     // Checked before any connection is made, so this needs no server.
-    let err = Store::open_postgres_in_schema("postgres://u@127.0.0.1:1/test", "x\"; DROP TABLE y; --")
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Backend(ref m) if m.contains("schema name")), "got {err:?}");
+    let err =
+        Store::open_postgres_in_schema("postgres://u@127.0.0.1:1/test", "x\"; DROP TABLE y; --")
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Backend(ref m) if m.contains("schema name")),
+        "got {err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_schemas_are_isolated() {
-    let (Some(a), Some(b)) = (Fixture::postgres(), Fixture::postgres()) else { return };
+    let (Some(a), Some(b)) = (Fixture::postgres(), Fixture::postgres()) else {
+        return;
+    };
     let (store_a, store_b) = (a.open().await, b.open().await);
-    store_a.insert_key(new_key("key_in_a", "acme", base_time())).await.unwrap();
+    store_a
+        .insert_key(new_key("key_in_a", "acme", base_time()))
+        .await
+        .unwrap();
     // The same id and hash are free in another schema.
-    store_b.insert_key(new_key("key_in_a", "acme", base_time())).await.unwrap();
-    store_b.insert_key(new_key("key_in_b", "acme", base_time())).await.unwrap();
+    store_b
+        .insert_key(new_key("key_in_a", "acme", base_time()))
+        .await
+        .unwrap();
+    store_b
+        .insert_key(new_key("key_in_b", "acme", base_time()))
+        .await
+        .unwrap();
     assert_eq!(ids(&store_a.list_keys(None).await.unwrap()), ["key_in_a"]);
-    assert_eq!(ids(&store_b.list_keys(None).await.unwrap()), ["key_in_a", "key_in_b"]);
+    assert_eq!(
+        ids(&store_b.list_keys(None).await.unwrap()),
+        ["key_in_a", "key_in_b"]
+    );
 }

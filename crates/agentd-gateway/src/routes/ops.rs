@@ -52,7 +52,7 @@ pub async fn not_found(uri: Uri) -> Response {
         error: ApiError::new(
             ErrorKind::NotFound,
             "unknown_route",
-            format!("no route {}; see /openapi.json or the README for the API", uri.path()),
+            format!("no route {}; the README lists the API routes", uri.path()),
         ),
     }
     .into_response()

@@ -1,0 +1,294 @@
+//! Anthropic's Messages API: `POST {base_url}/v1/messages` with `x-api-key` and
+//! `anthropic-version`.
+//!
+//! Anthropic-format requests pass through with only `model` rewritten; OpenAI-format requests,
+//! their answers and their streams are translated. Anthropic has no embeddings API.
+
+use std::borrow::Cow;
+
+use agentd_config::ProviderConfig;
+use agentd_core::Usage;
+use reqwest::Url;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::status_for_error_type;
+use crate::http::{self, HttpClient};
+use crate::openai::to_vec;
+use crate::sse::SseEvent;
+use crate::stream::Observed;
+use crate::{set_model, translate, ApiFormat, ChatRequest, ChatResponse, ProviderError};
+
+/// A client for one Anthropic provider.
+#[derive(Debug)]
+pub struct AnthropicClient {
+    http: HttpClient,
+    messages_url: Url,
+}
+
+impl AnthropicClient {
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+        let mut auth = Vec::new();
+        if let Some(key) = &cfg.api_key {
+            auth.push(http::header(
+                "x-api-key",
+                key.expose(),
+                &format!("providers.{}.api_key", cfg.name),
+            )?);
+        }
+        auth.push(http::header(
+            "anthropic-version",
+            &cfg.anthropic_version,
+            &format!("providers.{}.anthropic_version", cfg.name),
+        )?);
+        Ok(Self {
+            http: HttpClient::new(cfg, auth)?,
+            messages_url: http::parse_url(cfg, "/v1/messages")?,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.http.name
+    }
+
+    pub async fn chat(&self, mut req: ChatRequest) -> Result<ChatResponse, ProviderError> {
+        let deadlines = self.http.deadlines();
+        let mut body = match req.format {
+            ApiFormat::Anthropic => std::mem::take(&mut req.body),
+            ApiFormat::OpenAi => translate::openai_to_anthropic_request(&req.body, &req.upstream_model)
+                .map_err(ProviderError::InvalidRequest)?,
+        };
+        prepare_request(&mut body, &req.upstream_model, req.stream);
+        let bytes = to_vec(&body)?;
+        self.http
+            .chat(&self.messages_url, ApiFormat::Anthropic, &req, bytes, deadlines)
+            .await
+    }
+}
+
+/// Rewrites `model`; a stream is asked for exactly when the client asked for one.
+pub(crate) fn prepare_request(body: &mut Value, upstream_model: &str, stream: bool) {
+    set_model(body, upstream_model);
+    if let Some(obj) = body.as_object_mut() {
+        if stream {
+            obj.insert("stream".to_owned(), Value::Bool(true));
+        } else if obj.get("stream").is_some_and(|s| s.as_bool() == Some(true)) {
+            obj.remove("stream");
+        }
+    }
+}
+
+// ---- wire types: only what accounting needs -------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+/// Anthropic counts cache reads and writes apart from `input_tokens`; our input includes them.
+fn to_usage(u: &WireUsage) -> Usage {
+    let cache_read = u.cache_read_input_tokens.unwrap_or(0);
+    Usage {
+        input_tokens: u.input_tokens.unwrap_or(0)
+            + cache_read
+            + u.cache_creation_input_tokens.unwrap_or(0),
+        output_tokens: u.output_tokens.unwrap_or(0),
+        cached_input_tokens: cache_read,
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageEnvelope {
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// `usage` of a Messages body; `Err` if the body is not valid JSON.
+pub(crate) fn usage_from_slice(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
+    Ok(serde_json::from_slice::<UsageEnvelope>(body)?
+        .usage
+        .as_ref()
+        .map(to_usage))
+}
+
+pub(crate) fn usage_from_value(body: &Value) -> Option<Usage> {
+    UsageEnvelope::deserialize(body).ok()?.usage.as_ref().map(to_usage)
+}
+
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    message: Option<UsageEnvelope>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(default)]
+    error: Option<WireError>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Accounting for an Anthropic event stream: `message_start` carries the input side,
+/// `message_delta` the (cumulative) output count.
+#[derive(Default)]
+pub(crate) struct StreamTracker {
+    usage: Option<WireUsage>,
+    content_events: u64,
+}
+
+impl StreamTracker {
+    pub(crate) fn observe(&mut self, event: &SseEvent) -> Result<Observed, ProviderError> {
+        let parsed: WireEvent<'_> = serde_json::from_str(&event.data).map_err(|e| {
+            ProviderError::Malformed(format!("a stream event is not valid JSON: {e}"))
+        })?;
+        // The data's `type` is authoritative; the SSE event name repeats it.
+        let kind = parsed
+            .kind
+            .as_deref()
+            .or(event.event.as_deref())
+            .unwrap_or("");
+        Ok(match kind {
+            "message_start" => {
+                if let Some(usage) = parsed.message.and_then(|m| m.usage) {
+                    self.usage = Some(usage);
+                }
+                Observed::Other
+            }
+            "message_delta" => {
+                if let Some(delta) = parsed.usage {
+                    let usage = self.usage.get_or_insert_with(WireUsage::default);
+                    // Newer API versions repeat the input side here: the later value wins.
+                    for (field, value) in [
+                        (&mut usage.input_tokens, delta.input_tokens),
+                        (&mut usage.output_tokens, delta.output_tokens),
+                        (&mut usage.cache_read_input_tokens, delta.cache_read_input_tokens),
+                        (
+                            &mut usage.cache_creation_input_tokens,
+                            delta.cache_creation_input_tokens,
+                        ),
+                    ] {
+                        if value.is_some() {
+                            *field = value;
+                        }
+                    }
+                }
+                Observed::Other
+            }
+            "content_block_delta" => {
+                self.content_events += 1;
+                Observed::Content
+            }
+            "message_stop" => Observed::Done,
+            "error" => {
+                let err = parsed.error.unwrap_or(WireError {
+                    kind: None,
+                    message: None,
+                });
+                Observed::Error {
+                    status: status_for_error_type(err.kind.as_deref().unwrap_or("api_error")),
+                    message: err
+                        .message
+                        .unwrap_or_else(|| "error event without a message".to_owned()),
+                }
+            }
+            // ping, content_block_start/stop, and event types added later: forwarded as they are.
+            _ => Observed::Other,
+        })
+    }
+
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.usage.as_ref().map(to_usage)
+    }
+
+    pub(crate) fn content_events(&self) -> u64 {
+        self.content_events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(name: &str, data: &str) -> SseEvent {
+        SseEvent {
+            event: Some(name.to_owned()),
+            data: data.to_owned(),
+        }
+    }
+
+    #[test]
+    fn stream_flag_follows_the_request() {
+        let mut body = json!({"model":"claude","max_tokens":10,"messages":[],"stream":true});
+        prepare_request(&mut body, "claude-haiku-4-5-20251001", false);
+        assert_eq!(body, json!({"model":"claude-haiku-4-5-20251001","max_tokens":10,"messages":[]}));
+        prepare_request(&mut body, "m", true);
+        assert_eq!(body["stream"], true);
+    }
+
+    #[test]
+    fn tracker_adds_cache_tokens_to_input_and_takes_the_last_output_count() {
+        let mut t = StreamTracker::default();
+        let start = json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"stop_sequence":null,
+            "usage":{"input_tokens":10,"output_tokens":1,"cache_creation_input_tokens":3,"cache_read_input_tokens":5}}});
+        assert_eq!(t.observe(&event("message_start", &start.to_string())).unwrap(), Observed::Other);
+        assert_eq!(t.observe(&event("ping", r#"{"type": "ping"}"#)).unwrap(), Observed::Other);
+        let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
+        assert_eq!(t.observe(&event("content_block_delta", delta)).unwrap(), Observed::Content);
+        let md = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}"#;
+        t.observe(&event("message_delta", md)).unwrap();
+        assert_eq!(
+            t.observe(&event("message_stop", r#"{"type":"message_stop"}"#)).unwrap(),
+            Observed::Done
+        );
+        assert_eq!(
+            t.usage(),
+            Some(Usage {
+                input_tokens: 18,
+                output_tokens: 7,
+                cached_input_tokens: 5
+            })
+        );
+        assert_eq!(t.content_events(), 1);
+    }
+
+    #[test]
+    fn tracker_maps_error_events_to_statuses() {
+        let mut t = StreamTracker::default();
+        let err = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        assert_eq!(
+            t.observe(&event("error", err)).unwrap(),
+            Observed::Error {
+                status: 529,
+                message: "Overloaded".into()
+            }
+        );
+        assert!(matches!(
+            t.observe(&event("content_block_delta", "{not json")),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn complete_usage_includes_cache_tokens() {
+        let body = br#"{"id":"msg_1","content":[],"usage":{"input_tokens":4,"output_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":2}}"#;
+        let usage = usage_from_slice(body).unwrap().unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens, usage.cached_input_tokens), (6, 9, 2));
+        let v: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(usage_from_value(&v), Some(usage));
+    }
+}

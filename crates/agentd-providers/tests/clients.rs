@@ -1,0 +1,991 @@
+//! The provider clients against the real mock server over HTTP (and the in-process mock):
+//! both clients × both inbound formats × plain/stream/tools, usage, every fault directive,
+//! timeouts, auth headers and embeddings.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agentd_config::{Config, Overrides, ProviderConfig};
+use agentd_core::{ErrorKind, Usage};
+use agentd_mock::{Api, MockOptions, MockServer, Plan};
+use agentd_providers::{
+    ApiFormat, ChatRequest, ChatResponse, ChatStream, JsonResponse, Provider, ProviderError, TimeoutPhase,
+};
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::StatusCode;
+use serde_json::{json, Value};
+
+const PUBLIC_MODEL: &str = "public-model";
+const UPSTREAM_MODEL: &str = "upstream-model";
+const PROMPT: &str = "What is the weather in Paris today?";
+
+// ---- setup -----------------------------------------------------------------------------------
+
+/// A validated provider config, built the way the gateway gets one: from TOML.
+fn provider_config(name: &str, body: &str) -> ProviderConfig {
+    let text = format!("[providers.{name}]\n{body}\n\n[models.m]\nprovider = \"{name}\"\n");
+    let env = |_: &str| None;
+    let config = Config::from_str(&text, Path::new("test.toml"), &env, &Overrides::default())
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}\n{text}"));
+    config.provider(name).expect("provider exists").clone()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    OpenAi,
+    Anthropic,
+}
+
+fn http_provider(kind: Kind, mock: &MockServer, extra: &str) -> Provider {
+    let body = match kind {
+        Kind::OpenAi => format!(
+            "kind = \"openai\"\nbase_url = \"{}/v1\"\napi_key = \"sk-test-openai\"\n{extra}",
+            mock.url()
+        ),
+        Kind::Anthropic => format!(
+            "kind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"sk-ant-test\"\n{extra}",
+            mock.url()
+        ),
+    };
+    let name = match kind {
+        Kind::OpenAi => "oai",
+        Kind::Anthropic => "claude",
+    };
+    Provider::from_config(&provider_config(name, &body)).expect("provider builds")
+}
+
+fn mock_provider(extra: &str) -> Provider {
+    Provider::from_config(&provider_config("local", &format!("kind = \"mock\"\n{extra}"))).unwrap()
+}
+
+async fn mock_server() -> MockServer {
+    agentd_mock::spawn(MockOptions::default()).await.expect("mock starts")
+}
+
+// ---- requests --------------------------------------------------------------------------------
+
+fn openai_body(text: &str, stream: bool, tools: bool, include_usage: bool) -> Value {
+    let mut body = json!({
+        "model": PUBLIC_MODEL,
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": text}
+        ],
+        "stream": stream,
+    });
+    if stream && include_usage {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    if tools {
+        body["tools"] = json!([{
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                    "required": ["city", "days"]
+                }
+            }
+        }]);
+    }
+    body
+}
+
+fn anthropic_body(text: &str, stream: bool, tools: bool) -> Value {
+    let mut body = json!({
+        "model": PUBLIC_MODEL,
+        "max_tokens": 256,
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": text}],
+        "stream": stream,
+    });
+    if tools {
+        body["tools"] = json!([{
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "input_schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                "required": ["city", "days"]
+            }
+        }]);
+    }
+    body
+}
+
+fn request(format: ApiFormat, text: &str, stream: bool, tools: bool, include_usage: bool) -> ChatRequest {
+    let body = match format {
+        ApiFormat::OpenAi => openai_body(text, stream, tools, include_usage),
+        ApiFormat::Anthropic => anthropic_body(text, stream, tools),
+    };
+    ChatRequest {
+        format,
+        body,
+        stream,
+        include_usage: include_usage && format == ApiFormat::OpenAi,
+        public_model: PUBLIC_MODEL.to_owned(),
+        upstream_model: UPSTREAM_MODEL.to_owned(),
+    }
+}
+
+// ---- answers, format-neutral -----------------------------------------------------------------
+
+/// What a client can read from an answer, whatever its format.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Answer {
+    model: String,
+    text: String,
+    /// (name, parsed arguments)
+    tool_calls: Vec<(String, Value)>,
+    /// Normalised to OpenAI's words.
+    finish: String,
+}
+
+fn finish_from_anthropic(stop: &str) -> String {
+    match stop {
+        "end_turn" | "stop_sequence" => "stop",
+        "tool_use" => "tool_calls",
+        "max_tokens" => "length",
+        other => panic!("unexpected stop_reason {other}"),
+    }
+    .to_owned()
+}
+
+fn parse_complete(format: ApiFormat, body: &[u8]) -> (Answer, Usage) {
+    let v: Value = serde_json::from_slice(body).expect("complete body is JSON");
+    match format {
+        ApiFormat::OpenAi => {
+            assert_eq!(v["object"], "chat.completion", "{v}");
+            let message = &v["choices"][0]["message"];
+            assert_eq!(message["role"], "assistant");
+            let tool_calls = message["tool_calls"]
+                .as_array()
+                .map(|calls| {
+                    calls
+                        .iter()
+                        .map(|c| {
+                            assert_eq!(c["type"], "function");
+                            assert!(c["id"].as_str().is_some_and(|id| !id.is_empty()));
+                            let args = c["function"]["arguments"].as_str().expect("arguments string");
+                            (
+                                c["function"]["name"].as_str().unwrap().to_owned(),
+                                serde_json::from_str(args).expect("arguments are JSON"),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let usage = &v["usage"];
+            assert_eq!(
+                usage["total_tokens"].as_u64().unwrap(),
+                usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+            );
+            (
+                Answer {
+                    model: v["model"].as_str().unwrap().to_owned(),
+                    text: message["content"].as_str().unwrap_or("").to_owned(),
+                    tool_calls,
+                    finish: v["choices"][0]["finish_reason"].as_str().unwrap().to_owned(),
+                },
+                Usage {
+                    input_tokens: usage["prompt_tokens"].as_u64().unwrap(),
+                    output_tokens: usage["completion_tokens"].as_u64().unwrap(),
+                    cached_input_tokens: usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0),
+                },
+            )
+        }
+        ApiFormat::Anthropic => {
+            assert_eq!(v["type"], "message", "{v}");
+            assert_eq!(v["role"], "assistant");
+            let mut answer = Answer {
+                model: v["model"].as_str().unwrap().to_owned(),
+                finish: finish_from_anthropic(v["stop_reason"].as_str().unwrap()),
+                ..Answer::default()
+            };
+            for block in v["content"].as_array().unwrap() {
+                match block["type"].as_str().unwrap() {
+                    "text" => answer.text.push_str(block["text"].as_str().unwrap()),
+                    "tool_use" => {
+                        assert!(block["id"].as_str().is_some_and(|id| !id.is_empty()));
+                        answer
+                            .tool_calls
+                            .push((block["name"].as_str().unwrap().to_owned(), block["input"].clone()))
+                    }
+                    other => panic!("unexpected block {other}"),
+                }
+            }
+            let usage = &v["usage"];
+            let cache_read = usage["cache_read_input_tokens"].as_u64().unwrap_or(0);
+            (
+                answer,
+                Usage {
+                    input_tokens: usage["input_tokens"].as_u64().unwrap()
+                        + cache_read
+                        + usage["cache_creation_input_tokens"].as_u64().unwrap_or(0),
+                    output_tokens: usage["output_tokens"].as_u64().unwrap(),
+                    cached_input_tokens: cache_read,
+                },
+            )
+        }
+    }
+}
+
+/// Splits one SSE frame into (event name, data), checking the framing is exact.
+fn split_frame(frame: &Bytes) -> (Option<String>, String) {
+    let text = std::str::from_utf8(frame).expect("frames are UTF-8");
+    let body = text.strip_suffix("\n\n").unwrap_or_else(|| panic!("frame not terminated: {text:?}"));
+    let mut event = None;
+    let mut data = None;
+    for line in body.split('\n') {
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = Some(name.to_owned());
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            assert!(data.is_none(), "one data line per frame: {text:?}");
+            data = Some(d.to_owned());
+        } else {
+            panic!("unexpected line {line:?} in {text:?}");
+        }
+    }
+    (event, data.expect("frame has data"))
+}
+
+/// Parsed stream: the answer, and the usage chunk / message_delta usage if the stream had one.
+struct Streamed {
+    answer: Answer,
+    /// OpenAI: the usage-only chunk, if present.
+    usage_chunk: Option<Usage>,
+    frames: usize,
+}
+
+fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
+    let mut answer = Answer::default();
+    let mut usage_chunk = None;
+    let mut ended = false;
+    match format {
+        ApiFormat::OpenAi => {
+            let mut calls: Vec<(String, String)> = Vec::new();
+            for (i, frame) in frames.iter().enumerate() {
+                assert!(!ended, "frames after [DONE]");
+                let (event, data) = split_frame(frame);
+                assert_eq!(event, None, "OpenAI frames have no event name");
+                if data == "[DONE]" {
+                    assert_eq!(i, frames.len() - 1, "[DONE] is last");
+                    ended = true;
+                    continue;
+                }
+                let chunk: Value = serde_json::from_str(&data).unwrap();
+                assert_eq!(chunk["object"], "chat.completion.chunk", "{chunk}");
+                answer.model = chunk["model"].as_str().unwrap().to_owned();
+                let choices = chunk["choices"].as_array().unwrap();
+                if choices.is_empty() {
+                    let u = &chunk["usage"];
+                    usage_chunk = Some(Usage {
+                        input_tokens: u["prompt_tokens"].as_u64().unwrap(),
+                        output_tokens: u["completion_tokens"].as_u64().unwrap(),
+                        cached_input_tokens: u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0),
+                    });
+                    continue;
+                }
+                let delta = &choices[0]["delta"];
+                if let Some(text) = delta["content"].as_str() {
+                    answer.text.push_str(text);
+                }
+                for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                    let index = call["index"].as_u64().unwrap() as usize;
+                    if index == calls.len() {
+                        assert!(call["id"].as_str().is_some(), "first delta of a call has its id");
+                        calls.push((call["function"]["name"].as_str().unwrap().to_owned(), String::new()));
+                    }
+                    if let Some(args) = call["function"]["arguments"].as_str() {
+                        calls[index].1.push_str(args);
+                    }
+                }
+                if let Some(finish) = choices[0]["finish_reason"].as_str() {
+                    answer.finish = finish.to_owned();
+                }
+            }
+            answer.tool_calls = calls
+                .into_iter()
+                .map(|(name, args)| (name, serde_json::from_str(&args).expect("streamed arguments are JSON")))
+                .collect();
+        }
+        ApiFormat::Anthropic => {
+            let mut blocks: Vec<(String, String, String)> = Vec::new(); // (type, name, text or json)
+            for (i, frame) in frames.iter().enumerate() {
+                assert!(!ended, "frames after message_stop");
+                let (event, data) = split_frame(frame);
+                let v: Value = serde_json::from_str(&data).unwrap();
+                let kind = v["type"].as_str().unwrap();
+                assert_eq!(event.as_deref(), Some(kind), "event name matches data type");
+                match kind {
+                    "message_start" => {
+                        assert_eq!(i, 0, "message_start first");
+                        answer.model = v["message"]["model"].as_str().unwrap().to_owned();
+                    }
+                    "content_block_start" => {
+                        let block = &v["content_block"];
+                        let t = block["type"].as_str().unwrap().to_owned();
+                        let name = block["name"].as_str().unwrap_or("").to_owned();
+                        assert_eq!(v["index"].as_u64().unwrap() as usize, blocks.len());
+                        blocks.push((t, name, String::new()));
+                    }
+                    "content_block_delta" => {
+                        let index = v["index"].as_u64().unwrap() as usize;
+                        let delta = &v["delta"];
+                        match delta["type"].as_str().unwrap() {
+                            "text_delta" => blocks[index].2.push_str(delta["text"].as_str().unwrap()),
+                            "input_json_delta" => blocks[index].2.push_str(delta["partial_json"].as_str().unwrap()),
+                            other => panic!("unexpected delta {other}"),
+                        }
+                    }
+                    "content_block_stop" | "ping" => {}
+                    "message_delta" => {
+                        answer.finish = finish_from_anthropic(v["delta"]["stop_reason"].as_str().unwrap());
+                        assert!(v["usage"]["output_tokens"].as_u64().is_some());
+                    }
+                    "message_stop" => {
+                        assert_eq!(i, frames.len() - 1, "message_stop is last");
+                        ended = true;
+                    }
+                    other => panic!("unexpected event {other}"),
+                }
+            }
+            for (t, name, content) in blocks {
+                match t.as_str() {
+                    "text" => answer.text.push_str(&content),
+                    "tool_use" => answer.tool_calls.push((
+                        name,
+                        if content.is_empty() { json!({}) } else { serde_json::from_str(&content).unwrap() },
+                    )),
+                    other => panic!("unexpected block {other}"),
+                }
+            }
+        }
+    }
+    assert!(ended, "stream ended with its terminal frame");
+    Streamed {
+        answer,
+        usage_chunk,
+        frames: frames.len(),
+    }
+}
+
+async fn complete(provider: &Provider, req: ChatRequest) -> JsonResponse {
+    match provider.chat(req).await {
+        Ok(ChatResponse::Complete(r)) => r,
+        Ok(ChatResponse::Stream(_)) => panic!("asked for a complete answer, got a stream"),
+        Err(e) => panic!("chat failed: {e}"),
+    }
+}
+
+async fn stream(provider: &Provider, req: ChatRequest) -> ChatStream {
+    match provider.chat(req).await {
+        Ok(ChatResponse::Stream(s)) => s,
+        Ok(ChatResponse::Complete(_)) => panic!("asked for a stream, got a complete answer"),
+        Err(e) => panic!("chat failed: {e}"),
+    }
+}
+
+/// Drains a stream: the frames, and the error it ended with (if any). Checks it ends after one error.
+async fn drain(mut s: ChatStream) -> (Vec<Bytes>, Option<ProviderError>, Usage) {
+    let mut frames = Vec::new();
+    let mut error = None;
+    while let Some(item) = s.next().await {
+        assert!(error.is_none(), "nothing after an error");
+        match item {
+            Ok(frame) => frames.push(frame),
+            Err(e) => error = Some(e),
+        }
+    }
+    assert!(s.next().await.is_none(), "stays ended");
+    let usage = s.usage();
+    (frames, error, usage)
+}
+
+// ---- what the mock itself says ---------------------------------------------------------------
+
+async fn recorded(mock: &MockServer) -> Vec<Value> {
+    let body = reqwest::get(format!("{}/_mock/requests", mock.url()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn clear_recorded(mock: &MockServer) {
+    reqwest::Client::new()
+        .delete(format!("{}/_mock/requests", mock.url()))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The usage the mock computes for a request body it received, asked for without streaming
+/// (token counts do not depend on streaming).
+fn mock_usage(api: Api, upstream_body: &Value) -> Usage {
+    let mut body = upstream_body.clone();
+    body["stream"] = json!(false);
+    body.as_object_mut().unwrap().remove("stream_options");
+    let Plan::Json { body, status, .. } = agentd_mock::plan(api, body.to_string().as_bytes(), None, &MockOptions::default())
+    else {
+        panic!("a plain request gets a JSON plan")
+    };
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, usage) = parse_complete(
+        match api {
+            Api::OpenAiChat => ApiFormat::OpenAi,
+            Api::AnthropicMessages => ApiFormat::Anthropic,
+            Api::OpenAiEmbeddings => unreachable!("chat only"),
+        },
+        body.to_string().as_bytes(),
+    );
+    usage
+}
+
+fn upstream_api(kind: Kind) -> Api {
+    match kind {
+        Kind::OpenAi => Api::OpenAiChat,
+        Kind::Anthropic => Api::AnthropicMessages,
+    }
+}
+
+fn native_format(kind: Kind) -> ApiFormat {
+    match kind {
+        Kind::OpenAi => ApiFormat::OpenAi,
+        Kind::Anthropic => ApiFormat::Anthropic,
+    }
+}
+
+// ---- the matrix: both clients × both formats × plain/stream × tools ------------------------------
+
+async fn matrix(kind: Kind, format: ApiFormat) {
+    let mock = mock_server().await;
+    let provider = http_provider(kind, &mock, "");
+    let translated = native_format(kind) != format;
+    let expected_model = if translated { PUBLIC_MODEL } else { UPSTREAM_MODEL };
+
+    for tools in [false, true] {
+        clear_recorded(&mock).await;
+        let done = complete(&provider, request(format, PROMPT, false, tools, false)).await;
+        let sent = recorded(&mock).await;
+        assert_eq!(sent.len(), 1);
+        let upstream_body = &sent[0]["body"];
+        assert_eq!(upstream_body["model"], UPSTREAM_MODEL, "the deployment's model goes upstream");
+        let expected_usage = mock_usage(upstream_api(kind), upstream_body);
+        let (answer, body_usage) = parse_complete(format, &done.body);
+        assert_eq!(done.usage, expected_usage, "usage of the complete answer");
+        assert_eq!(body_usage, expected_usage, "usage in the body the client sees");
+        assert!(expected_usage.input_tokens > 0 && expected_usage.output_tokens > 0);
+        assert_eq!(answer.model, expected_model);
+        if tools {
+            assert_eq!(answer.tool_calls, vec![("get_weather".to_owned(), json!({"city": "mock", "days": 1}))]);
+            assert_eq!(answer.finish, "tool_calls");
+        } else {
+            assert!(answer.text.starts_with("Mock reply to: What is the weather in Paris today?"), "{answer:?}");
+            assert!(answer.tool_calls.is_empty());
+            assert_eq!(answer.finish, "stop");
+        }
+
+        clear_recorded(&mock).await;
+        let s = stream(&provider, request(format, PROMPT, true, tools, true)).await;
+        let (frames, error, usage) = drain(s).await;
+        assert!(error.is_none(), "{error:?}");
+        let streamed = parse_stream(format, &frames);
+        assert_eq!(streamed.answer, answer, "the stream says what the complete answer says");
+        assert_eq!(usage, expected_usage, "usage of the stream");
+        if format == ApiFormat::OpenAi {
+            assert_eq!(streamed.usage_chunk, Some(expected_usage), "include_usage chunk");
+        }
+        let sent = recorded(&mock).await;
+        assert_eq!(sent[0]["body"]["stream"], true);
+    }
+}
+
+#[tokio::test]
+async fn openai_client_with_openai_requests() {
+    matrix(Kind::OpenAi, ApiFormat::OpenAi).await;
+}
+
+#[tokio::test]
+async fn openai_client_with_anthropic_requests() {
+    matrix(Kind::OpenAi, ApiFormat::Anthropic).await;
+}
+
+#[tokio::test]
+async fn anthropic_client_with_anthropic_requests() {
+    matrix(Kind::Anthropic, ApiFormat::Anthropic).await;
+}
+
+#[tokio::test]
+async fn anthropic_client_with_openai_requests() {
+    matrix(Kind::Anthropic, ApiFormat::OpenAi).await;
+}
+
+#[tokio::test]
+async fn passthrough_forwards_the_upstream_bytes_untouched() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "");
+        let format = native_format(kind);
+        let done = complete(&provider, request(format, PROMPT, false, false, false)).await;
+        // Same JSON as the mock's own answer for this body, key order and all (ids aside).
+        let v: Value = serde_json::from_slice(&done.body).unwrap();
+        let reencoded = serde_json::to_vec(&v).unwrap();
+        assert_eq!(done.body.len(), reencoded.len(), "compact upstream bytes, not re-pretty-printed");
+    }
+}
+
+// ---- include_usage ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn usage_chunk_only_when_the_client_asked_but_always_accounted() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "");
+        for include_usage in [false, true] {
+            clear_recorded(&mock).await;
+            let s = stream(&provider, request(ApiFormat::OpenAi, PROMPT, true, false, include_usage)).await;
+            let (frames, error, usage) = drain(s).await;
+            assert!(error.is_none());
+            let streamed = parse_stream(ApiFormat::OpenAi, &frames);
+            let sent = recorded(&mock).await;
+            let expected = mock_usage(upstream_api(kind), &sent[0]["body"]);
+            assert_eq!(usage, expected, "{kind:?} include_usage={include_usage}");
+            if include_usage {
+                assert_eq!(streamed.usage_chunk, Some(expected));
+                // OpenAI puts `"usage": null` on every other chunk when usage was asked for.
+                for frame in &frames[..frames.len() - 2] {
+                    let (_, data) = split_frame(frame);
+                    let v: Value = serde_json::from_str(&data).unwrap();
+                    assert!(v.get("usage").is_some_and(Value::is_null), "{v}");
+                }
+            } else {
+                assert_eq!(streamed.usage_chunk, None, "{kind:?}: no usage chunk unless asked");
+            }
+            if kind == Kind::OpenAi {
+                assert_eq!(
+                    sent[0]["body"]["stream_options"]["include_usage"], true,
+                    "the upstream is always asked for usage"
+                );
+            }
+        }
+    }
+}
+
+// ---- faults -----------------------------------------------------------------------------------
+
+async fn chat_err(provider: &Provider, req: ChatRequest) -> ProviderError {
+    match provider.chat(req).await {
+        Ok(r) => panic!("expected an error, got {r:?}"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn status_directives_map_to_provider_errors() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "");
+        let name = provider.name().to_owned();
+        for stream in [false, true] {
+            let cases: [(u16, StatusCode, bool); 7] = [
+                (503, StatusCode::BAD_GATEWAY, true),
+                (500, StatusCode::BAD_GATEWAY, true),
+                (401, StatusCode::BAD_GATEWAY, false),
+                (403, StatusCode::BAD_GATEWAY, false),
+                (400, StatusCode::BAD_REQUEST, false),
+                (404, StatusCode::BAD_GATEWAY, false),
+                (413, StatusCode::PAYLOAD_TOO_LARGE, false),
+            ];
+            for (code, client_status, retryable) in cases {
+                let text = format!("hello mock:status={code}");
+                let err = chat_err(&provider, request(native_format(kind), &text, stream, false, false)).await;
+                let ProviderError::Status { status, message, retry_after } = &err else {
+                    panic!("{kind:?} {code}: {err:?}")
+                };
+                assert_eq!(*status, code);
+                assert!(!message.is_empty() && !message.starts_with('{'), "message extracted: {message}");
+                assert_eq!(*retry_after, None);
+                assert_eq!(err.is_retryable(), retryable, "{code}");
+                let api = err.to_api_error(&name);
+                assert_eq!(api.status(), client_status, "{kind:?} {code}");
+                assert!(api.message.contains(&name), "names the provider: {}", api.message);
+                assert!(!api.message.contains("127.0.0.1"), "never the URL: {}", api.message);
+                if code == 401 || code == 403 {
+                    assert!(api.message.contains(&format!("check providers.{name}.api_key")));
+                }
+                if code == 400 {
+                    assert!(api.message.contains(message.as_str()), "carries the upstream message");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_carry_retry_after() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "");
+        let err = chat_err(
+            &provider,
+            request(native_format(kind), "hi mock:status=429 mock:retry_after=7", true, false, false),
+        )
+        .await;
+        let ProviderError::Status { status: 429, retry_after, .. } = &err else { panic!("{err:?}") };
+        assert_eq!(*retry_after, Some(Duration::from_secs(7)));
+        assert!(err.is_retryable());
+        let api = err.to_api_error("p");
+        assert_eq!(api.kind, ErrorKind::RateLimited);
+        assert_eq!(api.retry_after, Some(Duration::from_secs(7)));
+    }
+}
+
+#[tokio::test]
+async fn reset_is_a_connect_error() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "");
+        for stream in [false, true] {
+            let err = chat_err(&provider, request(native_format(kind), "hi mock:reset", stream, false, false)).await;
+            assert!(matches!(err, ProviderError::Connect(_)), "{err:?}");
+            assert!(err.is_retryable());
+            assert_eq!(err.to_api_error("p").status(), StatusCode::BAD_GATEWAY);
+        }
+    }
+}
+
+#[tokio::test]
+async fn connection_refused_is_a_connect_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let cfg = provider_config(
+        "gone",
+        &format!("kind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nconnect_timeout_ms = 2000"),
+    );
+    let provider = Provider::from_config(&cfg).unwrap();
+    let err = chat_err(&provider, request(ApiFormat::OpenAi, "hi", false, false, false)).await;
+    let ProviderError::Connect(detail) = &err else { panic!("{err:?}") };
+    assert!(!detail.contains(&addr.to_string()), "no URL in the message: {detail}");
+    let api = err.to_api_error("gone");
+    assert_eq!(api.status(), StatusCode::BAD_GATEWAY);
+    assert!(api.message.contains("cannot reach provider gone"), "{}", api.message);
+}
+
+#[tokio::test]
+async fn first_token_timeout() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "first_token_timeout_ms = 100");
+        // Stream: headers come at once, the first event after 500 ms.
+        let started = Instant::now();
+        let err = chat_err(&provider, request(native_format(kind), "hi mock:ttft_ms=500", true, false, false)).await;
+        assert!(
+            matches!(err, ProviderError::Timeout { phase: TimeoutPhase::FirstToken }),
+            "{err:?}"
+        );
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(90) && took < Duration::from_millis(450), "{took:?}");
+        assert_eq!(err.to_api_error("p").status(), StatusCode::GATEWAY_TIMEOUT);
+        // Non-stream: no headers for 500 ms.
+        let err =
+            chat_err(&provider, request(native_format(kind), "hi mock:latency_ms=500", false, false, false)).await;
+        assert!(matches!(err, ProviderError::Timeout { phase: TimeoutPhase::FirstToken }), "{err:?}");
+        // Under the limit: fine.
+        complete(&provider, request(native_format(kind), "hi mock:latency_ms=20", false, false, false)).await;
+    }
+}
+
+#[tokio::test]
+async fn whole_stream_timeout_after_some_frames() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "timeout_ms = 300");
+        let s = stream(&provider, request(native_format(kind), "hi mock:token_delay_ms=50", true, false, false)).await;
+        let (frames, error, _) = drain(s).await;
+        assert!(frames.len() >= 2, "{}", frames.len());
+        assert!(matches!(error, Some(ProviderError::Timeout { phase: TimeoutPhase::Total })), "{error:?}");
+    }
+}
+
+#[tokio::test]
+async fn cut_stream_yields_frames_then_stream_cut() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "");
+        for format in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
+            let s = stream(&provider, request(format, "hi mock:cut_after=3", true, false, false)).await;
+            let (frames, error, usage) = drain(s).await;
+            assert!(!frames.is_empty(), "{kind:?} {format:?}");
+            assert!(matches!(error, Some(ProviderError::StreamCut(_))), "{kind:?} {format:?}: {error:?}");
+            assert!(error.unwrap().is_retryable());
+            if native_format(kind) == format {
+                assert_eq!(frames.len(), 3, "exactly the frames sent before the cut");
+            }
+            // Anthropic's message_start carries the input tokens even when the stream is cut.
+            if kind == Kind::Anthropic {
+                assert!(usage.input_tokens > 0);
+            }
+        }
+        let err = chat_err(&provider, request(native_format(kind), "hi mock:cut_after=3", false, false, false)).await;
+        assert!(matches!(err, ProviderError::StreamCut(_)), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_answers() {
+    let mock = mock_server().await;
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        let provider = http_provider(kind, &mock, "");
+        for format in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
+            let err = chat_err(&provider, request(format, "hi mock:malformed", false, false, false)).await;
+            assert!(matches!(err, ProviderError::Malformed(_)), "{kind:?} {format:?}: {err:?}");
+            assert_eq!(err.to_api_error("p").status(), StatusCode::BAD_GATEWAY);
+
+            let s = stream(&provider, request(format, "hi mock:malformed", true, false, false)).await;
+            let (frames, error, _) = drain(s).await;
+            assert!(!frames.is_empty());
+            assert!(matches!(error, Some(ProviderError::Malformed(_))), "{kind:?} {format:?}: {error:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn translation_rejects_what_anthropic_cannot_express() {
+    let mock = mock_server().await;
+    let provider = http_provider(Kind::Anthropic, &mock, "");
+    let mut req = request(ApiFormat::OpenAi, PROMPT, false, true, false);
+    req.body["messages"] = json!([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{not json"}}
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    ]);
+    let err = chat_err(&provider, req).await;
+    let ProviderError::InvalidRequest(api) = &err else { panic!("{err:?}") };
+    assert_eq!(api.status(), StatusCode::BAD_REQUEST);
+    assert!(!err.is_retryable());
+}
+
+// ---- credentials and headers -------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_configured_key_and_headers_are_sent() {
+    let options = MockOptions {
+        require_key: Some("sk-the-right-one".to_owned()),
+        ..MockOptions::default()
+    };
+    let mock = agentd_mock::spawn(options).await.unwrap();
+    let url = mock.url();
+    let cases = [
+        (
+            "openai",
+            format!("kind = \"openai\"\nbase_url = \"{url}/v1\"\napi_key = \"KEY\"\nheaders = {{ \"x-team\" = \"blue\" }}"),
+            ApiFormat::OpenAi,
+        ),
+        (
+            "anthropic",
+            format!("kind = \"anthropic\"\nbase_url = \"{url}\"\napi_key = \"KEY\"\nheaders = {{ \"x-team\" = \"blue\" }}\nanthropic_version = \"2023-06-01\""),
+            ApiFormat::Anthropic,
+        ),
+    ];
+    for (name, body, format) in cases {
+        clear_recorded(&mock).await;
+        let right = Provider::from_config(&provider_config(name, &body.replace("KEY", "sk-the-right-one"))).unwrap();
+        complete(&right, request(format, PROMPT, false, false, false)).await;
+        let sent = recorded(&mock).await;
+        let headers = &sent[0]["headers"];
+        assert_eq!(headers["x-team"], "blue", "{headers}");
+        assert_eq!(headers["content-type"], "application/json");
+        match format {
+            ApiFormat::OpenAi => assert_eq!(headers["authorization"], "Bearer sk-the-right-one"),
+            ApiFormat::Anthropic => {
+                assert_eq!(headers["x-api-key"], "sk-the-right-one");
+                assert_eq!(headers["anthropic-version"], "2023-06-01");
+                assert!(headers.get("authorization").is_none());
+            }
+        }
+
+        let wrong = Provider::from_config(&provider_config(name, &body.replace("KEY", "sk-wrong-key"))).unwrap();
+        let err = chat_err(&wrong, request(format, PROMPT, false, false, false)).await;
+        assert!(matches!(err, ProviderError::Status { status: 401, .. }), "{err:?}");
+        let api = err.to_api_error(name);
+        assert_eq!(api.status(), StatusCode::BAD_GATEWAY, "not the client's 401");
+        assert_eq!(api.code, "provider_auth_failed");
+        assert!(!api.message.contains("sk-wrong-key"));
+        assert!(!format!("{err:?}").contains("sk-wrong-key"));
+    }
+}
+
+// ---- embeddings ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn embeddings_pass_through_float_and_base64() {
+    let mock = mock_server().await;
+    let provider = http_provider(Kind::OpenAi, &mock, "");
+    let float = provider
+        .embeddings(UPSTREAM_MODEL, json!({"model": PUBLIC_MODEL, "input": ["hello world", "bye"]}))
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&float.body).unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["model"], UPSTREAM_MODEL);
+    let vectors: Vec<Vec<f32>> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .collect();
+    assert_eq!(vectors.len(), 2);
+    assert_eq!(vectors[0].len(), MockOptions::DEFAULT_EMBEDDING_DIMS);
+    assert_eq!(float.usage.input_tokens, v["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert!(float.usage.input_tokens > 0);
+    assert_eq!(float.usage.output_tokens, 0);
+
+    let b64 = provider
+        .embeddings(
+            UPSTREAM_MODEL,
+            json!({"model": PUBLIC_MODEL, "input": ["hello world", "bye"], "encoding_format": "base64"}),
+        )
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&b64.body).unwrap();
+    for (i, d) in v["data"].as_array().unwrap().iter().enumerate() {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(d["embedding"].as_str().expect("base64 string"))
+            .unwrap();
+        let decoded: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(decoded, vectors[i], "base64 passes through byte for byte");
+    }
+    assert_eq!(b64.usage, float.usage);
+
+    let anthropic = http_provider(Kind::Anthropic, &mock, "");
+    let err = anthropic.embeddings(UPSTREAM_MODEL, json!({"model": "m", "input": "x"})).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Unsupported(_)));
+    assert_eq!(err.to_api_error("claude").status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn embeddings_errors_are_status_errors() {
+    let mock = mock_server().await;
+    let provider = http_provider(Kind::OpenAi, &mock, "");
+    let err = provider
+        .embeddings(UPSTREAM_MODEL, json!({"model": "m", "input": 5.5}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Status { status: 400, .. }), "{err:?}");
+}
+
+// ---- the in-process mock ------------------------------------------------------------------------
+
+fn without_ids(mut answer: Answer) -> Answer {
+    answer.model.clear();
+    answer
+}
+
+#[tokio::test]
+async fn in_process_mock_answers_like_the_mock_server() {
+    let server = mock_server().await;
+    let local = mock_provider("");
+    for (kind, format) in [(Kind::OpenAi, ApiFormat::OpenAi), (Kind::Anthropic, ApiFormat::Anthropic)] {
+        let remote = http_provider(kind, &server, "");
+        for tools in [false, true] {
+            let a = complete(&local, request(format, PROMPT, false, tools, false)).await;
+            let b = complete(&remote, request(format, PROMPT, false, tools, false)).await;
+            let (answer_a, usage_a) = parse_complete(format, &a.body);
+            let (answer_b, _) = parse_complete(format, &b.body);
+            assert_eq!(answer_a.model, UPSTREAM_MODEL);
+            assert_eq!(without_ids(answer_a), without_ids(answer_b.clone()));
+            assert_eq!(a.usage, b.usage);
+            assert_eq!(a.usage, usage_a);
+
+            for include_usage in [false, true] {
+                let s = stream(&local, request(format, PROMPT, true, tools, include_usage)).await;
+                let (frames, error, usage) = drain(s).await;
+                assert!(error.is_none(), "{error:?}");
+                let streamed = parse_stream(format, &frames);
+                assert_eq!(without_ids(streamed.answer), without_ids(answer_b.clone()));
+                assert_eq!(usage, b.usage, "stream usage is accounted");
+                if format == ApiFormat::OpenAi {
+                    assert_eq!(streamed.usage_chunk.is_some(), include_usage);
+                }
+                assert!(streamed.frames > 3);
+            }
+        }
+    }
+    let e = local
+        .embeddings("mock-embedding", json!({"model": "x", "input": "hello world"}))
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&e.body).unwrap();
+    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), MockOptions::DEFAULT_EMBEDDING_DIMS);
+    assert_eq!(e.usage.input_tokens, v["usage"]["prompt_tokens"].as_u64().unwrap());
+}
+
+#[tokio::test]
+async fn in_process_mock_faults() {
+    let local = mock_provider("");
+    for format in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
+        let err = chat_err(&local, request(format, "x mock:status=429 mock:retry_after=3", false, false, false)).await;
+        let ProviderError::Status { status: 429, retry_after, message } = &err else { panic!("{err:?}") };
+        assert_eq!(*retry_after, Some(Duration::from_secs(3)));
+        assert!(message.contains("Rate limit"), "{message}");
+
+        let err = chat_err(&local, request(format, "x mock:status=503", true, false, false)).await;
+        assert!(matches!(err, ProviderError::Status { status: 503, .. }), "{err:?}");
+
+        let err = chat_err(&local, request(format, "x mock:reset", true, false, false)).await;
+        assert!(matches!(err, ProviderError::Connect(_)), "{err:?}");
+
+        let err = chat_err(&local, request(format, "x mock:malformed", false, false, false)).await;
+        assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
+        let (frames, error, _) = drain(stream(&local, request(format, "x mock:malformed", true, false, false)).await).await;
+        assert!(!frames.is_empty());
+        assert!(matches!(error, Some(ProviderError::Malformed(_))), "{error:?}");
+
+        let err = chat_err(&local, request(format, "x mock:cut_after=2", false, false, false)).await;
+        assert!(matches!(err, ProviderError::StreamCut(_)), "{err:?}");
+        let (frames, error, _) = drain(stream(&local, request(format, "x mock:cut_after=2", true, false, false)).await).await;
+        assert_eq!(frames.len(), 2);
+        assert!(matches!(error, Some(ProviderError::StreamCut(_))), "{error:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_process_mock_honours_delays_and_timeouts() {
+    // 200 ms to the first token, 10 ms per token afterwards, as configured.
+    let local = mock_provider("ttft_ms = 200\ntoken_delay_ms = 10\nfirst_token_timeout_ms = 1000\ntimeout_ms = 5000");
+    let started = tokio::time::Instant::now();
+    let s = stream(&local, request(ApiFormat::OpenAi, "hi mock:tokens=5", true, false, false)).await;
+    assert_eq!(started.elapsed(), Duration::from_millis(200), "returned at the first frame");
+    let (frames, error, usage) = drain(s).await;
+    assert!(error.is_none());
+    assert_eq!(usage.output_tokens, 5);
+    let streamed = parse_stream(ApiFormat::OpenAi, &frames);
+    assert_eq!(streamed.answer.finish, "stop");
+    assert!(started.elapsed() >= Duration::from_millis(200 + 5 * 10), "{:?}", started.elapsed());
+
+    // A first token later than first_token_timeout.
+    let started = tokio::time::Instant::now();
+    let err = chat_err(&local, request(ApiFormat::Anthropic, "hi mock:ttft_ms=1500", true, false, false)).await;
+    assert!(matches!(err, ProviderError::Timeout { phase: TimeoutPhase::FirstToken }), "{err:?}");
+    assert_eq!(started.elapsed(), Duration::from_millis(1000));
+
+    // Slow tokens: the whole-stream timeout fires between frames.
+    let s = stream(&local, request(ApiFormat::OpenAi, "hi mock:token_delay_ms=1000 mock:tokens=20", true, false, false)).await;
+    let (frames, error, _) = drain(s).await;
+    assert!(!frames.is_empty() && frames.len() < 10, "{}", frames.len());
+    assert!(matches!(error, Some(ProviderError::Timeout { phase: TimeoutPhase::Total })), "{error:?}");
+
+    // Non-stream answers take the whole generation time; too long is a first-token timeout.
+    let err = chat_err(&local, request(ApiFormat::OpenAi, "hi mock:latency_ms=2000", false, false, false)).await;
+    assert!(matches!(err, ProviderError::Timeout { phase: TimeoutPhase::FirstToken }), "{err:?}");
+}
