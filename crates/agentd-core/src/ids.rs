@@ -78,7 +78,9 @@ mod tests {
     fn names_are_checked() {
         assert!(validate_name("tenant", "acme-eu.1").is_ok());
         assert!(validate_name("tenant", "").is_err());
-        assert!(validate_name("tenant", "a b").unwrap_err().contains("may only contain"));
+        assert!(validate_name("tenant", "a b")
+            .unwrap_err()
+            .contains("may only contain"));
         assert!(validate_name("tenant", &"x".repeat(65)).is_err());
     }
 }

@@ -16,7 +16,11 @@ fn too_large(limit: usize) -> ApiError {
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when it is given).
-pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -72,7 +76,10 @@ mod tests {
         let err = parse_json(b"{\"model\": \n oops}").unwrap_err();
         assert_eq!(err.code, "invalid_json");
         assert!(err.message.contains("line 2"), "{}", err.message);
-        assert!(parse_json(b"[1]").unwrap_err().message.contains("JSON object"));
+        assert!(parse_json(b"[1]")
+            .unwrap_err()
+            .message
+            .contains("JSON object"));
         assert!(parse_json(b"").unwrap_err().message.contains("empty"));
     }
 
@@ -82,7 +89,9 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::PayloadTooLarge);
-        let ok = read_limited(&HeaderMap::new(), Body::from(vec![b'x'; 10]), 10).await.unwrap();
+        let ok = read_limited(&HeaderMap::new(), Body::from(vec![b'x'; 10]), 10)
+            .await
+            .unwrap();
         assert_eq!(ok.len(), 10);
     }
 }

@@ -13,11 +13,17 @@ pub struct ErrorResponse {
 
 impl ErrorResponse {
     pub fn openai(error: ApiError) -> Self {
-        Self { format: ApiFormat::OpenAi, error }
+        Self {
+            format: ApiFormat::OpenAi,
+            error,
+        }
     }
 
     pub fn anthropic(error: ApiError) -> Self {
-        Self { format: ApiFormat::Anthropic, error }
+        Self {
+            format: ApiFormat::Anthropic,
+            error,
+        }
     }
 }
 
@@ -34,7 +40,8 @@ impl IntoResponse for ErrorResponse {
         let mut resp = (self.error.status(), axum::Json(body)).into_response();
         if let Some(after) = self.error.retry_after {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp.extensions_mut().insert(LoggedError(self.error));
         resp

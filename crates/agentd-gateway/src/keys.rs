@@ -6,7 +6,9 @@
 //! seen by other processes within that TTL, and at once by the process that revoked.
 
 use agentd_core::ids::validate_name;
-use agentd_core::{ApiError, ApiKey, ErrorKind, KeyId, KeyStore, NewKey, StoreError, TenantId, UserId};
+use agentd_core::{
+    ApiError, ApiKey, ErrorKind, KeyId, KeyStore, NewKey, StoreError, TenantId, UserId,
+};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -44,10 +46,14 @@ impl From<IssueError> for ApiError {
 
 pub fn store_error(err: StoreError) -> ApiError {
     match err {
-        StoreError::Conflict => ApiError::new(ErrorKind::InvalidRequest, "conflict", err.to_string()),
-        StoreError::Unavailable(_) => {
-            ApiError::new(ErrorKind::Unavailable, "store_unavailable", "the store is unavailable; try again")
+        StoreError::Conflict => {
+            ApiError::new(ErrorKind::InvalidRequest, "conflict", err.to_string())
         }
+        StoreError::Unavailable(_) => ApiError::new(
+            ErrorKind::Unavailable,
+            "store_unavailable",
+            "the store is unavailable; try again",
+        ),
         StoreError::Backend(_) => ApiError::internal("the store failed; see the gateway log"),
     }
 }
@@ -66,7 +72,9 @@ pub async fn issue(
 ) -> Result<(ApiKey, String), IssueError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(IssueError::Invalid("key name must be 1 to 200 characters long".into()));
+        return Err(IssueError::Invalid(
+            "key name must be 1 to 200 characters long".into(),
+        ));
     }
     let tenant = tenant.unwrap_or(TenantId::DEFAULT);
     validate_name("tenant", tenant).map_err(IssueError::Invalid)?;
@@ -127,11 +135,18 @@ pub struct KeyCache {
 
 impl KeyCache {
     pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: RwLock::new(HashMap::new()) }
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The principal of an active key, `None` for an unknown or revoked one.
-    pub async fn check(&self, store: &dyn KeyStore, secret: &str) -> Result<Option<Principal>, StoreError> {
+    pub async fn check(
+        &self,
+        store: &dyn KeyStore,
+        secret: &str,
+    ) -> Result<Option<Principal>, StoreError> {
         let hash = hash_secret(secret);
         if let Some(hit) = self.lookup(&hash) {
             return Ok(hit);
@@ -140,7 +155,11 @@ impl KeyCache {
             .key_by_hash(&hash)
             .await?
             .filter(ApiKey::is_active)
-            .map(|k| Principal { key_id: k.id, tenant: k.tenant, user: k.user });
+            .map(|k| Principal {
+                key_id: k.id,
+                tenant: k.tenant,
+                user: k.user,
+            });
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_CACHED {
             let ttl = self.ttl;
@@ -149,7 +168,13 @@ impl KeyCache {
                 entries.clear();
             }
         }
-        entries.insert(hash, Cached { key: found.clone(), at: Instant::now() });
+        entries.insert(
+            hash,
+            Cached {
+                key: found.clone(),
+                at: Instant::now(),
+            },
+        );
         Ok(found)
     }
 

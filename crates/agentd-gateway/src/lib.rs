@@ -55,19 +55,31 @@ impl AppState {
 /// The whole HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
-        .route("/v1/chat/completions", post(routes::openai::chat_completions))
+        .route(
+            "/v1/chat/completions",
+            post(routes::openai::chat_completions),
+        )
         .route("/v1/embeddings", post(routes::openai::embeddings))
         .route("/v1/models", get(routes::openai::list_models))
         .route("/v1/models/{*id}", get(routes::openai::get_model))
         .route("/v1/messages", post(routes::anthropic::messages))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_key));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_key,
+        ));
     let admin = Router::new()
-        .route("/admin/keys", post(routes::admin::create_key).get(routes::admin::list_keys))
+        .route(
+            "/admin/keys",
+            post(routes::admin::create_key).get(routes::admin::list_keys),
+        )
         .route(
             "/admin/keys/{id}",
             get(routes::admin::get_key).delete(routes::admin::revoke_key),
         )
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::require_admin));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::require_admin,
+        ));
     let ops = Router::new()
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
@@ -79,7 +91,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(routes::ops::not_found)
         .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::observe))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(middleware::panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
         .with_state(state)
 }
 
@@ -102,7 +116,10 @@ pub async fn serve(
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
         shutdown.await;
         draining_state.draining.store(true, Ordering::SeqCst);
-        info!(grace_ms = grace.as_millis() as u64, "Draining: refusing new connections, finishing in-flight requests");
+        info!(
+            grace_ms = grace.as_millis() as u64,
+            "Draining: refusing new connections, finishing in-flight requests"
+        );
         notify.notify_one();
     });
     let result = tokio::select! {

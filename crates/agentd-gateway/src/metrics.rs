@@ -43,9 +43,16 @@ pub fn handle() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route and status");
-    describe_histogram!(HTTP_DURATION, Unit::Seconds, "Time to the response head, by route");
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "Time to the response head, by route"
+    );
     describe_gauge!(HTTP_INFLIGHT, "HTTP requests being served");
-    describe_counter!(UPSTREAM_REQUESTS, "Calls to providers, by provider, model and outcome");
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "Calls to providers, by provider, model and outcome"
+    );
     describe_histogram!(
         UPSTREAM_DURATION,
         Unit::Seconds,
@@ -56,9 +63,15 @@ fn describe() {
         Unit::Seconds,
         "Time from the request to the first streamed event, by provider and model"
     );
-    describe_counter!(TOKENS, "Tokens by provider, model and direction (input/output)");
+    describe_counter!(
+        TOKENS,
+        "Tokens by provider, model and direction (input/output)"
+    );
     describe_counter!(ERRORS, "Errors answered, by kind and by who caused them");
-    describe_gauge!(BUILD_INFO, "Always 1; the version label says which agentd runs");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which agentd runs"
+    );
 }
 
 pub fn secs(d: Duration) -> f64 {

@@ -83,7 +83,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
                 ),
             }
         }
-        None => tracing::info!(%method, route = %route, status = status.as_u16(), duration_ms, "Request served"),
+        None => {
+            tracing::info!(%method, route = %route, status = status.as_u16(), duration_ms, "Request served")
+        }
     }
     resp
 }
@@ -92,7 +94,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?.trim();
-        let token = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))?;
         return Some(token.trim()).filter(|t| !t.is_empty());
     }
     headers
@@ -103,18 +107,34 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Every `/v1/*` route: a valid, unrevoked key, whose principal handlers find in the extensions.
-pub async fn require_key(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+pub async fn require_key(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let format = format_for(req.uri().path());
     let Some(secret) = presented_key(req.headers()) else {
-        return ErrorResponse { format, error: missing_key() }.into_response();
+        return ErrorResponse {
+            format,
+            error: missing_key(),
+        }
+        .into_response();
     };
     match state.keys.check(state.store.as_ref(), secret).await {
         Ok(Some(principal)) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Ok(None) => ErrorResponse { format, error: invalid_key() }.into_response(),
-        Err(e) => ErrorResponse { format, error: store_error(e) }.into_response(),
+        Ok(None) => ErrorResponse {
+            format,
+            error: invalid_key(),
+        }
+        .into_response(),
+        Err(e) => ErrorResponse {
+            format,
+            error: store_error(e),
+        }
+        .into_response(),
     }
 }
 
@@ -135,7 +155,11 @@ fn invalid_key() -> ApiError {
 }
 
 /// `/admin/*`: the admin key from the config (`auth.admin_key` / `AGENTD_ADMIN_KEY`).
-pub async fn require_admin(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(admin) = state.config.auth.admin_key.as_ref() else {
         return ErrorResponse::openai(ApiError::new(
             ErrorKind::NotFound,

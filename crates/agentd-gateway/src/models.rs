@@ -60,14 +60,19 @@ impl Models {
                 .deployments
                 .iter()
                 .map(|d| {
-                    let provider = providers.get(d.provider.as_str()).cloned().ok_or_else(|| {
-                        // Config validation guarantees this; keep a clear error if it ever doesn't.
-                        ProviderError::Config(format!(
-                            "model {:?} names unknown provider {:?}",
-                            m.name, d.provider
-                        ))
-                    })?;
-                    Ok(Deployment { provider, model: d.model.clone(), weight: d.weight.max(1) })
+                    let provider =
+                        providers.get(d.provider.as_str()).cloned().ok_or_else(|| {
+                            // Config validation guarantees this; keep a clear error if it ever doesn't.
+                            ProviderError::Config(format!(
+                                "model {:?} names unknown provider {:?}",
+                                m.name, d.provider
+                            ))
+                        })?;
+                    Ok(Deployment {
+                        provider,
+                        model: d.model.clone(),
+                        weight: d.weight.max(1),
+                    })
                 })
                 .collect::<Result<_, ProviderError>>()?;
             let route = Arc::new(ModelRoute {
@@ -79,7 +84,11 @@ impl Models {
             by_name.insert(m.name.clone(), route.clone());
             ordered.push(route);
         }
-        Ok(Models { by_name, ordered, created: chrono::Utc::now().timestamp() })
+        Ok(Models {
+            by_name,
+            ordered,
+            created: chrono::Utc::now().timestamp(),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<ModelRoute>> {

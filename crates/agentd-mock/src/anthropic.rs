@@ -5,8 +5,8 @@ use serde_json::{json, Map, Value};
 
 use crate::openai::saturating_u32;
 use crate::text::{
-    argument_fragments, count_tool, new_id, respond, Conversation, Finish, Limits, Reply,
-    Tail, ToolChoice, ToolSpec,
+    argument_fragments, count_tool, new_id, respond, Conversation, Finish, Limits, Reply, Tail,
+    ToolChoice, ToolSpec,
 };
 use crate::wire::{self, content_text, event_frame, json_plan, stream_plan, Shape, WireError};
 use crate::{MockOptions, Plan};
@@ -137,7 +137,14 @@ impl MessagesRequest {
                     }
                 }
                 conv.message();
-                conv.read(&content_text(system));
+                match system {
+                    Value::Array(blocks) => {
+                        for block in blocks {
+                            conv.read(block["text"].as_str().unwrap_or_default());
+                        }
+                    }
+                    other => conv.read(&content_text(other)),
+                }
             }
             Some(_) => return Err(not_a("system", "list")),
         }
@@ -273,10 +280,7 @@ fn read_messages(messages: &[Value], conv: &mut Conversation) -> Result<(), Wire
                             if block.get("tool_use_id").and_then(Value::as_str).is_none() {
                                 return Err(required(&format!("{at}.tool_use_id")));
                             }
-                            let result = block
-                                .get("content")
-                                .map(content_text)
-                                .unwrap_or_default();
+                            let result = block.get("content").map(content_text).unwrap_or_default();
                             conv.read(&result);
                             tool_results.push(result);
                         }
@@ -431,7 +435,9 @@ pub(crate) fn plan_messages(body: &[u8], header: Option<&str>, opts: &MockOption
         }
         Reply::ToolCall(call) => {
             // The real API opens every tool input with an empty fragment.
-            frames.push(delta(json!({"type": "input_json_delta", "partial_json": ""})));
+            frames.push(delta(
+                json!({"type": "input_json_delta", "partial_json": ""}),
+            ));
             for fragment in argument_fragments(&call.arguments) {
                 frames.push(delta(
                     json!({"type": "input_json_delta", "partial_json": fragment}),
@@ -451,7 +457,10 @@ pub(crate) fn plan_messages(body: &[u8], header: Option<&str>, opts: &MockOption
             "usage": {"output_tokens": output_tokens}
         }),
     ));
-    frames.push(event_frame("message_stop", &json!({"type": "message_stop"})));
+    frames.push(event_frame(
+        "message_stop",
+        &json!({"type": "message_stop"}),
+    ));
     let broken = Bytes::from_static(
         b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":<<malformed>>\n\n",
     );

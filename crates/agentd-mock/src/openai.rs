@@ -251,9 +251,7 @@ fn parse_tools(body: &Value, conv: &mut Conversation) -> Result<Vec<ToolSpec>, W
         let function = match tool.get("function") {
             Some(function @ Value::Object(_)) => function,
             None | Some(Value::Null) => return Err(missing(&format!("{at}.function"))),
-            Some(other) => {
-                return Err(invalid_type(&format!("{at}.function"), "an object", other))
-            }
+            Some(other) => return Err(invalid_type(&format!("{at}.function"), "an object", other)),
         };
         let name = match function.get("name") {
             Some(Value::String(name)) if !name.is_empty() => name.clone(),
@@ -261,7 +259,11 @@ fn parse_tools(body: &Value, conv: &mut Conversation) -> Result<Vec<ToolSpec>, W
                 return Err(missing(&format!("{at}.function.name")))
             }
             Some(other) => {
-                return Err(invalid_type(&format!("{at}.function.name"), "a string", other))
+                return Err(invalid_type(
+                    &format!("{at}.function.name"),
+                    "a string",
+                    other,
+                ))
             }
         };
         let schema = match function.get("parameters") {
@@ -356,21 +358,19 @@ fn read_messages(messages: &[Value], conv: &mut Conversation) -> Result<(), Wire
         conv.message();
         match role {
             "system" | "developer" => {
-                conv.read(&content_required()?);
+                content_required()?;
+                read_parts(conv, content);
                 awaiting_results = false;
             }
             "user" => {
-                let text = content_required()?;
-                conv.read(&text);
-                conv.last_user_text = text;
+                conv.last_user_text = content_required()?;
+                read_parts(conv, content);
                 conv.tail = Tail::User;
                 awaiting_results = false;
             }
             "assistant" => {
                 match content {
-                    Value::Null | Value::String(_) | Value::Array(_) => {
-                        conv.read(&content_text(content))
-                    }
+                    Value::Null | Value::String(_) | Value::Array(_) => read_parts(conv, content),
                     other => {
                         return Err(invalid_type(
                             &format!("{at}.content"),
@@ -383,11 +383,7 @@ fn read_messages(messages: &[Value], conv: &mut Conversation) -> Result<(), Wire
                     None | Some(Value::Null) => &[][..],
                     Some(Value::Array(calls)) => calls.as_slice(),
                     Some(other) => {
-                        return Err(invalid_type(
-                            &format!("{at}.tool_calls"),
-                            "an array",
-                            other,
-                        ))
+                        return Err(invalid_type(&format!("{at}.tool_calls"), "an array", other))
                     }
                 };
                 for (j, call) in calls.iter().enumerate() {
@@ -428,7 +424,7 @@ fn read_messages(messages: &[Value], conv: &mut Conversation) -> Result<(), Wire
                     }
                 }
                 let text = content_required()?;
-                conv.read(&text);
+                read_parts(conv, content);
                 conv.tail = match std::mem::replace(&mut conv.tail, Tail::Assistant) {
                     Tail::ToolResult(earlier) => Tail::ToolResult(format!("{earlier} {text}")),
                     Tail::User | Tail::Assistant => Tail::ToolResult(text),
@@ -444,6 +440,22 @@ fn read_messages(messages: &[Value], conv: &mut Conversation) -> Result<(), Wire
         }
     }
     Ok(())
+}
+
+/// Reads each text part on its own, as the Anthropic side reads each text block, so that the
+/// same conversation counts and hashes the same through both APIs.
+fn read_parts(conv: &mut Conversation, content: &Value) {
+    match content {
+        Value::String(text) => conv.read(text),
+        Value::Array(parts) => {
+            for part in parts {
+                if part.get("type").and_then(Value::as_str) == Some("text") {
+                    conv.read(part.get("text").and_then(Value::as_str).unwrap_or_default());
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::Object(_) => {}
+    }
 }
 
 fn usage(prompt: u64, completion: u64) -> Value {

@@ -330,7 +330,11 @@ fn check_auth(shape: Shape, headers: &HeaderMap, opts: &MockOptions) -> Result<(
             let Some(key) = key else {
                 return Err(unauthorized("x-api-key header is required".to_owned()));
             };
-            if opts.require_key.as_deref().is_some_and(|required| required != key) {
+            if opts
+                .require_key
+                .as_deref()
+                .is_some_and(|required| required != key)
+            {
                 return Err(unauthorized("invalid x-api-key".to_owned()));
             }
             if !headers.contains_key("anthropic-version") {
@@ -496,13 +500,14 @@ async fn execute(plan: Plan) -> Response {
             body,
         } => {
             pause(delay).await;
-            let mut response =
-                (status, [(CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+            let mut response = (
+                status,
+                [(CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response();
             for (name, value) in headers {
-                match (
-                    HeaderName::try_from(name),
-                    HeaderValue::try_from(value),
-                ) {
+                match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
                     (Ok(name), Ok(value)) => {
                         response.headers_mut().append(name, value);
                     }
@@ -513,11 +518,7 @@ async fn execute(plan: Plan) -> Response {
             }
             response
         }
-        Plan::Stream {
-            delay,
-            frames,
-            cut,
-        } => {
+        Plan::Stream { delay, frames, cut } => {
             pause(delay).await;
             (
                 StatusCode::OK,
@@ -563,25 +564,22 @@ fn frame_stream(
     frames: Vec<(Duration, Bytes)>,
     cut: bool,
 ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send {
-    futures::stream::unfold(
-        (frames.into_iter(), cut),
-        |(mut frames, cut)| async move {
-            match frames.next() {
-                Some((delay, frame)) => {
-                    pause(delay).await;
-                    Some((Ok(frame), (frames, cut)))
-                }
-                None if cut => {
-                    // hyper drops its write buffer when the body fails: give it time to flush
-                    // the frames already produced so the client sees exactly those.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    let err = io::Error::new(io::ErrorKind::ConnectionAborted, "mock: cut");
-                    Some((Err(err), (frames, false)))
-                }
-                None => None,
+    futures::stream::unfold((frames.into_iter(), cut), |(mut frames, cut)| async move {
+        match frames.next() {
+            Some((delay, frame)) => {
+                pause(delay).await;
+                Some((Ok(frame), (frames, cut)))
             }
-        },
-    )
+            None if cut => {
+                // hyper drops its write buffer when the body fails: give it time to flush
+                // the frames already produced so the client sees exactly those.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let err = io::Error::new(io::ErrorKind::ConnectionAborted, "mock: cut");
+                Some((Err(err), (frames, false)))
+            }
+            None => None,
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -627,8 +625,8 @@ async fn serve_connection(stream: TcpStream, app: Router) {
             Ok::<_, ResetRequested>(response)
         }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service);
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     if let Err(err) = connection.await {
         tracing::debug!(error = %err, "Mock connection ended with an error");
     }

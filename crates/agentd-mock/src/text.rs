@@ -143,7 +143,10 @@ pub(crate) struct ToolCall {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Reply {
     /// Text as stream tokens (each a word with its leading whitespace); joined = the content.
-    Text { tokens: Vec<String>, finish: Finish },
+    Text {
+        tokens: Vec<String>,
+        finish: Finish,
+    },
     ToolCall(ToolCall),
 }
 
@@ -601,9 +604,8 @@ mod tests {
         let opts = MockOptions::default();
         let d = Directives::default();
         let limits = Limits::default();
-        let call = |choice: ToolChoice, d: &Directives| {
-            respond(&conv, &tools, &choice, &limits, d, &opts)
-        };
+        let call =
+            |choice: ToolChoice, d: &Directives| respond(&conv, &tools, &choice, &limits, d, &opts);
         let Reply::ToolCall(named) = call(ToolChoice::Named("get_weather".into()), &d) else {
             panic!("expected a tool call")
         };
@@ -629,7 +631,10 @@ mod tests {
             panic!("expected a tool call")
         };
         assert_eq!(forced.name, "get_weather");
-        assert_eq!(argument_fragments(&forced.arguments).concat(), forced.arguments);
+        assert_eq!(
+            argument_fragments(&forced.arguments).concat(),
+            forced.arguments
+        );
     }
 
     #[test]

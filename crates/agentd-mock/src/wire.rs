@@ -58,11 +58,20 @@ impl WireError {
         let (message, code) = match status.as_u16() {
             401 => ("Incorrect API key provided.", Some("invalid_api_key")),
             403 => ("You are not allowed to access this resource.", None),
-            404 => ("The model does not exist or you do not have access to it.", Some("model_not_found")),
+            404 => (
+                "The model does not exist or you do not have access to it.",
+                Some("model_not_found"),
+            ),
             408 => ("Request timed out.", None),
             413 => ("Request too large.", None),
-            429 => ("Rate limit reached for requests. Please try again later.", Some("rate_limit_exceeded")),
-            500 => ("The server had an error while processing your request. Sorry about that!", None),
+            429 => (
+                "Rate limit reached for requests. Please try again later.",
+                Some("rate_limit_exceeded"),
+            ),
+            500 => (
+                "The server had an error while processing your request. Sorry about that!",
+                None,
+            ),
             502 => ("Bad gateway.", None),
             503 | 529 => ("The server is overloaded or not ready yet.", None),
             504 => ("Gateway timeout.", None),
@@ -109,7 +118,12 @@ impl WireError {
         }
     }
 
-    pub(crate) fn plan(&self, shape: Shape, delay: Duration, retry_after: Option<Duration>) -> Plan {
+    pub(crate) fn plan(
+        &self,
+        shape: Shape,
+        delay: Duration,
+        retry_after: Option<Duration>,
+    ) -> Plan {
         let headers = retry_after
             .map(|after| vec![("retry-after".to_owned(), after.as_secs().to_string())])
             .unwrap_or_default();
@@ -179,12 +193,16 @@ pub(crate) fn front(
     let body = match (parsed, shape) {
         (Ok(body @ Value::Object(_)), _) => body,
         (Ok(_), Shape::OpenAi) => {
-            return Err(WireError::invalid("The request body must be a JSON object.")
-                .plan(shape, delay, None))
+            return Err(
+                WireError::invalid("The request body must be a JSON object.")
+                    .plan(shape, delay, None),
+            )
         }
         (Ok(_), Shape::Anthropic) => {
-            return Err(WireError::invalid("Input should be a valid dictionary or object")
-                .plan(shape, delay, None))
+            return Err(
+                WireError::invalid("Input should be a valid dictionary or object")
+                    .plan(shape, delay, None),
+            )
         }
         (Err(_), Shape::OpenAi) => {
             return Err(WireError::invalid(OPENAI_BAD_JSON).plan(shape, delay, None))
@@ -273,7 +291,12 @@ pub(crate) fn stream_plan(
 }
 
 /// A non-streaming success body, or its broken variants (`malformed`, `cut_after`).
-pub(crate) fn json_plan(body: Value, headers: Vec<(String, String)>, directives: &Directives, delay: Duration) -> Plan {
+pub(crate) fn json_plan(
+    body: Value,
+    headers: Vec<(String, String)>,
+    directives: &Directives,
+    delay: Duration,
+) -> Plan {
     if directives.malformed {
         let text = body.to_string();
         let mut broken = text[..text.len() / 2].to_owned();
@@ -325,8 +348,8 @@ mod tests {
             "rate_limit_error"
         );
         assert_eq!(
-            WireError::injected(StatusCode::from_u16(529).unwrap()).body(Shape::Anthropic)
-                ["error"]["type"],
+            WireError::injected(StatusCode::from_u16(529).unwrap()).body(Shape::Anthropic)["error"]
+                ["type"],
             "overloaded_error"
         );
         assert_eq!(
@@ -346,7 +369,10 @@ mod tests {
             Duration::ZERO,
             Some(Duration::from_secs(7)),
         );
-        let Plan::Json { headers, status, .. } = plan else {
+        let Plan::Json {
+            headers, status, ..
+        } = plan
+        else {
             panic!("expected a JSON plan")
         };
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
@@ -360,14 +386,17 @@ mod tests {
             cut_after: Some(10),
             ..Directives::default()
         };
-        let Plan::Stream { frames: out, cut, .. } = stream_plan(
+        let Plan::Stream {
+            frames: out, cut, ..
+        } = stream_plan(
             frames,
             &d,
             Duration::ZERO,
             Duration::from_millis(5),
             Duration::from_millis(1),
             Bytes::from("x"),
-        ) else {
+        )
+        else {
             panic!("expected a stream plan")
         };
         assert!(cut);

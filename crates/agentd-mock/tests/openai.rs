@@ -52,7 +52,10 @@ async fn chat_completion_has_the_real_shape() {
     assert_eq!(body["object"], "chat.completion");
     assert!(body["created"].as_u64().unwrap() > 1_600_000_000);
     assert_eq!(body["model"], "gpt-4o-mini");
-    assert!(body["system_fingerprint"].as_str().unwrap().starts_with("fp_"));
+    assert!(body["system_fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("fp_"));
     let choices = body["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 1);
     let choice = &choices[0];
@@ -89,7 +92,8 @@ async fn chat_completion_has_the_real_shape() {
 #[tokio::test]
 async fn same_request_gives_same_content_and_a_new_id() {
     let server = mock().await;
-    let request = json!({"model": "m", "messages": [{"role": "user", "content": "Tell me a story"}]});
+    let request =
+        json!({"model": "m", "messages": [{"role": "user", "content": "Tell me a story"}]});
     let mut bodies = Vec::new();
     for _ in 0..2 {
         let body: Value = openai(&server, "/v1/chat/completions")
@@ -184,7 +188,10 @@ async fn stream_sends_role_then_one_token_per_chunk_then_done() {
     let frames = parse_sse(&response.text().await.unwrap());
     assert!(frames.iter().all(|frame| frame.event.is_none()));
     assert_eq!(frames.last().unwrap().data, "[DONE]");
-    let chunks: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| f.json()).collect();
+    let chunks: Vec<Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| f.json())
+        .collect();
     // role chunk + 20 tokens + finish chunk
     assert_eq!(chunks.len(), 22);
     let id = chunks[0]["id"].clone();
@@ -192,7 +199,10 @@ async fn stream_sends_role_then_one_token_per_chunk_then_done() {
         assert_eq!(chunk["object"], "chat.completion.chunk");
         assert_eq!(chunk["id"], id);
         assert_eq!(chunk["model"], "m");
-        assert!(chunk.get("usage").is_none(), "no usage without include_usage");
+        assert!(
+            chunk.get("usage").is_none(),
+            "no usage without include_usage"
+        );
     }
     assert_eq!(
         chunks[0]["choices"][0]["delta"],
@@ -243,13 +253,23 @@ async fn stream_include_usage_adds_a_final_usage_chunk() {
         .unwrap();
     let frames = parse_sse(&text);
     assert_eq!(frames.last().unwrap().data, "[DONE]");
-    let chunks: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| f.json()).collect();
+    let chunks: Vec<Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| f.json())
+        .collect();
     let (last, earlier) = chunks.split_last().unwrap();
     for chunk in earlier {
-        assert_eq!(chunk["usage"], Value::Null, "earlier chunks carry usage: null");
+        assert_eq!(
+            chunk["usage"],
+            Value::Null,
+            "earlier chunks carry usage: null"
+        );
         assert_eq!(chunk["choices"].as_array().unwrap().len(), 1);
     }
-    assert_eq!(earlier.last().unwrap()["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        earlier.last().unwrap()["choices"][0]["finish_reason"],
+        "length"
+    );
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["completion_tokens"], 3);
     // "count" = 5 chars -> 2 tokens + 3 for the message.
@@ -320,14 +340,20 @@ async fn tool_call_streams_like_openai() {
         .unwrap();
     let frames = parse_sse(&text);
     assert_eq!(frames.last().unwrap().data, "[DONE]");
-    let chunks: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| f.json()).collect();
+    let chunks: Vec<Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| f.json())
+        .collect();
     let first = &chunks[0]["choices"][0]["delta"];
     assert_eq!(first["role"], "assistant");
     let start = &first["tool_calls"][0];
     assert_eq!(start["index"], 0);
     assert!(start["id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(start["type"], "function");
-    assert_eq!(start["function"], json!({"name": "get_weather", "arguments": ""}));
+    assert_eq!(
+        start["function"],
+        json!({"name": "get_weather", "arguments": ""})
+    );
     let (last, middle) = chunks[1..].split_last().unwrap();
     assert!(middle.len() > 1, "arguments arrive in several fragments");
     let mut arguments = String::new();
@@ -529,7 +555,10 @@ async fn embeddings_float_and_base64_agree() {
     assert_eq!(float["object"], "list");
     assert_eq!(float["model"], "mock-embedding");
     // 11 chars -> 3 tokens, 12 chars -> 3 tokens
-    assert_eq!(float["usage"], json!({"prompt_tokens": 6, "total_tokens": 6}));
+    assert_eq!(
+        float["usage"],
+        json!({"prompt_tokens": 6, "total_tokens": 6})
+    );
     let data = float["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
     let vectors: Vec<Vec<f32>> = data
@@ -569,7 +598,10 @@ async fn embeddings_float_and_base64_agree() {
         .chunks_exact(4)
         .map(|chunk| f32::from_le_bytes(chunk.try_into().unwrap()))
         .collect();
-    assert_eq!(decoded, vectors[0], "same input -> same vector, in both encodings");
+    assert_eq!(
+        decoded, vectors[0],
+        "same input -> same vector, in both encodings"
+    );
 }
 
 #[tokio::test]
@@ -604,10 +636,19 @@ async fn embeddings_accept_tokens_and_dimensions() {
     assert_eq!(body["usage"]["prompt_tokens"], 3);
 
     for (bad, message) in [
-        (json!({"model": "e"}), "Missing required parameter: 'input'."),
+        (
+            json!({"model": "e"}),
+            "Missing required parameter: 'input'.",
+        ),
         (json!({"model": "e", "input": ""}), "'$.input' is invalid"),
-        (json!({"model": "e", "input": [true]}), "'$.input' is invalid"),
-        (json!({"model": "e", "input": "x", "dimensions": 0}), "below minimum"),
+        (
+            json!({"model": "e", "input": [true]}),
+            "'$.input' is invalid",
+        ),
+        (
+            json!({"model": "e", "input": "x", "dimensions": 0}),
+            "below minimum",
+        ),
         (
             json!({"model": "e", "input": "x", "encoding_format": "hex"}),
             "Invalid value: 'hex'",
@@ -622,7 +663,10 @@ async fn embeddings_accept_tokens_and_dimensions() {
         assert_eq!(response.status(), 400, "{bad}");
         let error: Value = response.json().await.unwrap();
         assert!(
-            error["error"]["message"].as_str().unwrap().contains(message),
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(message),
             "{bad}: {error}"
         );
     }

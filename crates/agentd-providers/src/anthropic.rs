@@ -55,13 +55,21 @@ impl AnthropicClient {
         let deadlines = self.http.deadlines();
         let mut body = match req.format {
             ApiFormat::Anthropic => std::mem::take(&mut req.body),
-            ApiFormat::OpenAi => translate::openai_to_anthropic_request(&req.body, &req.upstream_model)
-                .map_err(ProviderError::InvalidRequest)?,
+            ApiFormat::OpenAi => {
+                translate::openai_to_anthropic_request(&req.body, &req.upstream_model)
+                    .map_err(ProviderError::InvalidRequest)?
+            }
         };
         prepare_request(&mut body, &req.upstream_model, req.stream);
         let bytes = to_vec(&body)?;
         self.http
-            .chat(&self.messages_url, ApiFormat::Anthropic, &req, bytes, deadlines)
+            .chat(
+                &self.messages_url,
+                ApiFormat::Anthropic,
+                &req,
+                bytes,
+                deadlines,
+            )
             .await
     }
 }
@@ -119,7 +127,11 @@ pub(crate) fn usage_from_slice(body: &[u8]) -> Result<Option<Usage>, serde_json:
 }
 
 pub(crate) fn usage_from_value(body: &Value) -> Option<Usage> {
-    UsageEnvelope::deserialize(body).ok()?.usage.as_ref().map(to_usage)
+    UsageEnvelope::deserialize(body)
+        .ok()?
+        .usage
+        .as_ref()
+        .map(to_usage)
 }
 
 #[derive(Deserialize)]
@@ -175,7 +187,10 @@ impl StreamTracker {
                     for (field, value) in [
                         (&mut usage.input_tokens, delta.input_tokens),
                         (&mut usage.output_tokens, delta.output_tokens),
-                        (&mut usage.cache_read_input_tokens, delta.cache_read_input_tokens),
+                        (
+                            &mut usage.cache_read_input_tokens,
+                            delta.cache_read_input_tokens,
+                        ),
                         (
                             &mut usage.cache_creation_input_tokens,
                             delta.cache_creation_input_tokens,
@@ -235,7 +250,10 @@ mod tests {
     fn stream_flag_follows_the_request() {
         let mut body = json!({"model":"claude","max_tokens":10,"messages":[],"stream":true});
         prepare_request(&mut body, "claude-haiku-4-5-20251001", false);
-        assert_eq!(body, json!({"model":"claude-haiku-4-5-20251001","max_tokens":10,"messages":[]}));
+        assert_eq!(
+            body,
+            json!({"model":"claude-haiku-4-5-20251001","max_tokens":10,"messages":[]})
+        );
         prepare_request(&mut body, "m", true);
         assert_eq!(body["stream"], true);
     }
@@ -245,14 +263,26 @@ mod tests {
         let mut t = StreamTracker::default();
         let start = json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"stop_sequence":null,
             "usage":{"input_tokens":10,"output_tokens":1,"cache_creation_input_tokens":3,"cache_read_input_tokens":5}}});
-        assert_eq!(t.observe(&event("message_start", &start.to_string())).unwrap(), Observed::Other);
-        assert_eq!(t.observe(&event("ping", r#"{"type": "ping"}"#)).unwrap(), Observed::Other);
-        let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
-        assert_eq!(t.observe(&event("content_block_delta", delta)).unwrap(), Observed::Content);
+        assert_eq!(
+            t.observe(&event("message_start", &start.to_string()))
+                .unwrap(),
+            Observed::Other
+        );
+        assert_eq!(
+            t.observe(&event("ping", r#"{"type": "ping"}"#)).unwrap(),
+            Observed::Other
+        );
+        let delta =
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
+        assert_eq!(
+            t.observe(&event("content_block_delta", delta)).unwrap(),
+            Observed::Content
+        );
         let md = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}"#;
         t.observe(&event("message_delta", md)).unwrap();
         assert_eq!(
-            t.observe(&event("message_stop", r#"{"type":"message_stop"}"#)).unwrap(),
+            t.observe(&event("message_stop", r#"{"type":"message_stop"}"#))
+                .unwrap(),
             Observed::Done
         );
         assert_eq!(
@@ -287,7 +317,14 @@ mod tests {
     fn complete_usage_includes_cache_tokens() {
         let body = br#"{"id":"msg_1","content":[],"usage":{"input_tokens":4,"output_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":2}}"#;
         let usage = usage_from_slice(body).unwrap().unwrap();
-        assert_eq!((usage.input_tokens, usage.output_tokens, usage.cached_input_tokens), (6, 9, 2));
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens
+            ),
+            (6, 9, 2)
+        );
         let v: Value = serde_json::from_slice(body).unwrap();
         assert_eq!(usage_from_value(&v), Some(usage));
     }

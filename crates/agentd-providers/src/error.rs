@@ -118,9 +118,11 @@ impl ProviderError {
                 "provider_stream_cut",
                 format!("the response from provider {provider} was cut off: {detail}"),
             ),
-            ProviderError::Unsupported(detail) => {
-                ApiError::new(ErrorKind::InvalidRequest, "unsupported_operation", detail.clone())
-            }
+            ProviderError::Unsupported(detail) => ApiError::new(
+                ErrorKind::InvalidRequest,
+                "unsupported_operation",
+                detail.clone(),
+            ),
             ProviderError::InvalidRequest(err) => err.clone(),
             ProviderError::Config(detail) => ApiError::new(
                 ErrorKind::Internal,
@@ -258,8 +260,9 @@ pub(crate) fn upstream_message(status: u16, body: &[u8], secret: Option<&str>) -
             }
         }
     };
+    // Very short "keys" (local servers often take any) would mangle ordinary words.
     let message = match secret {
-        Some(key) if !key.is_empty() && message.contains(key) => message.replace(key, "***"),
+        Some(key) if key.len() >= 8 && message.contains(key) => message.replace(key, "***"),
         Some(_) | None => message,
     };
     truncate(message)
@@ -393,31 +396,57 @@ mod tests {
             (status(503, "busy"), StatusCode::BAD_GATEWAY, true),
             (status(529, "overloaded"), StatusCode::BAD_GATEWAY, true),
             (status(501, "no"), StatusCode::BAD_GATEWAY, false),
-            (ProviderError::Connect("refused".into()), StatusCode::BAD_GATEWAY, true),
-            (ProviderError::Malformed("bad json".into()), StatusCode::BAD_GATEWAY, true),
-            (ProviderError::StreamCut("eof".into()), StatusCode::BAD_GATEWAY, true),
             (
-                ProviderError::Timeout { phase: TimeoutPhase::Connect },
+                ProviderError::Connect("refused".into()),
+                StatusCode::BAD_GATEWAY,
+                true,
+            ),
+            (
+                ProviderError::Malformed("bad json".into()),
+                StatusCode::BAD_GATEWAY,
+                true,
+            ),
+            (
+                ProviderError::StreamCut("eof".into()),
+                StatusCode::BAD_GATEWAY,
+                true,
+            ),
+            (
+                ProviderError::Timeout {
+                    phase: TimeoutPhase::Connect,
+                },
                 StatusCode::GATEWAY_TIMEOUT,
                 true,
             ),
             (
-                ProviderError::Timeout { phase: TimeoutPhase::FirstToken },
+                ProviderError::Timeout {
+                    phase: TimeoutPhase::FirstToken,
+                },
                 StatusCode::GATEWAY_TIMEOUT,
                 true,
             ),
             (
-                ProviderError::Timeout { phase: TimeoutPhase::Total },
+                ProviderError::Timeout {
+                    phase: TimeoutPhase::Total,
+                },
                 StatusCode::GATEWAY_TIMEOUT,
                 true,
             ),
-            (ProviderError::Unsupported("no embeddings".into()), StatusCode::BAD_REQUEST, false),
+            (
+                ProviderError::Unsupported("no embeddings".into()),
+                StatusCode::BAD_REQUEST,
+                false,
+            ),
             (
                 ProviderError::InvalidRequest(ApiError::invalid("bad_tool_arguments", "x")),
                 StatusCode::BAD_REQUEST,
                 false,
             ),
-            (ProviderError::Config("bad header".into()), StatusCode::INTERNAL_SERVER_ERROR, false),
+            (
+                ProviderError::Config("bad header".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                false,
+            ),
         ];
         for (err, expected, retryable) in cases {
             let api = err.to_api_error("p1");
@@ -428,15 +457,26 @@ mod tests {
 
     #[test]
     fn timeouts_name_the_config_key() {
-        let api = ProviderError::Timeout { phase: TimeoutPhase::FirstToken }.to_api_error("openai");
-        assert!(api.message.contains("providers.openai.first_token_timeout_ms"), "{}", api.message);
+        let api = ProviderError::Timeout {
+            phase: TimeoutPhase::FirstToken,
+        }
+        .to_api_error("openai");
+        assert!(
+            api.message
+                .contains("providers.openai.first_token_timeout_ms"),
+            "{}",
+            api.message
+        );
     }
 
     #[test]
     fn translation_errors_pass_through_unchanged() {
         let inner = ApiError::invalid("bad_tool_arguments", "arguments are not JSON")
             .with_param("messages[1].tool_calls[0].function.arguments");
-        assert_eq!(ProviderError::InvalidRequest(inner.clone()).to_api_error("x"), inner);
+        assert_eq!(
+            ProviderError::InvalidRequest(inner.clone()).to_api_error("x"),
+            inner
+        );
     }
 
     #[test]
@@ -444,7 +484,10 @@ mod tests {
         let err = ApiError::new(ErrorKind::Upstream, "provider_stream_cut", "cut \"here\"");
         let openai = error_frame(ApiFormat::OpenAi, &err);
         let text = std::str::from_utf8(&openai).unwrap();
-        assert!(text.starts_with("data: ") && text.ends_with("\n\n"), "{text}");
+        assert!(
+            text.starts_with("data: ") && text.ends_with("\n\n"),
+            "{text}"
+        );
         assert_eq!(text.matches('\n').count(), 2, "one line of data: {text}");
         let v: Value = serde_json::from_str(&text["data: ".len()..]).unwrap();
         assert_eq!(
@@ -467,13 +510,20 @@ mod tests {
     fn upstream_messages_are_extracted_from_both_shapes() {
         let openai = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
         assert_eq!(upstream_message(429, openai, None), "Rate limit reached");
-        let anthropic = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let anthropic =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert_eq!(upstream_message(529, anthropic, None), "Overloaded");
         assert_eq!(upstream_message(400, br#"{"detail":"bad"}"#, None), "bad");
-        assert_eq!(upstream_message(502, b"<html>bad gateway</html>", None), "<html>bad gateway</html>");
+        assert_eq!(
+            upstream_message(502, b"<html>bad gateway</html>", None),
+            "<html>bad gateway</html>"
+        );
         assert_eq!(upstream_message(503, b"", None), "Service Unavailable");
         let long = "x".repeat(2000);
-        assert_eq!(upstream_message(500, long.as_bytes(), None).chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert_eq!(
+            upstream_message(500, long.as_bytes(), None).chars().count(),
+            MAX_MESSAGE_CHARS + 1
+        );
     }
 
     #[test]
@@ -488,8 +538,14 @@ mod tests {
         let h = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
         };
-        assert_eq!(retry_after(h(&[("retry-after", "12")])), Some(Duration::from_secs(12)));
-        assert_eq!(retry_after(h(&[("retry-after", "1.5")])), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            retry_after(h(&[("retry-after", "12")])),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(
+            retry_after(h(&[("retry-after", "1.5")])),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(
             retry_after(h(&[("retry-after", "12"), ("retry-after-ms", "250")])),
             Some(Duration::from_millis(250))
@@ -504,7 +560,11 @@ mod tests {
         let future = (chrono::Utc::now() + chrono::Duration::seconds(120))
             .format("%a, %d %b %Y %H:%M:%S GMT")
             .to_string();
-        let got = retry_after(|name: &str| (name == "retry-after").then_some(future.as_str())).unwrap();
-        assert!(got > Duration::from_secs(110) && got <= Duration::from_secs(120), "{got:?}");
+        let got =
+            retry_after(|name: &str| (name == "retry-after").then_some(future.as_str())).unwrap();
+        assert!(
+            got > Duration::from_secs(110) && got <= Duration::from_secs(120),
+            "{got:?}"
+        );
     }
 }

@@ -60,7 +60,10 @@ pub(crate) async fn within<F: Future>(
 }
 
 /// Sleeps `delay` unless a deadline comes first (the in-process mock's simulated latency).
-pub(crate) async fn sleep_within(delay: Duration, deadlines: &Deadlines) -> Result<(), ProviderError> {
+pub(crate) async fn sleep_within(
+    delay: Duration,
+    deadlines: &Deadlines,
+) -> Result<(), ProviderError> {
     if delay.is_zero() {
         return Ok(());
     }
@@ -161,7 +164,8 @@ impl HttpClient {
         if status.is_success() {
             return Ok(resp);
         }
-        let retry_after = retry_after(|name| resp.headers().get(name).and_then(|v| v.to_str().ok()));
+        let retry_after =
+            retry_after(|name| resp.headers().get(name).and_then(|v| v.to_str().ok()));
         // The body only improves the message: if it cannot be read, the status still stands.
         let body = read_capped(resp, deadlines).await.unwrap_or_default();
         Err(ProviderError::Status {
@@ -231,13 +235,22 @@ pub(crate) fn body_error(err: reqwest::Error) -> ProviderError {
 }
 
 /// Reads a whole body: the first bytes under the first-token deadline, the rest under the total one.
-pub(crate) async fn read_body(mut resp: Response, deadlines: &Deadlines) -> Result<Bytes, ProviderError> {
+pub(crate) async fn read_body(
+    mut resp: Response,
+    deadlines: &Deadlines,
+) -> Result<Bytes, ProviderError> {
     let (deadline, phase) = deadlines.before_first_byte();
-    let Some(first) = within(deadline, phase, resp.chunk()).await?.map_err(body_error)? else {
+    let Some(first) = within(deadline, phase, resp.chunk())
+        .await?
+        .map_err(body_error)?
+    else {
         return Ok(Bytes::new());
     };
     let total = TimeoutPhase::Total;
-    let Some(second) = within(deadlines.total, total, resp.chunk()).await?.map_err(body_error)? else {
+    let Some(second) = within(deadlines.total, total, resp.chunk())
+        .await?
+        .map_err(body_error)?
+    else {
         // The common case: the body arrived in one piece, no copy.
         return Ok(first);
     };
@@ -245,7 +258,10 @@ pub(crate) async fn read_body(mut resp: Response, deadlines: &Deadlines) -> Resu
     let mut buf = Vec::with_capacity(hint.max(first.len() + second.len()));
     buf.extend_from_slice(&first);
     buf.extend_from_slice(&second);
-    while let Some(chunk) = within(deadlines.total, total, resp.chunk()).await?.map_err(body_error)? {
+    while let Some(chunk) = within(deadlines.total, total, resp.chunk())
+        .await?
+        .map_err(body_error)?
+    {
         buf.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(buf))
@@ -270,11 +286,18 @@ async fn read_capped(mut resp: Response, deadlines: &Deadlines) -> Result<Vec<u8
 pub(crate) fn parse_url(cfg: &ProviderConfig, path: &str) -> Result<Url, ProviderError> {
     let url = format!("{}{path}", cfg.base_url.trim_end_matches('/'));
     Url::parse(&url).map_err(|e| {
-        ProviderError::Config(format!("providers.{}.base_url is not a valid URL: {e}", cfg.name))
+        ProviderError::Config(format!(
+            "providers.{}.base_url is not a valid URL: {e}",
+            cfg.name
+        ))
     })
 }
 
-pub(crate) fn header(name: &'static str, value: &str, what: &str) -> Result<(HeaderName, HeaderValue), ProviderError> {
+pub(crate) fn header(
+    name: &'static str,
+    value: &str,
+    what: &str,
+) -> Result<(HeaderName, HeaderValue), ProviderError> {
     let value = HeaderValue::from_str(value)
         .map_err(|_| ProviderError::Config(format!("{what} is not a valid HTTP header value")))?;
     Ok((HeaderName::from_static(name), value))

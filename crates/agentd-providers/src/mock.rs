@@ -17,7 +17,9 @@ use crate::error::{retry_after, upstream_message};
 use crate::http::{sleep_within, Deadlines};
 use crate::openai::to_vec;
 use crate::stream::{self, estimate_tokens, ChatStream, MockFrames, Output, Source, Upstream};
-use crate::{anthropic, openai, set_model, ApiFormat, ChatRequest, ChatResponse, JsonResponse, ProviderError};
+use crate::{
+    anthropic, openai, set_model, ApiFormat, ChatRequest, ChatResponse, JsonResponse, ProviderError,
+};
 
 /// The in-process mock.
 #[derive(Debug)]
@@ -102,7 +104,10 @@ impl MockProvider {
             input_tokens: estimate_tokens(request_len),
             ..Usage::default()
         };
-        match self.play(plan, ApiFormat::OpenAi, false, &deadlines).await? {
+        match self
+            .play(plan, ApiFormat::OpenAi, false, &deadlines)
+            .await?
+        {
             Played::Json { body, usage } => Ok(JsonResponse {
                 body,
                 usage: usage.unwrap_or_else(estimate),
@@ -110,7 +115,9 @@ impl MockProvider {
             Played::Bytes(body) => {
                 let usage = openai::usage_from_slice(&body)
                     .map_err(|e| {
-                        ProviderError::Malformed(format!("the response body is not valid JSON: {e}"))
+                        ProviderError::Malformed(format!(
+                            "the response body is not valid JSON: {e}"
+                        ))
                     })?
                     .unwrap_or_else(estimate);
                 Ok(JsonResponse { body, usage })
@@ -224,5 +231,8 @@ enum Played {
     /// Raw success bytes, to be checked like an HTTP body.
     Bytes(Bytes),
     /// SSE frames with their delays.
-    Stream { frames: Vec<(Duration, Bytes)>, cut: bool },
+    Stream {
+        frames: Vec<(Duration, Bytes)>,
+        cut: bool,
+    },
 }

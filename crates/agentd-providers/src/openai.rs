@@ -18,7 +18,9 @@ use crate::error::status_for_error_type;
 use crate::http::{self, HttpClient};
 use crate::sse::SseEvent;
 use crate::stream::Observed;
-use crate::{set_model, translate, ApiFormat, ChatRequest, ChatResponse, JsonResponse, ProviderError};
+use crate::{
+    set_model, translate, ApiFormat, ChatRequest, ChatResponse, JsonResponse, ProviderError,
+};
 
 /// A client for one OpenAI-compatible provider.
 #[derive(Debug)]
@@ -75,7 +77,9 @@ impl OpenAiClient {
         let request_len = bytes.len();
         let body = self.http.post_json(&self.embeddings_url, bytes).await?;
         let usage = embeddings_usage_from_slice(&body)
-            .map_err(|e| ProviderError::Malformed(format!("the response body is not valid JSON: {e}")))?
+            .map_err(|e| {
+                ProviderError::Malformed(format!("the response body is not valid JSON: {e}"))
+            })?
             .unwrap_or_else(|| Usage {
                 input_tokens: crate::stream::estimate_tokens(request_len),
                 output_tokens: 0,
@@ -86,7 +90,8 @@ impl OpenAiClient {
 }
 
 pub(crate) fn to_vec(body: &Value) -> Result<Vec<u8>, ProviderError> {
-    serde_json::to_vec(body).map_err(|e| ProviderError::Config(format!("cannot encode the request: {e}")))
+    serde_json::to_vec(body)
+        .map_err(|e| ProviderError::Config(format!("cannot encode the request: {e}")))
 }
 
 /// Rewrites `model` and, for streams, asks for the usage chunk (`stream_options.include_usage`).
@@ -148,7 +153,9 @@ struct UsageEnvelope {
 
 /// `usage` of a chat completion or embeddings body; `Err` if the body is not valid JSON.
 pub(crate) fn usage_from_slice(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
-    Ok(serde_json::from_slice::<UsageEnvelope>(body)?.usage.map(Usage::from))
+    Ok(serde_json::from_slice::<UsageEnvelope>(body)?
+        .usage
+        .map(Usage::from))
 }
 
 fn embeddings_usage_from_slice(body: &[u8]) -> Result<Option<Usage>, serde_json::Error> {
@@ -156,7 +163,10 @@ fn embeddings_usage_from_slice(body: &[u8]) -> Result<Option<Usage>, serde_json:
 }
 
 pub(crate) fn usage_from_value(body: &Value) -> Option<Usage> {
-    UsageEnvelope::deserialize(body).ok()?.usage.map(Usage::from)
+    UsageEnvelope::deserialize(body)
+        .ok()?
+        .usage
+        .map(Usage::from)
 }
 
 #[derive(Deserialize)]
@@ -223,7 +233,9 @@ impl StreamTracker {
             let status = err.status();
             return Ok(Observed::Error {
                 status,
-                message: err.message.unwrap_or_else(|| "error event without a message".to_owned()),
+                message: err
+                    .message
+                    .unwrap_or_else(|| "error event without a message".to_owned()),
             });
         }
         let has_usage = chunk.usage.is_some();
@@ -234,7 +246,8 @@ impl StreamTracker {
             Some(choices) if !choices.is_empty() => {
                 let content = choices.iter().any(|c| {
                     c.delta.as_ref().is_some_and(|d| {
-                        d.content.as_deref().is_some_and(|s| !s.is_empty()) || d.tool_calls.is_some()
+                        d.content.as_deref().is_some_and(|s| !s.is_empty())
+                            || d.tool_calls.is_some()
                     })
                 });
                 if content {
@@ -318,7 +331,10 @@ mod tests {
             }
         );
         let err = r#"{"error":{"message":"boom","type":"server_error","code":null}}"#;
-        assert!(matches!(t.observe(&event(err)).unwrap(), Observed::Error { status: 500, .. }));
+        assert!(matches!(
+            t.observe(&event(err)).unwrap(),
+            Observed::Error { status: 500, .. }
+        ));
         assert!(matches!(
             t.observe(&event("{\"choices\": [")),
             Err(ProviderError::Malformed(_))

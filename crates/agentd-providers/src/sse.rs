@@ -82,7 +82,8 @@ impl SseParser {
     /// True when bytes of an incomplete event are buffered (used to detect a stream cut midway).
     pub fn has_partial(&self) -> bool {
         // A lone BOM is not an event.
-        let line_pending = !self.line.is_empty() && !(!self.bom_checked && BOM.starts_with(&self.line));
+        let line_pending =
+            !self.line.is_empty() && !(!self.bom_checked && BOM.starts_with(&self.line));
         line_pending || self.fields_seen
     }
 
@@ -210,7 +211,12 @@ mod tests {
         let input = b"data: a\r\n\r\ndata: b\r\rdata: c\n\nevent: e\r\ndata: d\r\ndata: e\r\n\r\n";
         assert_eq!(
             parse_all(input),
-            vec![ev(None, "a"), ev(None, "b"), ev(None, "c"), ev(Some("e"), "d\ne")]
+            vec![
+                ev(None, "a"),
+                ev(None, "b"),
+                ev(None, "c"),
+                ev(Some("e"), "d\ne")
+            ]
         );
     }
 
@@ -222,7 +228,10 @@ mod tests {
         assert_eq!(
             whole,
             vec![
-                ev(Some("content_block_delta"), "{\"text\":\"h\u{e9}llo \u{1F600}\"}"),
+                ev(
+                    Some("content_block_delta"),
+                    "{\"text\":\"h\u{e9}llo \u{1F600}\"}"
+                ),
                 ev(None, "x\ny"),
                 ev(None, "[DONE]"),
             ]
@@ -252,7 +261,10 @@ mod tests {
         assert!(p.push(b"\xBB\xBF").is_empty());
         assert_eq!(p.push(b"data: b\n\n"), vec![ev(None, "b")]);
         // A BOM later on is part of the field name, making it an unknown field.
-        assert_eq!(parse_all(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n"), vec![ev(None, "a")]);
+        assert_eq!(
+            parse_all(b"data: a\n\n\xEF\xBB\xBFdata: b\n\n"),
+            vec![ev(None, "a")]
+        );
     }
 
     #[test]
@@ -263,7 +275,10 @@ mod tests {
         assert!(p.has_partial());
         assert!(p.push(b"data: {\"x\"").is_empty());
         assert!(p.has_partial());
-        assert_eq!(p.push(b":1}\n\n"), vec![ev(Some("message_delta"), "{\"x\":1}")]);
+        assert_eq!(
+            p.push(b":1}\n\n"),
+            vec![ev(Some("message_delta"), "{\"x\":1}")]
+        );
         assert!(!p.has_partial());
         assert!(p.push(b": comment\n").is_empty());
         assert!(!p.has_partial());

@@ -8,8 +8,8 @@
 //! we translate.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -119,7 +119,12 @@ impl Source {
         match self {
             Source::Http(body) => body.as_mut().poll_next(cx).map(|item| {
                 item.map(|r| {
-                    r.map_err(|e| format!("the connection failed mid-stream: {}", crate::error::describe(e)))
+                    r.map_err(|e| {
+                        format!(
+                            "the connection failed mid-stream: {}",
+                            crate::error::describe(e)
+                        )
+                    })
                 })
             }),
             Source::Mock(frames) => frames.poll_next(cx),

@@ -29,7 +29,14 @@ pub struct EmbeddingsInfo {
     pub inputs: usize,
 }
 
-const OPENAI_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const OPENAI_ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 const ANTHROPIC_ROLES: &[&str] = &["user", "assistant"];
 
 type Res<T> = Result<T, ApiError>;
@@ -53,12 +60,19 @@ fn wrong_type(param: &str, expected: &str, got: &Value) -> ApiError {
     err(
         "invalid_type",
         param,
-        format!("Invalid type for '{param}': expected {expected}, but got {} instead.", type_name(got)),
+        format!(
+            "Invalid type for '{param}': expected {expected}, but got {} instead.",
+            type_name(got)
+        ),
     )
 }
 
 fn missing(param: &str) -> ApiError {
-    err("missing_required_parameter", param, format!("Missing required parameter: '{param}'."))
+    err(
+        "missing_required_parameter",
+        param,
+        format!("Missing required parameter: '{param}'."),
+    )
 }
 
 /// A field that is present and not null (both APIs treat an explicit null as "not given").
@@ -79,7 +93,10 @@ fn as_object<'a>(v: &'a Value, param: &str) -> Res<&'a Map<String, Value>> {
         if param.is_empty() {
             ApiError::invalid(
                 "invalid_type",
-                format!("The request body must be a JSON object, but got {}.", type_name(v)),
+                format!(
+                    "The request body must be a JSON object, but got {}.",
+                    type_name(v)
+                ),
             )
         } else {
             wrong_type(param, "an object", v)
@@ -106,11 +123,18 @@ fn opt_string<'a>(obj: &'a Map<String, Value>, parent: &str, key: &str) -> Res<O
 fn opt_bool(obj: &Map<String, Value>, key: &str) -> Res<Option<bool>> {
     match field(obj, key) {
         None => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| wrong_type(key, "a boolean", v)),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| wrong_type(key, "a boolean", v)),
     }
 }
 
-fn opt_object<'a>(obj: &'a Map<String, Value>, parent: &str, key: &str) -> Res<Option<&'a Map<String, Value>>> {
+fn opt_object<'a>(
+    obj: &'a Map<String, Value>,
+    parent: &str,
+    key: &str,
+) -> Res<Option<&'a Map<String, Value>>> {
     match field(obj, key) {
         None => Ok(None),
         Some(v) => as_object(v, &join(parent, key)).map(Some),
@@ -123,7 +147,11 @@ fn opt_int(obj: &Map<String, Value>, param: &str, key: &str, min: u64) -> Res<Op
     let Some(v) = field(obj, key) else {
         return Ok(None);
     };
-    let Some(n) = v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from)) else {
+    let Some(n) = v
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| v.as_u64().map(i128::from))
+    else {
         return Err(wrong_type(&param, "an integer", v));
     };
     if n < i128::from(min) {
@@ -163,7 +191,11 @@ fn opt_number(obj: &Map<String, Value>, key: &str, min: f64, max: f64) -> Res<Op
 fn model(obj: &Map<String, Value>) -> Res<String> {
     let m = req_string(obj, "", "model")?;
     if m.trim().is_empty() {
-        return Err(err("invalid_value", "model", "Invalid 'model': must be a non-empty model name."));
+        return Err(err(
+            "invalid_value",
+            "model",
+            "Invalid 'model': must be a non-empty model name.",
+        ));
     }
     Ok(m.to_owned())
 }
@@ -188,21 +220,31 @@ fn role<'a>(msg: &'a Map<String, Value>, param: &str, allowed: &[&str]) -> Res<&
         return Err(err(
             "invalid_value",
             &p,
-            format!("Invalid value for '{p}': '{role}'. Supported values are: {}.", quoted_list(allowed)),
+            format!(
+                "Invalid value for '{p}': '{role}'. Supported values are: {}.",
+                quoted_list(allowed)
+            ),
         ));
     }
     Ok(role)
 }
 
 fn quoted_list(items: &[&str]) -> String {
-    items.iter().map(|i| format!("'{i}'")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn invalid_value(param: &str, got: &str, allowed: &[&str]) -> ApiError {
     err(
         "invalid_value",
         param,
-        format!("Invalid value for '{param}': '{got}'. Supported values are: {}.", quoted_list(allowed)),
+        format!(
+            "Invalid value for '{param}': '{got}'. Supported values are: {}.",
+            quoted_list(allowed)
+        ),
     )
 }
 
@@ -210,7 +252,9 @@ fn invalid_value(param: &str, got: &str, allowed: &[&str]) -> ApiError {
 fn tool_name(obj: &Map<String, Value>, parent: &str) -> Res<()> {
     let name = req_string(obj, parent, "name")?;
     let ok = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !ok {
         let p = join(parent, "name");
         return Err(err(
@@ -237,7 +281,11 @@ fn stop(obj: &Map<String, Value>, key: &str, allow_string: bool) -> Res<()> {
         }
         Some(v) => Err(wrong_type(
             key,
-            if allow_string { "a string or an array of strings" } else { "an array of strings" },
+            if allow_string {
+                "a string or an array of strings"
+            } else {
+                "an array of strings"
+            },
             v,
         )),
     }
@@ -282,14 +330,18 @@ pub fn openai_chat(body: &Value) -> Result<ChatInfo, ApiError> {
 
     let mut has_tools = false;
     if let Some(v) = field(obj, "tools") {
-        let tools = v.as_array().ok_or_else(|| wrong_type("tools", "an array", v))?;
+        let tools = v
+            .as_array()
+            .ok_or_else(|| wrong_type("tools", "an array", v))?;
         for (i, t) in tools.iter().enumerate() {
             openai_tool(t, &format!("tools[{i}]"))?;
         }
         has_tools = !tools.is_empty();
     }
     if let Some(v) = field(obj, "functions") {
-        let fns = v.as_array().ok_or_else(|| wrong_type("functions", "an array", v))?;
+        let fns = v
+            .as_array()
+            .ok_or_else(|| wrong_type("functions", "an array", v))?;
         for (i, f) in fns.iter().enumerate() {
             openai_function_def(f, &format!("functions[{i}]"))?;
         }
@@ -368,7 +420,13 @@ fn openai_content(c: &Value, param: &str, allowed: &[&str]) -> Res<()> {
     let parts = match c {
         Value::String(_) => return Ok(()),
         Value::Array(parts) => parts,
-        other => return Err(wrong_type(param, "a string or an array of content parts", other)),
+        other => {
+            return Err(wrong_type(
+                param,
+                "a string or an array of content parts",
+                other,
+            ))
+        }
     };
     for (j, part) in parts.iter().enumerate() {
         let pp = format!("{param}[{j}]");
@@ -466,7 +524,11 @@ fn openai_tool(t: &Value, param: &str) -> Res<()> {
             let c = field(t, "custom").ok_or_else(|| missing(&cp))?;
             tool_name(as_object(c, &cp)?, &cp)
         }
-        other => Err(invalid_value(&join(param, "type"), other, &["function", "custom"])),
+        other => Err(invalid_value(
+            &join(param, "type"),
+            other,
+            &["function", "custom"],
+        )),
     }
 }
 
@@ -479,7 +541,11 @@ fn openai_tool_choice(tc: &Value) -> Res<()> {
             let ty = req_string(o, "tool_choice", "type")?;
             if ty == "function" {
                 let f = field(o, "function").ok_or_else(|| missing("tool_choice.function"))?;
-                req_string(as_object(f, "tool_choice.function")?, "tool_choice.function", "name")?;
+                req_string(
+                    as_object(f, "tool_choice.function")?,
+                    "tool_choice.function",
+                    "name",
+                )?;
             }
             Ok(())
         }
@@ -516,14 +582,22 @@ pub fn anthropic_messages(body: &Value) -> Result<ChatInfo, ApiError> {
                 req_string(bo, &bp, "text")?;
             }
         }
-        Some(v) => return Err(wrong_type("system", "a string or an array of text blocks", v)),
+        Some(v) => {
+            return Err(wrong_type(
+                "system",
+                "a string or an array of text blocks",
+                v,
+            ))
+        }
     }
     if let Some(md) = opt_object(obj, "", "metadata")? {
         opt_string(md, "metadata", "user_id")?;
     }
     let mut has_tools = false;
     if let Some(v) = field(obj, "tools") {
-        let tools = v.as_array().ok_or_else(|| wrong_type("tools", "an array", v))?;
+        let tools = v
+            .as_array()
+            .ok_or_else(|| wrong_type("tools", "an array", v))?;
         for (i, t) in tools.iter().enumerate() {
             anthropic_tool(t, &format!("tools[{i}]"))?;
         }
@@ -549,7 +623,13 @@ fn anthropic_message(m: &Value, param: &str) -> Res<()> {
     let blocks = match content {
         Value::String(_) => return Ok(()),
         Value::Array(blocks) => blocks,
-        other => return Err(wrong_type(&cparam, "a string or an array of content blocks", other)),
+        other => {
+            return Err(wrong_type(
+                &cparam,
+                "a string or an array of content blocks",
+                other,
+            ))
+        }
     };
     for (j, b) in blocks.iter().enumerate() {
         let bp = format!("{cparam}[{j}]");
@@ -605,7 +685,11 @@ fn anthropic_message(m: &Value, param: &str) -> Res<()> {
                         }
                     }
                     Some(v) => {
-                        return Err(wrong_type(&join(&bp, "content"), "a string or an array of content blocks", v))
+                        return Err(wrong_type(
+                            &join(&bp, "content"),
+                            "a string or an array of content blocks",
+                            v,
+                        ))
                     }
                 }
                 if let Some(v) = field(bo, "is_error") {
@@ -666,7 +750,9 @@ fn anthropic_tool(t: &Value, param: &str) -> Res<()> {
                     return Err(err(
                         "invalid_value",
                         &join(&ip, "type"),
-                        format!("Invalid '{ip}.type': a tool's input schema must have type 'object'."),
+                        format!(
+                            "Invalid '{ip}.type': a tool's input schema must have type 'object'."
+                        ),
                     ));
                 }
             }
@@ -689,7 +775,11 @@ fn anthropic_tool_choice(tc: &Value) -> Res<()> {
     }
     if let Some(v) = field(o, "disable_parallel_tool_use") {
         if !v.is_boolean() {
-            return Err(wrong_type("tool_choice.disable_parallel_tool_use", "a boolean", v));
+            return Err(wrong_type(
+                "tool_choice.disable_parallel_tool_use",
+                "a boolean",
+                v,
+            ));
         }
     }
     Ok(())
@@ -702,7 +792,8 @@ pub fn openai_embeddings(body: &Value) -> Result<EmbeddingsInfo, ApiError> {
     let obj = as_object(body, "")?;
     let model = model(obj)?;
     let input = field(obj, "input").ok_or_else(|| missing("input"))?;
-    const EXPECTED: &str = "a string, an array of strings, an array of token ids or an array of token id arrays";
+    const EXPECTED: &str =
+        "a string, an array of strings, an array of token ids or an array of token id arrays";
     let inputs = match input {
         Value::String(s) => {
             if s.is_empty() {
@@ -864,14 +955,29 @@ mod tests {
         assert_eq!((code.as_str(), param), ("invalid_type", None));
         assert!(msg.contains("JSON object"), "{msg}");
         let (code, param, _) = fail(openai_chat, json!({"messages": []}));
-        assert_eq!((code.as_str(), param.as_deref()), ("missing_required_parameter", Some("model")));
+        assert_eq!(
+            (code.as_str(), param.as_deref()),
+            ("missing_required_parameter", Some("model"))
+        );
         assert_eq!(oa_param(oa(json!({"model": 4}))).as_deref(), Some("model"));
-        assert_eq!(oa_param(oa(json!({"model": " "}))).as_deref(), Some("model"));
+        assert_eq!(
+            oa_param(oa(json!({"model": " "}))).as_deref(),
+            Some("model")
+        );
         let (code, param, _) = fail(openai_chat, oa(json!({"messages": []})));
-        assert_eq!((code.as_str(), param.as_deref()), ("empty_array", Some("messages")));
+        assert_eq!(
+            (code.as_str(), param.as_deref()),
+            ("empty_array", Some("messages"))
+        );
         assert_eq!(oa_param(json!({"model": "m"})).as_deref(), Some("messages"));
-        assert_eq!(oa_param(oa(json!({"messages": {"role": "user"}}))).as_deref(), Some("messages"));
-        assert_eq!(oa_param(oa(json!({"messages": ["hi"]}))).as_deref(), Some("messages[0]"));
+        assert_eq!(
+            oa_param(oa(json!({"messages": {"role": "user"}}))).as_deref(),
+            Some("messages")
+        );
+        assert_eq!(
+            oa_param(oa(json!({"messages": ["hi"]}))).as_deref(),
+            Some("messages[0]")
+        );
     }
 
     #[test]
@@ -882,33 +988,93 @@ mod tests {
             (json!({"role": "robot", "content": "x"}), "messages[1].role"),
             (json!({"role": "user"}), "messages[1].content"),
             (json!({"role": "user", "content": 5}), "messages[1].content"),
-            (json!({"role": "user", "content": [{"type": "video"}]}), "messages[1].content[0].type"),
-            (json!({"role": "user", "content": [{"text": "x"}]}), "messages[1].content[0].type"),
-            (json!({"role": "user", "content": [{"type": "text"}]}), "messages[1].content[0].text"),
-            (json!({"role": "user", "content": [{"type": "image_url", "image_url": {}}]}), "messages[1].content[0].image_url.url"),
-            (json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": "max"}}]}), "messages[1].content[0].image_url.detail"),
-            (json!({"role": "user", "content": [{"type": "file", "file": {}}]}), "messages[1].content[0].file"),
-            (json!({"role": "system", "content": null}), "messages[1].content"),
-            (json!({"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}), "messages[1].content[0].type"),
+            (
+                json!({"role": "user", "content": [{"type": "video"}]}),
+                "messages[1].content[0].type",
+            ),
+            (
+                json!({"role": "user", "content": [{"text": "x"}]}),
+                "messages[1].content[0].type",
+            ),
+            (
+                json!({"role": "user", "content": [{"type": "text"}]}),
+                "messages[1].content[0].text",
+            ),
+            (
+                json!({"role": "user", "content": [{"type": "image_url", "image_url": {}}]}),
+                "messages[1].content[0].image_url.url",
+            ),
+            (
+                json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": "max"}}]}),
+                "messages[1].content[0].image_url.detail",
+            ),
+            (
+                json!({"role": "user", "content": [{"type": "file", "file": {}}]}),
+                "messages[1].content[0].file",
+            ),
+            (
+                json!({"role": "system", "content": null}),
+                "messages[1].content",
+            ),
+            (
+                json!({"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}),
+                "messages[1].content[0].type",
+            ),
             (json!({"role": "assistant"}), "messages[1].content"),
-            (json!({"role": "assistant", "content": null, "tool_calls": []}), "messages[1].content"),
-            (json!({"role": "assistant", "content": [{"type": "refusal"}]}), "messages[1].content[0].refusal"),
-            (json!({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f"}}]}), "messages[1].tool_calls[0].function.arguments"),
-            (json!({"role": "assistant", "tool_calls": [{"id": "c", "type": "fn", "function": {"name": "f", "arguments": "{}"}}]}), "messages[1].tool_calls[0].type"),
-            (json!({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}), "messages[1].tool_calls[0].id"),
-            (json!({"role": "tool", "content": "r"}), "messages[1].tool_call_id"),
-            (json!({"role": "tool", "tool_call_id": 3, "content": "r"}), "messages[1].tool_call_id"),
-            (json!({"role": "tool", "tool_call_id": "c"}), "messages[1].content"),
-            (json!({"role": "function", "content": "r"}), "messages[1].name"),
+            (
+                json!({"role": "assistant", "content": null, "tool_calls": []}),
+                "messages[1].content",
+            ),
+            (
+                json!({"role": "assistant", "content": [{"type": "refusal"}]}),
+                "messages[1].content[0].refusal",
+            ),
+            (
+                json!({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f"}}]}),
+                "messages[1].tool_calls[0].function.arguments",
+            ),
+            (
+                json!({"role": "assistant", "tool_calls": [{"id": "c", "type": "fn", "function": {"name": "f", "arguments": "{}"}}]}),
+                "messages[1].tool_calls[0].type",
+            ),
+            (
+                json!({"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+                "messages[1].tool_calls[0].id",
+            ),
+            (
+                json!({"role": "tool", "content": "r"}),
+                "messages[1].tool_call_id",
+            ),
+            (
+                json!({"role": "tool", "tool_call_id": 3, "content": "r"}),
+                "messages[1].tool_call_id",
+            ),
+            (
+                json!({"role": "tool", "tool_call_id": "c"}),
+                "messages[1].content",
+            ),
+            (
+                json!({"role": "function", "content": "r"}),
+                "messages[1].name",
+            ),
         ];
         for (bad, param) in cases {
             let body = oa(json!({"messages": [ok.clone(), bad.clone()]}));
             assert_eq!(oa_param(body).as_deref(), Some(param), "{bad}");
         }
-        let (code, _, msg) = fail(openai_chat, oa(json!({"messages": [{"role": "robot", "content": "x"}]})));
+        let (code, _, msg) = fail(
+            openai_chat,
+            oa(json!({"messages": [{"role": "robot", "content": "x"}]})),
+        );
         assert_eq!(code, "invalid_value");
-        assert!(msg.contains("'robot'") && msg.contains("'developer'"), "{msg}");
-        let (_, _, msg) = fail(openai_chat, oa(json!({"messages": [{"role": "user", "content": 5}]})));
+        assert!(
+            msg.contains("'robot'") && msg.contains("'developer'"),
+            "{msg}"
+        );
+        let (_, _, msg) = fail(
+            openai_chat,
+            oa(json!({"messages": [{"role": "user", "content": 5}]})),
+        );
         assert_eq!(
             msg,
             "Invalid type for 'messages[0].content': expected a string or an array of content parts, but got a number instead."
@@ -919,53 +1085,130 @@ mod tests {
     fn openai_scalar_parameters() {
         let cases = [
             (json!({"stream": "yes"}), "stream", "invalid_type"),
-            (json!({"stream_options": {"include_usage": true}}), "stream_options", "invalid_value"),
-            (json!({"stream": false, "stream_options": {"include_usage": true}}), "stream_options", "invalid_value"),
-            (json!({"stream": true, "stream_options": {"include_usage": 1}}), "stream_options.include_usage", "invalid_type"),
-            (json!({"stream": true, "stream_options": "x"}), "stream_options", "invalid_type"),
-            (json!({"max_tokens": 0}), "max_tokens", "integer_below_min_value"),
-            (json!({"max_tokens": -3}), "max_tokens", "integer_below_min_value"),
+            (
+                json!({"stream_options": {"include_usage": true}}),
+                "stream_options",
+                "invalid_value",
+            ),
+            (
+                json!({"stream": false, "stream_options": {"include_usage": true}}),
+                "stream_options",
+                "invalid_value",
+            ),
+            (
+                json!({"stream": true, "stream_options": {"include_usage": 1}}),
+                "stream_options.include_usage",
+                "invalid_type",
+            ),
+            (
+                json!({"stream": true, "stream_options": "x"}),
+                "stream_options",
+                "invalid_type",
+            ),
+            (
+                json!({"max_tokens": 0}),
+                "max_tokens",
+                "integer_below_min_value",
+            ),
+            (
+                json!({"max_tokens": -3}),
+                "max_tokens",
+                "integer_below_min_value",
+            ),
             (json!({"max_tokens": 1.5}), "max_tokens", "invalid_type"),
-            (json!({"max_completion_tokens": "10"}), "max_completion_tokens", "invalid_type"),
-            (json!({"temperature": 2.01}), "temperature", "decimal_above_max_value"),
-            (json!({"temperature": -0.1}), "temperature", "decimal_below_min_value"),
+            (
+                json!({"max_completion_tokens": "10"}),
+                "max_completion_tokens",
+                "invalid_type",
+            ),
+            (
+                json!({"temperature": 2.01}),
+                "temperature",
+                "decimal_above_max_value",
+            ),
+            (
+                json!({"temperature": -0.1}),
+                "temperature",
+                "decimal_below_min_value",
+            ),
             (json!({"temperature": "hot"}), "temperature", "invalid_type"),
             (json!({"top_p": 1.5}), "top_p", "decimal_above_max_value"),
             (json!({"n": 0}), "n", "integer_below_min_value"),
             (json!({"stop": 1}), "stop", "invalid_type"),
             (json!({"stop": ["a", 1]}), "stop[1]", "invalid_type"),
             (json!({"user": 7}), "user", "invalid_type"),
-            (json!({"parallel_tool_calls": "no"}), "parallel_tool_calls", "invalid_type"),
+            (
+                json!({"parallel_tool_calls": "no"}),
+                "parallel_tool_calls",
+                "invalid_type",
+            ),
         ];
         for (extra, param, code) in cases {
             let (c, p, _) = fail(openai_chat, oa(extra.clone()));
             assert_eq!((c.as_str(), p.as_deref()), (code, Some(param)), "{extra}");
         }
         let (_, _, msg) = fail(openai_chat, oa(json!({"stream_options": {}})));
-        assert_eq!(msg, "The 'stream_options' parameter is only allowed when 'stream' is enabled.");
-        assert!(openai_chat(&oa(json!({"stop": "END", "temperature": 0, "max_tokens": null}))).is_ok());
+        assert_eq!(
+            msg,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        );
+        assert!(openai_chat(&oa(
+            json!({"stop": "END", "temperature": 0, "max_tokens": null})
+        ))
+        .is_ok());
     }
 
     #[test]
     fn openai_tools() {
         let cases = [
             (json!({"tools": {}}), "tools"),
-            (json!({"tools": [{"function": {"name": "f"}}]}), "tools[0].type"),
+            (
+                json!({"tools": [{"function": {"name": "f"}}]}),
+                "tools[0].type",
+            ),
             (json!({"tools": [{"type": "retrieval"}]}), "tools[0].type"),
-            (json!({"tools": [{"type": "function"}]}), "tools[0].function"),
-            (json!({"tools": [{"type": "function", "function": {}}]}), "tools[0].function.name"),
-            (json!({"tools": [{"type": "function", "function": {"name": "has space"}}]}), "tools[0].function.name"),
-            (json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]}), "tools[0].function.parameters"),
-            (json!({"tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]}), "tools[0].function.strict"),
-            (json!({"tools": [{"type": "custom", "custom": {}}]}), "tools[0].custom.name"),
+            (
+                json!({"tools": [{"type": "function"}]}),
+                "tools[0].function",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {}}]}),
+                "tools[0].function.name",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": "has space"}}]}),
+                "tools[0].function.name",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]}),
+                "tools[0].function.parameters",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": "f", "strict": "yes"}}]}),
+                "tools[0].function.strict",
+            ),
+            (
+                json!({"tools": [{"type": "custom", "custom": {}}]}),
+                "tools[0].custom.name",
+            ),
             (json!({"functions": [{"name": ""}]}), "functions[0].name"),
             (json!({"tool_choice": "sometimes"}), "tool_choice"),
             (json!({"tool_choice": 1}), "tool_choice"),
-            (json!({"tool_choice": {"type": "function"}}), "tool_choice.function"),
-            (json!({"tool_choice": {"type": "function", "function": {}}}), "tool_choice.function.name"),
+            (
+                json!({"tool_choice": {"type": "function"}}),
+                "tool_choice.function",
+            ),
+            (
+                json!({"tool_choice": {"type": "function", "function": {}}}),
+                "tool_choice.function.name",
+            ),
         ];
         for (extra, param) in cases {
-            assert_eq!(oa_param(oa(extra.clone())).as_deref(), Some(param), "{extra}");
+            assert_eq!(
+                oa_param(oa(extra.clone())).as_deref(),
+                Some(param),
+                "{extra}"
+            );
         }
         let info = openai_chat(&oa(json!({"tools": [], "tool_choice": "none"}))).unwrap();
         assert!(!info.has_tools);
@@ -1018,51 +1261,159 @@ mod tests {
     #[test]
     fn anthropic_rules() {
         let cases = [
-            (json!({"max_tokens": null}), "max_tokens", "missing_required_parameter"),
-            (json!({"max_tokens": 0}), "max_tokens", "integer_below_min_value"),
+            (
+                json!({"max_tokens": null}),
+                "max_tokens",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"max_tokens": 0}),
+                "max_tokens",
+                "integer_below_min_value",
+            ),
             (json!({"model": ""}), "model", "invalid_value"),
             (json!({"messages": []}), "messages", "empty_array"),
-            (json!({"messages": [{"role": "system", "content": "x"}]}), "messages[0].role", "invalid_value"),
-            (json!({"messages": [{"role": "user"}]}), "messages[0].content", "missing_required_parameter"),
-            (json!({"messages": [{"role": "user", "content": {"type": "text"}}]}), "messages[0].content", "invalid_type"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "text"}]}]}), "messages[0].content[0].text", "missing_required_parameter"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "path"}}]}]}), "messages[0].content[0].source.type", "invalid_value"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]}), "messages[0].content[0].source.media_type", "missing_required_parameter"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]}), "messages[0].content[0].type", "invalid_value"),
-            (json!({"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": "{}"}]}]}), "messages[0].content[0].input", "invalid_type"),
-            (json!({"messages": [{"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "t"}]}]}), "messages[0].content[0].type", "invalid_value"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}), "messages[0].content[0].tool_use_id", "missing_required_parameter"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "tool_use"}]}]}]}), "messages[0].content[0].content[0].type", "invalid_value"),
-            (json!({"temperature": 1.5}), "temperature", "decimal_above_max_value"),
+            (
+                json!({"messages": [{"role": "system", "content": "x"}]}),
+                "messages[0].role",
+                "invalid_value",
+            ),
+            (
+                json!({"messages": [{"role": "user"}]}),
+                "messages[0].content",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": {"type": "text"}}]}),
+                "messages[0].content",
+                "invalid_type",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "text"}]}]}),
+                "messages[0].content[0].text",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "path"}}]}]}),
+                "messages[0].content[0].source.type",
+                "invalid_value",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x"}}]}]}),
+                "messages[0].content[0].source.media_type",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]}),
+                "messages[0].content[0].type",
+                "invalid_value",
+            ),
+            (
+                json!({"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": "{}"}]}]}),
+                "messages[0].content[0].input",
+                "invalid_type",
+            ),
+            (
+                json!({"messages": [{"role": "assistant", "content": [{"type": "tool_result", "tool_use_id": "t"}]}]}),
+                "messages[0].content[0].type",
+                "invalid_value",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}),
+                "messages[0].content[0].tool_use_id",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "tool_use"}]}]}]}),
+                "messages[0].content[0].content[0].type",
+                "invalid_value",
+            ),
+            (
+                json!({"temperature": 1.5}),
+                "temperature",
+                "decimal_above_max_value",
+            ),
             (json!({"top_k": -1}), "top_k", "integer_below_min_value"),
             (json!({"stream": 1}), "stream", "invalid_type"),
-            (json!({"stop_sequences": "END"}), "stop_sequences", "invalid_type"),
+            (
+                json!({"stop_sequences": "END"}),
+                "stop_sequences",
+                "invalid_type",
+            ),
             (json!({"system": 3}), "system", "invalid_type"),
-            (json!({"system": [{"type": "image"}]}), "system[0].type", "invalid_value"),
-            (json!({"system": [{"type": "text"}]}), "system[0].text", "missing_required_parameter"),
-            (json!({"metadata": {"user_id": 1}}), "metadata.user_id", "invalid_type"),
-            (json!({"tools": [{"name": "f"}]}), "tools[0].input_schema", "missing_required_parameter"),
-            (json!({"tools": [{"name": "f", "input_schema": {"type": "array"}}]}), "tools[0].input_schema.type", "invalid_value"),
-            (json!({"tools": [{"name": "f.g", "input_schema": {}}]}), "tools[0].name", "invalid_value"),
-            (json!({"tools": [{"type": "bash_20250124"}]}), "tools[0].name", "missing_required_parameter"),
-            (json!({"tool_choice": "auto"}), "tool_choice", "invalid_type"),
-            (json!({"tool_choice": {"type": "required"}}), "tool_choice.type", "invalid_value"),
-            (json!({"tool_choice": {"type": "tool"}}), "tool_choice.name", "missing_required_parameter"),
+            (
+                json!({"system": [{"type": "image"}]}),
+                "system[0].type",
+                "invalid_value",
+            ),
+            (
+                json!({"system": [{"type": "text"}]}),
+                "system[0].text",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"metadata": {"user_id": 1}}),
+                "metadata.user_id",
+                "invalid_type",
+            ),
+            (
+                json!({"tools": [{"name": "f"}]}),
+                "tools[0].input_schema",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"tools": [{"name": "f", "input_schema": {"type": "array"}}]}),
+                "tools[0].input_schema.type",
+                "invalid_value",
+            ),
+            (
+                json!({"tools": [{"name": "f.g", "input_schema": {}}]}),
+                "tools[0].name",
+                "invalid_value",
+            ),
+            (
+                json!({"tools": [{"type": "bash_20250124"}]}),
+                "tools[0].name",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"tool_choice": "auto"}),
+                "tool_choice",
+                "invalid_type",
+            ),
+            (
+                json!({"tool_choice": {"type": "required"}}),
+                "tool_choice.type",
+                "invalid_value",
+            ),
+            (
+                json!({"tool_choice": {"type": "tool"}}),
+                "tool_choice.name",
+                "missing_required_parameter",
+            ),
         ];
         for (extra, param, code) in cases {
             let (c, p, _) = fail(anthropic_messages, an(extra.clone()));
             assert_eq!((c.as_str(), p.as_deref()), (code, Some(param)), "{extra}");
         }
-        assert_eq!(an_param(json!({"model": "m", "max_tokens": 1})).as_deref(), Some("messages"));
+        assert_eq!(
+            an_param(json!({"model": "m", "max_tokens": 1})).as_deref(),
+            Some("messages")
+        );
         let (_, _, msg) = fail(anthropic_messages, an(json!({"max_tokens": null})));
         assert_eq!(msg, "Missing required parameter: 'max_tokens'.");
         let info = anthropic_messages(&an(json!({"system": "s"}))).unwrap();
-        assert_eq!((info.stream, info.include_usage, info.max_tokens), (false, false, Some(100)));
+        assert_eq!(
+            (info.stream, info.include_usage, info.max_tokens),
+            (false, false, Some(100))
+        );
     }
 
     #[test]
     fn embeddings() {
-        let ok = |input: Value| openai_embeddings(&json!({"model": "e", "input": input})).map(|i| i.inputs);
+        let ok = |input: Value| {
+            openai_embeddings(&json!({"model": "e", "input": input})).map(|i| i.inputs)
+        };
         assert_eq!(ok(json!("hello")).unwrap(), 1);
         assert_eq!(ok(json!(["a", "b", "c"])).unwrap(), 3);
         assert_eq!(ok(json!([1, 2, 3])).unwrap(), 1);
@@ -1073,18 +1424,57 @@ mod tests {
             (e.code.into_owned(), e.param.unwrap_or_default())
         };
         let p = |c: &str, p: &str| (c.to_owned(), p.to_owned());
-        assert_eq!(param(json!({"input": "x"})), p("missing_required_parameter", "model"));
-        assert_eq!(param(json!({"model": "e"})), p("missing_required_parameter", "input"));
-        assert_eq!(param(json!({"model": "e", "input": ""})), p("invalid_value", "input"));
-        assert_eq!(param(json!({"model": "e", "input": []})), p("empty_array", "input"));
-        assert_eq!(param(json!({"model": "e", "input": ["a", 1]})), p("invalid_type", "input[1]"));
-        assert_eq!(param(json!({"model": "e", "input": ["a", ""]})), p("invalid_value", "input[1]"));
-        assert_eq!(param(json!({"model": "e", "input": [1, -2]})), p("invalid_type", "input[1]"));
-        assert_eq!(param(json!({"model": "e", "input": [[1], []]})), p("empty_array", "input[1]"));
-        assert_eq!(param(json!({"model": "e", "input": [[1], [1.5]]})), p("invalid_type", "input[1][0]"));
-        assert_eq!(param(json!({"model": "e", "input": [{}]})), p("invalid_type", "input[0]"));
-        assert_eq!(param(json!({"model": "e", "input": 5})), p("invalid_type", "input"));
-        assert_eq!(param(json!({"model": "e", "input": "x", "encoding_format": "int8"})), p("invalid_value", "encoding_format"));
-        assert_eq!(param(json!({"model": "e", "input": "x", "dimensions": 0})), p("integer_below_min_value", "dimensions"));
+        assert_eq!(
+            param(json!({"input": "x"})),
+            p("missing_required_parameter", "model")
+        );
+        assert_eq!(
+            param(json!({"model": "e"})),
+            p("missing_required_parameter", "input")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": ""})),
+            p("invalid_value", "input")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": []})),
+            p("empty_array", "input")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": ["a", 1]})),
+            p("invalid_type", "input[1]")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": ["a", ""]})),
+            p("invalid_value", "input[1]")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": [1, -2]})),
+            p("invalid_type", "input[1]")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": [[1], []]})),
+            p("empty_array", "input[1]")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": [[1], [1.5]]})),
+            p("invalid_type", "input[1][0]")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": [{}]})),
+            p("invalid_type", "input[0]")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": 5})),
+            p("invalid_type", "input")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": "x", "encoding_format": "int8"})),
+            p("invalid_value", "encoding_format")
+        );
+        assert_eq!(
+            param(json!({"model": "e", "input": "x", "dimensions": 0})),
+            p("integer_below_min_value", "dimensions")
+        );
     }
 }

@@ -9,7 +9,8 @@ use agentd_config::{Config, Overrides, ProviderConfig};
 use agentd_core::{ErrorKind, Usage};
 use agentd_mock::{Api, MockOptions, MockServer, Plan};
 use agentd_providers::{
-    ApiFormat, ChatRequest, ChatResponse, ChatStream, JsonResponse, Provider, ProviderError, TimeoutPhase,
+    ApiFormat, ChatRequest, ChatResponse, ChatStream, JsonResponse, Provider, ProviderError,
+    TimeoutPhase,
 };
 use base64::Engine as _;
 use bytes::Bytes;
@@ -57,11 +58,17 @@ fn http_provider(kind: Kind, mock: &MockServer, extra: &str) -> Provider {
 }
 
 fn mock_provider(extra: &str) -> Provider {
-    Provider::from_config(&provider_config("local", &format!("kind = \"mock\"\n{extra}"))).unwrap()
+    Provider::from_config(&provider_config(
+        "local",
+        &format!("kind = \"mock\"\n{extra}"),
+    ))
+    .unwrap()
 }
 
 async fn mock_server() -> MockServer {
-    agentd_mock::spawn(MockOptions::default()).await.expect("mock starts")
+    agentd_mock::spawn(MockOptions::default())
+        .await
+        .expect("mock starts")
 }
 
 // ---- requests --------------------------------------------------------------------------------
@@ -117,7 +124,13 @@ fn anthropic_body(text: &str, stream: bool, tools: bool) -> Value {
     body
 }
 
-fn request(format: ApiFormat, text: &str, stream: bool, tools: bool, include_usage: bool) -> ChatRequest {
+fn request(
+    format: ApiFormat,
+    text: &str,
+    stream: bool,
+    tools: bool,
+    include_usage: bool,
+) -> ChatRequest {
     let body = match format {
         ApiFormat::OpenAi => openai_body(text, stream, tools, include_usage),
         ApiFormat::Anthropic => anthropic_body(text, stream, tools),
@@ -170,7 +183,9 @@ fn parse_complete(format: ApiFormat, body: &[u8]) -> (Answer, Usage) {
                         .map(|c| {
                             assert_eq!(c["type"], "function");
                             assert!(c["id"].as_str().is_some_and(|id| !id.is_empty()));
-                            let args = c["function"]["arguments"].as_str().expect("arguments string");
+                            let args = c["function"]["arguments"]
+                                .as_str()
+                                .expect("arguments string");
                             (
                                 c["function"]["name"].as_str().unwrap().to_owned(),
                                 serde_json::from_str(args).expect("arguments are JSON"),
@@ -182,19 +197,25 @@ fn parse_complete(format: ApiFormat, body: &[u8]) -> (Answer, Usage) {
             let usage = &v["usage"];
             assert_eq!(
                 usage["total_tokens"].as_u64().unwrap(),
-                usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+                usage["prompt_tokens"].as_u64().unwrap()
+                    + usage["completion_tokens"].as_u64().unwrap()
             );
             (
                 Answer {
                     model: v["model"].as_str().unwrap().to_owned(),
                     text: message["content"].as_str().unwrap_or("").to_owned(),
                     tool_calls,
-                    finish: v["choices"][0]["finish_reason"].as_str().unwrap().to_owned(),
+                    finish: v["choices"][0]["finish_reason"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
                 },
                 Usage {
                     input_tokens: usage["prompt_tokens"].as_u64().unwrap(),
                     output_tokens: usage["completion_tokens"].as_u64().unwrap(),
-                    cached_input_tokens: usage["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0),
+                    cached_input_tokens: usage["prompt_tokens_details"]["cached_tokens"]
+                        .as_u64()
+                        .unwrap_or(0),
                 },
             )
         }
@@ -211,9 +232,10 @@ fn parse_complete(format: ApiFormat, body: &[u8]) -> (Answer, Usage) {
                     "text" => answer.text.push_str(block["text"].as_str().unwrap()),
                     "tool_use" => {
                         assert!(block["id"].as_str().is_some_and(|id| !id.is_empty()));
-                        answer
-                            .tool_calls
-                            .push((block["name"].as_str().unwrap().to_owned(), block["input"].clone()))
+                        answer.tool_calls.push((
+                            block["name"].as_str().unwrap().to_owned(),
+                            block["input"].clone(),
+                        ))
                     }
                     other => panic!("unexpected block {other}"),
                 }
@@ -237,7 +259,9 @@ fn parse_complete(format: ApiFormat, body: &[u8]) -> (Answer, Usage) {
 /// Splits one SSE frame into (event name, data), checking the framing is exact.
 fn split_frame(frame: &Bytes) -> (Option<String>, String) {
     let text = std::str::from_utf8(frame).expect("frames are UTF-8");
-    let body = text.strip_suffix("\n\n").unwrap_or_else(|| panic!("frame not terminated: {text:?}"));
+    let body = text
+        .strip_suffix("\n\n")
+        .unwrap_or_else(|| panic!("frame not terminated: {text:?}"));
     let mut event = None;
     let mut data = None;
     for line in body.split('\n') {
@@ -286,7 +310,9 @@ fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
                     usage_chunk = Some(Usage {
                         input_tokens: u["prompt_tokens"].as_u64().unwrap(),
                         output_tokens: u["completion_tokens"].as_u64().unwrap(),
-                        cached_input_tokens: u["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0),
+                        cached_input_tokens: u["prompt_tokens_details"]["cached_tokens"]
+                            .as_u64()
+                            .unwrap_or(0),
                     });
                     continue;
                 }
@@ -297,8 +323,14 @@ fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
                 for call in delta["tool_calls"].as_array().into_iter().flatten() {
                     let index = call["index"].as_u64().unwrap() as usize;
                     if index == calls.len() {
-                        assert!(call["id"].as_str().is_some(), "first delta of a call has its id");
-                        calls.push((call["function"]["name"].as_str().unwrap().to_owned(), String::new()));
+                        assert!(
+                            call["id"].as_str().is_some(),
+                            "first delta of a call has its id"
+                        );
+                        calls.push((
+                            call["function"]["name"].as_str().unwrap().to_owned(),
+                            String::new(),
+                        ));
                     }
                     if let Some(args) = call["function"]["arguments"].as_str() {
                         calls[index].1.push_str(args);
@@ -310,7 +342,12 @@ fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
             }
             answer.tool_calls = calls
                 .into_iter()
-                .map(|(name, args)| (name, serde_json::from_str(&args).expect("streamed arguments are JSON")))
+                .map(|(name, args)| {
+                    (
+                        name,
+                        serde_json::from_str(&args).expect("streamed arguments are JSON"),
+                    )
+                })
                 .collect();
         }
         ApiFormat::Anthropic => {
@@ -337,14 +374,19 @@ fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
                         let index = v["index"].as_u64().unwrap() as usize;
                         let delta = &v["delta"];
                         match delta["type"].as_str().unwrap() {
-                            "text_delta" => blocks[index].2.push_str(delta["text"].as_str().unwrap()),
-                            "input_json_delta" => blocks[index].2.push_str(delta["partial_json"].as_str().unwrap()),
+                            "text_delta" => {
+                                blocks[index].2.push_str(delta["text"].as_str().unwrap())
+                            }
+                            "input_json_delta" => blocks[index]
+                                .2
+                                .push_str(delta["partial_json"].as_str().unwrap()),
                             other => panic!("unexpected delta {other}"),
                         }
                     }
                     "content_block_stop" | "ping" => {}
                     "message_delta" => {
-                        answer.finish = finish_from_anthropic(v["delta"]["stop_reason"].as_str().unwrap());
+                        answer.finish =
+                            finish_from_anthropic(v["delta"]["stop_reason"].as_str().unwrap());
                         assert!(v["usage"]["output_tokens"].as_u64().is_some());
                     }
                     "message_stop" => {
@@ -359,7 +401,11 @@ fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
                     "text" => answer.text.push_str(&content),
                     "tool_use" => answer.tool_calls.push((
                         name,
-                        if content.is_empty() { json!({}) } else { serde_json::from_str(&content).unwrap() },
+                        if content.is_empty() {
+                            json!({})
+                        } else {
+                            serde_json::from_str(&content).unwrap()
+                        },
                     )),
                     other => panic!("unexpected block {other}"),
                 }
@@ -432,8 +478,12 @@ fn mock_usage(api: Api, upstream_body: &Value) -> Usage {
     let mut body = upstream_body.clone();
     body["stream"] = json!(false);
     body.as_object_mut().unwrap().remove("stream_options");
-    let Plan::Json { body, status, .. } = agentd_mock::plan(api, body.to_string().as_bytes(), None, &MockOptions::default())
-    else {
+    let Plan::Json { body, status, .. } = agentd_mock::plan(
+        api,
+        body.to_string().as_bytes(),
+        None,
+        &MockOptions::default(),
+    ) else {
         panic!("a plain request gets a JSON plan")
     };
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -468,7 +518,11 @@ async fn matrix(kind: Kind, format: ApiFormat) {
     let mock = mock_server().await;
     let provider = http_provider(kind, &mock, "");
     let translated = native_format(kind) != format;
-    let expected_model = if translated { PUBLIC_MODEL } else { UPSTREAM_MODEL };
+    let expected_model = if translated {
+        PUBLIC_MODEL
+    } else {
+        UPSTREAM_MODEL
+    };
 
     for tools in [false, true] {
         clear_recorded(&mock).await;
@@ -476,18 +530,32 @@ async fn matrix(kind: Kind, format: ApiFormat) {
         let sent = recorded(&mock).await;
         assert_eq!(sent.len(), 1);
         let upstream_body = &sent[0]["body"];
-        assert_eq!(upstream_body["model"], UPSTREAM_MODEL, "the deployment's model goes upstream");
+        assert_eq!(
+            upstream_body["model"], UPSTREAM_MODEL,
+            "the deployment's model goes upstream"
+        );
         let expected_usage = mock_usage(upstream_api(kind), upstream_body);
         let (answer, body_usage) = parse_complete(format, &done.body);
         assert_eq!(done.usage, expected_usage, "usage of the complete answer");
-        assert_eq!(body_usage, expected_usage, "usage in the body the client sees");
+        assert_eq!(
+            body_usage, expected_usage,
+            "usage in the body the client sees"
+        );
         assert!(expected_usage.input_tokens > 0 && expected_usage.output_tokens > 0);
         assert_eq!(answer.model, expected_model);
         if tools {
-            assert_eq!(answer.tool_calls, vec![("get_weather".to_owned(), json!({"city": "mock", "days": 1}))]);
+            assert_eq!(
+                answer.tool_calls,
+                vec![("get_weather".to_owned(), json!({"city": "mock", "days": 1}))]
+            );
             assert_eq!(answer.finish, "tool_calls");
         } else {
-            assert!(answer.text.starts_with("Mock reply to: What is the weather in Paris today?"), "{answer:?}");
+            assert!(
+                answer
+                    .text
+                    .starts_with("Mock reply to: What is the weather in Paris today?"),
+                "{answer:?}"
+            );
             assert!(answer.tool_calls.is_empty());
             assert_eq!(answer.finish, "stop");
         }
@@ -497,10 +565,17 @@ async fn matrix(kind: Kind, format: ApiFormat) {
         let (frames, error, usage) = drain(s).await;
         assert!(error.is_none(), "{error:?}");
         let streamed = parse_stream(format, &frames);
-        assert_eq!(streamed.answer, answer, "the stream says what the complete answer says");
+        assert_eq!(
+            streamed.answer, answer,
+            "the stream says what the complete answer says"
+        );
         assert_eq!(usage, expected_usage, "usage of the stream");
         if format == ApiFormat::OpenAi {
-            assert_eq!(streamed.usage_chunk, Some(expected_usage), "include_usage chunk");
+            assert_eq!(
+                streamed.usage_chunk,
+                Some(expected_usage),
+                "include_usage chunk"
+            );
         }
         let sent = recorded(&mock).await;
         assert_eq!(sent[0]["body"]["stream"], true);
@@ -537,7 +612,11 @@ async fn passthrough_forwards_the_upstream_bytes_untouched() {
         // Same JSON as the mock's own answer for this body, key order and all (ids aside).
         let v: Value = serde_json::from_slice(&done.body).unwrap();
         let reencoded = serde_json::to_vec(&v).unwrap();
-        assert_eq!(done.body.len(), reencoded.len(), "compact upstream bytes, not re-pretty-printed");
+        assert_eq!(
+            done.body.len(),
+            reencoded.len(),
+            "compact upstream bytes, not re-pretty-printed"
+        );
     }
 }
 
@@ -550,7 +629,11 @@ async fn usage_chunk_only_when_the_client_asked_but_always_accounted() {
         let provider = http_provider(kind, &mock, "");
         for include_usage in [false, true] {
             clear_recorded(&mock).await;
-            let s = stream(&provider, request(ApiFormat::OpenAi, PROMPT, true, false, include_usage)).await;
+            let s = stream(
+                &provider,
+                request(ApiFormat::OpenAi, PROMPT, true, false, include_usage),
+            )
+            .await;
             let (frames, error, usage) = drain(s).await;
             assert!(error.is_none());
             let streamed = parse_stream(ApiFormat::OpenAi, &frames);
@@ -566,7 +649,10 @@ async fn usage_chunk_only_when_the_client_asked_but_always_accounted() {
                     assert!(v.get("usage").is_some_and(Value::is_null), "{v}");
                 }
             } else {
-                assert_eq!(streamed.usage_chunk, None, "{kind:?}: no usage chunk unless asked");
+                assert_eq!(
+                    streamed.usage_chunk, None,
+                    "{kind:?}: no usage chunk unless asked"
+                );
             }
             if kind == Kind::OpenAi {
                 assert_eq!(
@@ -605,23 +691,48 @@ async fn status_directives_map_to_provider_errors() {
             ];
             for (code, client_status, retryable) in cases {
                 let text = format!("hello mock:status={code}");
-                let err = chat_err(&provider, request(native_format(kind), &text, stream, false, false)).await;
-                let ProviderError::Status { status, message, retry_after } = &err else {
+                let err = chat_err(
+                    &provider,
+                    request(native_format(kind), &text, stream, false, false),
+                )
+                .await;
+                let ProviderError::Status {
+                    status,
+                    message,
+                    retry_after,
+                } = &err
+                else {
                     panic!("{kind:?} {code}: {err:?}")
                 };
                 assert_eq!(*status, code);
-                assert!(!message.is_empty() && !message.starts_with('{'), "message extracted: {message}");
+                assert!(
+                    !message.is_empty() && !message.starts_with('{'),
+                    "message extracted: {message}"
+                );
                 assert_eq!(*retry_after, None);
                 assert_eq!(err.is_retryable(), retryable, "{code}");
                 let api = err.to_api_error(&name);
                 assert_eq!(api.status(), client_status, "{kind:?} {code}");
-                assert!(api.message.contains(&name), "names the provider: {}", api.message);
-                assert!(!api.message.contains("127.0.0.1"), "never the URL: {}", api.message);
+                assert!(
+                    api.message.contains(&name),
+                    "names the provider: {}",
+                    api.message
+                );
+                assert!(
+                    !api.message.contains("127.0.0.1"),
+                    "never the URL: {}",
+                    api.message
+                );
                 if code == 401 || code == 403 {
-                    assert!(api.message.contains(&format!("check providers.{name}.api_key")));
+                    assert!(api
+                        .message
+                        .contains(&format!("check providers.{name}.api_key")));
                 }
                 if code == 400 {
-                    assert!(api.message.contains(message.as_str()), "carries the upstream message");
+                    assert!(
+                        api.message.contains(message.as_str()),
+                        "carries the upstream message"
+                    );
                 }
             }
         }
@@ -635,10 +746,23 @@ async fn rate_limits_carry_retry_after() {
         let provider = http_provider(kind, &mock, "");
         let err = chat_err(
             &provider,
-            request(native_format(kind), "hi mock:status=429 mock:retry_after=7", true, false, false),
+            request(
+                native_format(kind),
+                "hi mock:status=429 mock:retry_after=7",
+                true,
+                false,
+                false,
+            ),
         )
         .await;
-        let ProviderError::Status { status: 429, retry_after, .. } = &err else { panic!("{err:?}") };
+        let ProviderError::Status {
+            status: 429,
+            retry_after,
+            ..
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
         assert_eq!(*retry_after, Some(Duration::from_secs(7)));
         assert!(err.is_retryable());
         let api = err.to_api_error("p");
@@ -653,7 +777,11 @@ async fn reset_is_a_connect_error() {
     for kind in [Kind::OpenAi, Kind::Anthropic] {
         let provider = http_provider(kind, &mock, "");
         for stream in [false, true] {
-            let err = chat_err(&provider, request(native_format(kind), "hi mock:reset", stream, false, false)).await;
+            let err = chat_err(
+                &provider,
+                request(native_format(kind), "hi mock:reset", stream, false, false),
+            )
+            .await;
             assert!(matches!(err, ProviderError::Connect(_)), "{err:?}");
             assert!(err.is_retryable());
             assert_eq!(err.to_api_error("p").status(), StatusCode::BAD_GATEWAY);
@@ -671,12 +799,25 @@ async fn connection_refused_is_a_connect_error() {
         &format!("kind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nconnect_timeout_ms = 2000"),
     );
     let provider = Provider::from_config(&cfg).unwrap();
-    let err = chat_err(&provider, request(ApiFormat::OpenAi, "hi", false, false, false)).await;
-    let ProviderError::Connect(detail) = &err else { panic!("{err:?}") };
-    assert!(!detail.contains(&addr.to_string()), "no URL in the message: {detail}");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, "hi", false, false, false),
+    )
+    .await;
+    let ProviderError::Connect(detail) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        !detail.contains(&addr.to_string()),
+        "no URL in the message: {detail}"
+    );
     let api = err.to_api_error("gone");
     assert_eq!(api.status(), StatusCode::BAD_GATEWAY);
-    assert!(api.message.contains("cannot reach provider gone"), "{}", api.message);
+    assert!(
+        api.message.contains("cannot reach provider gone"),
+        "{}",
+        api.message
+    );
 }
 
 #[tokio::test]
@@ -686,20 +827,65 @@ async fn first_token_timeout() {
         let provider = http_provider(kind, &mock, "first_token_timeout_ms = 100");
         // Stream: headers come at once, the first event after 500 ms.
         let started = Instant::now();
-        let err = chat_err(&provider, request(native_format(kind), "hi mock:ttft_ms=500", true, false, false)).await;
+        let err = chat_err(
+            &provider,
+            request(
+                native_format(kind),
+                "hi mock:ttft_ms=500",
+                true,
+                false,
+                false,
+            ),
+        )
+        .await;
         assert!(
-            matches!(err, ProviderError::Timeout { phase: TimeoutPhase::FirstToken }),
+            matches!(
+                err,
+                ProviderError::Timeout {
+                    phase: TimeoutPhase::FirstToken
+                }
+            ),
             "{err:?}"
         );
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(90) && took < Duration::from_millis(450), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(90) && took < Duration::from_millis(450),
+            "{took:?}"
+        );
         assert_eq!(err.to_api_error("p").status(), StatusCode::GATEWAY_TIMEOUT);
         // Non-stream: no headers for 500 ms.
-        let err =
-            chat_err(&provider, request(native_format(kind), "hi mock:latency_ms=500", false, false, false)).await;
-        assert!(matches!(err, ProviderError::Timeout { phase: TimeoutPhase::FirstToken }), "{err:?}");
+        let err = chat_err(
+            &provider,
+            request(
+                native_format(kind),
+                "hi mock:latency_ms=500",
+                false,
+                false,
+                false,
+            ),
+        )
+        .await;
+        assert!(
+            matches!(
+                err,
+                ProviderError::Timeout {
+                    phase: TimeoutPhase::FirstToken
+                }
+            ),
+            "{err:?}"
+        );
         // Under the limit: fine.
-        complete(&provider, request(native_format(kind), "hi mock:latency_ms=20", false, false, false)).await;
+        complete(
+            &provider,
+            request(
+                native_format(kind),
+                "hi mock:latency_ms=20",
+                false,
+                false,
+                false,
+            ),
+        )
+        .await;
     }
 }
 
@@ -708,10 +894,28 @@ async fn whole_stream_timeout_after_some_frames() {
     let mock = mock_server().await;
     for kind in [Kind::OpenAi, Kind::Anthropic] {
         let provider = http_provider(kind, &mock, "timeout_ms = 300");
-        let s = stream(&provider, request(native_format(kind), "hi mock:token_delay_ms=50", true, false, false)).await;
+        let s = stream(
+            &provider,
+            request(
+                native_format(kind),
+                "hi mock:token_delay_ms=50",
+                true,
+                false,
+                false,
+            ),
+        )
+        .await;
         let (frames, error, _) = drain(s).await;
         assert!(frames.len() >= 2, "{}", frames.len());
-        assert!(matches!(error, Some(ProviderError::Timeout { phase: TimeoutPhase::Total })), "{error:?}");
+        assert!(
+            matches!(
+                error,
+                Some(ProviderError::Timeout {
+                    phase: TimeoutPhase::Total
+                })
+            ),
+            "{error:?}"
+        );
     }
 }
 
@@ -721,10 +925,17 @@ async fn cut_stream_yields_frames_then_stream_cut() {
     for kind in [Kind::OpenAi, Kind::Anthropic] {
         let provider = http_provider(kind, &mock, "");
         for format in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
-            let s = stream(&provider, request(format, "hi mock:cut_after=3", true, false, false)).await;
+            let s = stream(
+                &provider,
+                request(format, "hi mock:cut_after=3", true, false, false),
+            )
+            .await;
             let (frames, error, usage) = drain(s).await;
             assert!(!frames.is_empty(), "{kind:?} {format:?}");
-            assert!(matches!(error, Some(ProviderError::StreamCut(_))), "{kind:?} {format:?}: {error:?}");
+            assert!(
+                matches!(error, Some(ProviderError::StreamCut(_))),
+                "{kind:?} {format:?}: {error:?}"
+            );
             assert!(error.unwrap().is_retryable());
             if native_format(kind) == format {
                 assert_eq!(frames.len(), 3, "exactly the frames sent before the cut");
@@ -734,7 +945,17 @@ async fn cut_stream_yields_frames_then_stream_cut() {
                 assert!(usage.input_tokens > 0);
             }
         }
-        let err = chat_err(&provider, request(native_format(kind), "hi mock:cut_after=3", false, false, false)).await;
+        let err = chat_err(
+            &provider,
+            request(
+                native_format(kind),
+                "hi mock:cut_after=3",
+                false,
+                false,
+                false,
+            ),
+        )
+        .await;
         assert!(matches!(err, ProviderError::StreamCut(_)), "{err:?}");
     }
 }
@@ -745,14 +966,28 @@ async fn malformed_answers() {
     for kind in [Kind::OpenAi, Kind::Anthropic] {
         let provider = http_provider(kind, &mock, "");
         for format in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
-            let err = chat_err(&provider, request(format, "hi mock:malformed", false, false, false)).await;
-            assert!(matches!(err, ProviderError::Malformed(_)), "{kind:?} {format:?}: {err:?}");
+            let err = chat_err(
+                &provider,
+                request(format, "hi mock:malformed", false, false, false),
+            )
+            .await;
+            assert!(
+                matches!(err, ProviderError::Malformed(_)),
+                "{kind:?} {format:?}: {err:?}"
+            );
             assert_eq!(err.to_api_error("p").status(), StatusCode::BAD_GATEWAY);
 
-            let s = stream(&provider, request(format, "hi mock:malformed", true, false, false)).await;
+            let s = stream(
+                &provider,
+                request(format, "hi mock:malformed", true, false, false),
+            )
+            .await;
             let (frames, error, _) = drain(s).await;
             assert!(!frames.is_empty());
-            assert!(matches!(error, Some(ProviderError::Malformed(_))), "{kind:?} {format:?}: {error:?}");
+            assert!(
+                matches!(error, Some(ProviderError::Malformed(_))),
+                "{kind:?} {format:?}: {error:?}"
+            );
         }
     }
 }
@@ -770,7 +1005,9 @@ async fn translation_rejects_what_anthropic_cannot_express() {
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
     ]);
     let err = chat_err(&provider, req).await;
-    let ProviderError::InvalidRequest(api) = &err else { panic!("{err:?}") };
+    let ProviderError::InvalidRequest(api) = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(api.status(), StatusCode::BAD_REQUEST);
     assert!(!err.is_retryable());
 }
@@ -799,7 +1036,11 @@ async fn the_configured_key_and_headers_are_sent() {
     ];
     for (name, body, format) in cases {
         clear_recorded(&mock).await;
-        let right = Provider::from_config(&provider_config(name, &body.replace("KEY", "sk-the-right-one"))).unwrap();
+        let right = Provider::from_config(&provider_config(
+            name,
+            &body.replace("KEY", "sk-the-right-one"),
+        ))
+        .unwrap();
         complete(&right, request(format, PROMPT, false, false, false)).await;
         let sent = recorded(&mock).await;
         let headers = &sent[0]["headers"];
@@ -814,11 +1055,20 @@ async fn the_configured_key_and_headers_are_sent() {
             }
         }
 
-        let wrong = Provider::from_config(&provider_config(name, &body.replace("KEY", "sk-wrong-key"))).unwrap();
+        let wrong =
+            Provider::from_config(&provider_config(name, &body.replace("KEY", "sk-wrong-key")))
+                .unwrap();
         let err = chat_err(&wrong, request(format, PROMPT, false, false, false)).await;
-        assert!(matches!(err, ProviderError::Status { status: 401, .. }), "{err:?}");
+        assert!(
+            matches!(err, ProviderError::Status { status: 401, .. }),
+            "{err:?}"
+        );
         let api = err.to_api_error(name);
-        assert_eq!(api.status(), StatusCode::BAD_GATEWAY, "not the client's 401");
+        assert_eq!(
+            api.status(),
+            StatusCode::BAD_GATEWAY,
+            "not the client's 401"
+        );
         assert_eq!(api.code, "provider_auth_failed");
         assert!(!api.message.contains("sk-wrong-key"));
         assert!(!format!("{err:?}").contains("sk-wrong-key"));
@@ -832,7 +1082,10 @@ async fn embeddings_pass_through_float_and_base64() {
     let mock = mock_server().await;
     let provider = http_provider(Kind::OpenAi, &mock, "");
     let float = provider
-        .embeddings(UPSTREAM_MODEL, json!({"model": PUBLIC_MODEL, "input": ["hello world", "bye"]}))
+        .embeddings(
+            UPSTREAM_MODEL,
+            json!({"model": PUBLIC_MODEL, "input": ["hello world", "bye"]}),
+        )
         .await
         .unwrap();
     let v: Value = serde_json::from_slice(&float.body).unwrap();
@@ -842,11 +1095,21 @@ async fn embeddings_pass_through_float_and_base64() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect())
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect();
     assert_eq!(vectors.len(), 2);
     assert_eq!(vectors[0].len(), MockOptions::DEFAULT_EMBEDDING_DIMS);
-    assert_eq!(float.usage.input_tokens, v["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(
+        float.usage.input_tokens,
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
     assert!(float.usage.input_tokens > 0);
     assert_eq!(float.usage.output_tokens, 0);
 
@@ -862,13 +1125,19 @@ async fn embeddings_pass_through_float_and_base64() {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(d["embedding"].as_str().expect("base64 string"))
             .unwrap();
-        let decoded: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let decoded: Vec<f32> = raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         assert_eq!(decoded, vectors[i], "base64 passes through byte for byte");
     }
     assert_eq!(b64.usage, float.usage);
 
     let anthropic = http_provider(Kind::Anthropic, &mock, "");
-    let err = anthropic.embeddings(UPSTREAM_MODEL, json!({"model": "m", "input": "x"})).await.unwrap_err();
+    let err = anthropic
+        .embeddings(UPSTREAM_MODEL, json!({"model": "m", "input": "x"}))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ProviderError::Unsupported(_)));
     assert_eq!(err.to_api_error("claude").status(), StatusCode::BAD_REQUEST);
 }
@@ -881,7 +1150,10 @@ async fn embeddings_errors_are_status_errors() {
         .embeddings(UPSTREAM_MODEL, json!({"model": "m", "input": 5.5}))
         .await
         .unwrap_err();
-    assert!(matches!(err, ProviderError::Status { status: 400, .. }), "{err:?}");
+    assert!(
+        matches!(err, ProviderError::Status { status: 400, .. }),
+        "{err:?}"
+    );
 }
 
 // ---- the in-process mock ------------------------------------------------------------------------
@@ -895,7 +1167,10 @@ fn without_ids(mut answer: Answer) -> Answer {
 async fn in_process_mock_answers_like_the_mock_server() {
     let server = mock_server().await;
     let local = mock_provider("");
-    for (kind, format) in [(Kind::OpenAi, ApiFormat::OpenAi), (Kind::Anthropic, ApiFormat::Anthropic)] {
+    for (kind, format) in [
+        (Kind::OpenAi, ApiFormat::OpenAi),
+        (Kind::Anthropic, ApiFormat::Anthropic),
+    ] {
         let remote = http_provider(kind, &server, "");
         for tools in [false, true] {
             let a = complete(&local, request(format, PROMPT, false, tools, false)).await;
@@ -922,70 +1197,599 @@ async fn in_process_mock_answers_like_the_mock_server() {
         }
     }
     let e = local
-        .embeddings("mock-embedding", json!({"model": "x", "input": "hello world"}))
+        .embeddings(
+            "mock-embedding",
+            json!({"model": "x", "input": "hello world"}),
+        )
         .await
         .unwrap();
     let v: Value = serde_json::from_slice(&e.body).unwrap();
-    assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), MockOptions::DEFAULT_EMBEDDING_DIMS);
-    assert_eq!(e.usage.input_tokens, v["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(
+        v["data"][0]["embedding"].as_array().unwrap().len(),
+        MockOptions::DEFAULT_EMBEDDING_DIMS
+    );
+    assert_eq!(
+        e.usage.input_tokens,
+        v["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
 }
 
 #[tokio::test]
 async fn in_process_mock_faults() {
     let local = mock_provider("");
     for format in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
-        let err = chat_err(&local, request(format, "x mock:status=429 mock:retry_after=3", false, false, false)).await;
-        let ProviderError::Status { status: 429, retry_after, message } = &err else { panic!("{err:?}") };
+        let err = chat_err(
+            &local,
+            request(
+                format,
+                "x mock:status=429 mock:retry_after=3",
+                false,
+                false,
+                false,
+            ),
+        )
+        .await;
+        let ProviderError::Status {
+            status: 429,
+            retry_after,
+            message,
+        } = &err
+        else {
+            panic!("{err:?}")
+        };
         assert_eq!(*retry_after, Some(Duration::from_secs(3)));
         assert!(message.contains("Rate limit"), "{message}");
 
-        let err = chat_err(&local, request(format, "x mock:status=503", true, false, false)).await;
-        assert!(matches!(err, ProviderError::Status { status: 503, .. }), "{err:?}");
+        let err = chat_err(
+            &local,
+            request(format, "x mock:status=503", true, false, false),
+        )
+        .await;
+        assert!(
+            matches!(err, ProviderError::Status { status: 503, .. }),
+            "{err:?}"
+        );
 
         let err = chat_err(&local, request(format, "x mock:reset", true, false, false)).await;
         assert!(matches!(err, ProviderError::Connect(_)), "{err:?}");
 
-        let err = chat_err(&local, request(format, "x mock:malformed", false, false, false)).await;
+        let err = chat_err(
+            &local,
+            request(format, "x mock:malformed", false, false, false),
+        )
+        .await;
         assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
-        let (frames, error, _) = drain(stream(&local, request(format, "x mock:malformed", true, false, false)).await).await;
+        let (frames, error, _) = drain(
+            stream(
+                &local,
+                request(format, "x mock:malformed", true, false, false),
+            )
+            .await,
+        )
+        .await;
         assert!(!frames.is_empty());
-        assert!(matches!(error, Some(ProviderError::Malformed(_))), "{error:?}");
+        assert!(
+            matches!(error, Some(ProviderError::Malformed(_))),
+            "{error:?}"
+        );
 
-        let err = chat_err(&local, request(format, "x mock:cut_after=2", false, false, false)).await;
+        let err = chat_err(
+            &local,
+            request(format, "x mock:cut_after=2", false, false, false),
+        )
+        .await;
         assert!(matches!(err, ProviderError::StreamCut(_)), "{err:?}");
-        let (frames, error, _) = drain(stream(&local, request(format, "x mock:cut_after=2", true, false, false)).await).await;
+        let (frames, error, _) = drain(
+            stream(
+                &local,
+                request(format, "x mock:cut_after=2", true, false, false),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(frames.len(), 2);
-        assert!(matches!(error, Some(ProviderError::StreamCut(_))), "{error:?}");
+        assert!(
+            matches!(error, Some(ProviderError::StreamCut(_))),
+            "{error:?}"
+        );
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn in_process_mock_honours_delays_and_timeouts() {
     // 200 ms to the first token, 10 ms per token afterwards, as configured.
-    let local = mock_provider("ttft_ms = 200\ntoken_delay_ms = 10\nfirst_token_timeout_ms = 1000\ntimeout_ms = 5000");
+    let local = mock_provider(
+        "ttft_ms = 200\ntoken_delay_ms = 10\nfirst_token_timeout_ms = 1000\ntimeout_ms = 5000",
+    );
     let started = tokio::time::Instant::now();
-    let s = stream(&local, request(ApiFormat::OpenAi, "hi mock:tokens=5", true, false, false)).await;
-    assert_eq!(started.elapsed(), Duration::from_millis(200), "returned at the first frame");
+    let s = stream(
+        &local,
+        request(ApiFormat::OpenAi, "hi mock:tokens=5", true, false, false),
+    )
+    .await;
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(200),
+        "returned at the first frame"
+    );
     let (frames, error, usage) = drain(s).await;
     assert!(error.is_none());
     assert_eq!(usage.output_tokens, 5);
     let streamed = parse_stream(ApiFormat::OpenAi, &frames);
     assert_eq!(streamed.answer.finish, "stop");
-    assert!(started.elapsed() >= Duration::from_millis(200 + 5 * 10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(200 + 5 * 10),
+        "{:?}",
+        started.elapsed()
+    );
 
     // A first token later than first_token_timeout.
     let started = tokio::time::Instant::now();
-    let err = chat_err(&local, request(ApiFormat::Anthropic, "hi mock:ttft_ms=1500", true, false, false)).await;
-    assert!(matches!(err, ProviderError::Timeout { phase: TimeoutPhase::FirstToken }), "{err:?}");
+    let err = chat_err(
+        &local,
+        request(
+            ApiFormat::Anthropic,
+            "hi mock:ttft_ms=1500",
+            true,
+            false,
+            false,
+        ),
+    )
+    .await;
+    assert!(
+        matches!(
+            err,
+            ProviderError::Timeout {
+                phase: TimeoutPhase::FirstToken
+            }
+        ),
+        "{err:?}"
+    );
     assert_eq!(started.elapsed(), Duration::from_millis(1000));
 
     // Slow tokens: the whole-stream timeout fires between frames.
-    let s = stream(&local, request(ApiFormat::OpenAi, "hi mock:token_delay_ms=1000 mock:tokens=20", true, false, false)).await;
+    let s = stream(
+        &local,
+        request(
+            ApiFormat::OpenAi,
+            "hi mock:token_delay_ms=1000 mock:tokens=20",
+            true,
+            false,
+            false,
+        ),
+    )
+    .await;
     let (frames, error, _) = drain(s).await;
     assert!(!frames.is_empty() && frames.len() < 10, "{}", frames.len());
-    assert!(matches!(error, Some(ProviderError::Timeout { phase: TimeoutPhase::Total })), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            Some(ProviderError::Timeout {
+                phase: TimeoutPhase::Total
+            })
+        ),
+        "{error:?}"
+    );
 
     // Non-stream answers take the whole generation time; too long is a first-token timeout.
-    let err = chat_err(&local, request(ApiFormat::OpenAi, "hi mock:latency_ms=2000", false, false, false)).await;
-    assert!(matches!(err, ProviderError::Timeout { phase: TimeoutPhase::FirstToken }), "{err:?}");
+    let err = chat_err(
+        &local,
+        request(
+            ApiFormat::OpenAi,
+            "hi mock:latency_ms=2000",
+            false,
+            false,
+            false,
+        ),
+    )
+    .await;
+    assert!(
+        matches!(
+            err,
+            ProviderError::Timeout {
+                phase: TimeoutPhase::FirstToken
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+// ---- a scripted upstream: exact bytes, for what the mock cannot say -----------------------------
+
+/// One canned HTTP answer, its body sent in pieces with pauses.
+#[derive(Clone)]
+struct Script {
+    status: u16,
+    headers: Vec<(&'static str, &'static str)>,
+    chunks: Vec<(Duration, Bytes)>,
+}
+
+impl Script {
+    fn ok(content_type: &'static str, body: &str) -> Self {
+        Self {
+            status: 200,
+            headers: vec![("content-type", content_type)],
+            chunks: vec![(Duration::ZERO, Bytes::from(body.to_owned()))],
+        }
+    }
+
+    /// The body in pieces of `size` bytes (splitting events, lines and UTF-8 characters).
+    fn split(mut self, size: usize) -> Self {
+        let all: Vec<u8> = self.chunks.iter().flat_map(|(_, c)| c.to_vec()).collect();
+        self.chunks = all
+            .chunks(size)
+            .map(|c| (Duration::ZERO, Bytes::copy_from_slice(c)))
+            .collect();
+        self
+    }
+}
+
+struct Scripted {
+    url: String,
+    /// Bodies received, in order.
+    received: std::sync::Arc<std::sync::Mutex<Vec<Bytes>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `script` on every POST path.
+async fn scripted(script: Script) -> Scripted {
+    use axum::response::IntoResponse;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = received.clone();
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let script = script.clone();
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(body);
+            let chunks = futures::stream::iter(script.chunks).then(|(delay, chunk)| async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, std::io::Error>(chunk)
+            });
+            let mut resp = axum::body::Body::from_stream(chunks).into_response();
+            *resp.status_mut() = StatusCode::from_u16(script.status).unwrap();
+            for (k, v) in script.headers {
+                resp.headers_mut()
+                    .insert(k, http::HeaderValue::from_static(v));
+            }
+            resp
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    Scripted {
+        url,
+        received,
+        task,
+    }
+}
+
+fn scripted_provider(kind: Kind, upstream: &Scripted, extra: &str) -> Provider {
+    let body = match kind {
+        Kind::OpenAi => format!(
+            "kind = \"openai\"\nbase_url = \"{}/v1\"\n{extra}",
+            upstream.url
+        ),
+        Kind::Anthropic => format!(
+            "kind = \"anthropic\"\nbase_url = \"{}\"\napi_key = \"k\"\n{extra}",
+            upstream.url
+        ),
+    };
+    Provider::from_config(&provider_config("up", &body)).unwrap()
+}
+
+#[tokio::test]
+async fn same_format_answers_are_forwarded_byte_for_byte() {
+    // Odd spacing, key order and unknown fields must survive: we never re-serialise.
+    let openai = r#"{"id":"chatcmpl-1",  "object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"h\u00e9llo"},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":4,"total_tokens":15,"prompt_tokens_details":{"cached_tokens":8}},"service_tier":"default" }"#;
+    let upstream = scripted(Script::ok("application/json", openai)).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    let done = complete(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    assert_eq!(done.body, openai.as_bytes());
+    assert_eq!(
+        done.usage,
+        Usage {
+            input_tokens: 11,
+            output_tokens: 4,
+            cached_input_tokens: 8
+        }
+    );
+    let sent: Value = serde_json::from_slice(&upstream.received.lock().unwrap()[0]).unwrap();
+    let mut expected = openai_body(PROMPT, false, false, false);
+    expected["model"] = json!(UPSTREAM_MODEL);
+    assert_eq!(sent, expected, "only the model is rewritten");
+
+    let anthropic = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":2,"cache_creation_input_tokens":1,"cache_read_input_tokens":3}}"#;
+    let upstream = scripted(Script::ok("application/json", anthropic)).await;
+    let provider = scripted_provider(Kind::Anthropic, &upstream, "");
+    let done = complete(
+        &provider,
+        request(ApiFormat::Anthropic, PROMPT, false, false, false),
+    )
+    .await;
+    assert_eq!(done.body, anthropic.as_bytes());
+    assert_eq!(
+        done.usage,
+        Usage {
+            input_tokens: 9,
+            output_tokens: 2,
+            cached_input_tokens: 3
+        }
+    );
+}
+
+const OPENAI_STREAM: &str = concat!(
+    ": keep-alive comment\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\r\n\r\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Gr\u{fc}\u{df}e\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" aus\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" Paris\"},\"finish_reason\":null}]}\n\n",
+    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    "data: [DONE]\n\n",
+);
+
+#[tokio::test]
+async fn streams_split_anywhere_are_reassembled_into_the_same_frames() {
+    for size in [1, 3, 7, 64, 4096] {
+        let upstream = scripted(Script::ok("text/event-stream", OPENAI_STREAM).split(size)).await;
+        let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+        let (frames, error, _) = drain(
+            stream(
+                &provider,
+                request(ApiFormat::OpenAi, PROMPT, true, false, false),
+            )
+            .await,
+        )
+        .await;
+        assert!(error.is_none(), "{size}: {error:?}");
+        let streamed = parse_stream(ApiFormat::OpenAi, &frames);
+        assert_eq!(streamed.answer.text, "Grüße aus Paris", "split at {size}");
+        assert_eq!(frames.len(), 6, "the comment is dropped, every event kept");
+    }
+}
+
+#[tokio::test]
+async fn streams_without_usage_are_estimated() {
+    let upstream = scripted(Script::ok("text/event-stream", OPENAI_STREAM)).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    let s = stream(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, true, false, false),
+    )
+    .await;
+    let (_, error, usage) = drain(s).await;
+    assert!(error.is_none());
+    let sent_len = upstream.received.lock().unwrap()[0].len() as u64;
+    assert_eq!(
+        usage,
+        Usage {
+            input_tokens: sent_len.div_ceil(4),
+            output_tokens: 3,
+            cached_input_tokens: 0
+        },
+        "input: request bytes / 4; output: one per content delta"
+    );
+}
+
+#[tokio::test]
+async fn an_error_event_before_any_content_is_an_error_result() {
+    let body = "data: {\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n";
+    let upstream = scripted(Script::ok("text/event-stream", body)).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, true, false, false),
+    )
+    .await;
+    assert!(
+        matches!(&err, ProviderError::Status { status: 429, message, .. } if message == "Rate limit reached"),
+        "{err:?}"
+    );
+
+    // Anthropic sends message_start first; an error right after it still precedes any content.
+    let body = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"c\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+    );
+    let upstream = scripted(Script::ok("text/event-stream", body)).await;
+    let provider = scripted_provider(Kind::Anthropic, &upstream, "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::Anthropic, PROMPT, true, false, false),
+    )
+    .await;
+    assert!(
+        matches!(err, ProviderError::Status { status: 529, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn an_error_event_mid_stream_is_forwarded_in_the_clients_format() {
+    let mut chunks = vec![(Duration::ZERO, Bytes::from(OPENAI_STREAM.split("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" aus").next().unwrap().to_owned()))];
+    chunks.push((
+        Duration::from_millis(20),
+        Bytes::from_static(b"data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"code\":null}}\n\n"),
+    ));
+    let script = Script {
+        status: 200,
+        headers: vec![("content-type", "text/event-stream")],
+        chunks,
+    };
+
+    // Same format: the upstream error frame as it came.
+    let upstream = scripted(script.clone()).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    let (frames, error, _) = drain(
+        stream(
+            &provider,
+            request(ApiFormat::OpenAi, PROMPT, true, false, false),
+        )
+        .await,
+    )
+    .await;
+    assert!(error.is_none(), "an error event is a clean end: {error:?}");
+    let (_, last) = split_frame(frames.last().unwrap());
+    let last: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(last["error"]["message"], "The server had an error");
+
+    // Translated: an Anthropic error event.
+    let (frames, error, _) = drain(
+        stream(
+            &provider,
+            request(ApiFormat::Anthropic, PROMPT, true, false, false),
+        )
+        .await,
+    )
+    .await;
+    assert!(error.is_none(), "{error:?}");
+    let (event, data) = split_frame(frames.last().unwrap());
+    assert_eq!(event.as_deref(), Some("error"));
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["type"], "error");
+    assert!(
+        data["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("The server had an error"),
+        "{data}"
+    );
+}
+
+#[tokio::test]
+async fn broken_streams_and_bodies() {
+    // EOF inside an event.
+    let partial = &OPENAI_STREAM[..OPENAI_STREAM.len() - 10];
+    let upstream = scripted(Script::ok("text/event-stream", partial)).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    let (frames, error, _) = drain(
+        stream(
+            &provider,
+            request(ApiFormat::OpenAi, PROMPT, true, false, false),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(frames.len(), 5);
+    assert!(
+        matches!(error, Some(ProviderError::StreamCut(_))),
+        "{error:?}"
+    );
+
+    // A JSON answer to a stream request.
+    let upstream = scripted(Script::ok("application/json", "{\"choices\":[]}")).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, true, false, false),
+    )
+    .await;
+    assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
+
+    // An empty event stream.
+    let upstream = scripted(Script::ok("text/event-stream", "")).await;
+    let provider = scripted_provider(Kind::Anthropic, &upstream, "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::Anthropic, PROMPT, true, false, false),
+    )
+    .await;
+    assert!(matches!(err, ProviderError::StreamCut(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn error_statuses_with_odd_bodies_and_retry_headers() {
+    let script = Script {
+        status: 503,
+        headers: vec![
+            ("content-type", "text/html"),
+            ("retry-after-ms", "1500"),
+            ("retry-after", "2"),
+        ],
+        chunks: vec![(
+            Duration::ZERO,
+            Bytes::from_static(b"<html>upstream overloaded</html>"),
+        )],
+    };
+    let upstream = scripted(script).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    let ProviderError::Status {
+        status,
+        message,
+        retry_after,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (*status, message.as_str()),
+        (503, "<html>upstream overloaded</html>")
+    );
+    assert_eq!(*retry_after, Some(Duration::from_millis(1500)));
+
+    let script = Script {
+        status: 429,
+        headers: vec![("content-type", "application/json"), ("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")],
+        chunks: vec![(Duration::ZERO, Bytes::from_static(br#"{"type":"error","error":{"type":"rate_limit_error","message":"Number of request tokens has exceeded your per-minute rate limit"}}"#))],
+    };
+    let upstream = scripted(script).await;
+    let provider = scripted_provider(Kind::Anthropic, &upstream, "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, true, false, false),
+    )
+    .await;
+    let ProviderError::Status {
+        status: 429,
+        message,
+        retry_after,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert!(message.starts_with("Number of request tokens"), "{message}");
+    assert_eq!(*retry_after, Some(Duration::ZERO), "a past date means now");
+}
+
+#[tokio::test]
+async fn slow_body_after_headers_is_a_first_token_timeout() {
+    let script = Script {
+        status: 200,
+        headers: vec![("content-type", "application/json")],
+        chunks: vec![(Duration::from_millis(400), Bytes::from_static(b"{}"))],
+    };
+    let upstream = scripted(script).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "first_token_timeout_ms = 100");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    assert!(
+        matches!(
+            err,
+            ProviderError::Timeout {
+                phase: TimeoutPhase::FirstToken
+            }
+        ),
+        "{err:?}"
+    );
 }

@@ -38,7 +38,11 @@ struct CreateKey {
     user: Option<String>,
 }
 
-pub async fn create_key(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     reply(async {
         let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
         let value = parse_json(&bytes)?;
@@ -59,38 +63,56 @@ pub struct ListQuery {
 }
 
 pub async fn list_keys(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
-    reply(async {
-        let tenant = q.tenant.map(TenantId::new);
-        let keys = state.store.list_keys(tenant.as_ref()).await.map_err(store_error)?;
-        let data: Vec<Value> = keys.iter().map(key_json).collect();
-        Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
-    }
-    .await)
+    reply(
+        async {
+            let tenant = q.tenant.map(TenantId::new);
+            let keys = state
+                .store
+                .list_keys(tenant.as_ref())
+                .await
+                .map_err(store_error)?;
+            let data: Vec<Value> = keys.iter().map(key_json).collect();
+            Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
+        }
+        .await,
+    )
 }
 
 fn no_such_key(id: &str) -> ApiError {
-    ApiError::new(ErrorKind::NotFound, "key_not_found", format!("no API key with id {id:?}"))
+    ApiError::new(
+        ErrorKind::NotFound,
+        "key_not_found",
+        format!("no API key with id {id:?}"),
+    )
 }
 
 pub async fn get_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    reply(async {
-        let key = state.store.key_by_id(&KeyId::new(&id)).await.map_err(store_error)?;
-        let key = key.ok_or_else(|| no_such_key(&id))?;
-        Ok(axum::Json(key_json(&key)).into_response())
-    }
-    .await)
+    reply(
+        async {
+            let key = state
+                .store
+                .key_by_id(&KeyId::new(&id))
+                .await
+                .map_err(store_error)?;
+            let key = key.ok_or_else(|| no_such_key(&id))?;
+            Ok(axum::Json(key_json(&key)).into_response())
+        }
+        .await,
+    )
 }
 
 pub async fn revoke_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    reply(async {
-        let key_id = KeyId::new(&id);
-        if !state.store.revoke_key(&key_id).await.map_err(store_error)? {
-            return Err(no_such_key(&id));
+    reply(
+        async {
+            let key_id = KeyId::new(&id);
+            if !state.store.revoke_key(&key_id).await.map_err(store_error)? {
+                return Err(no_such_key(&id));
+            }
+            state.keys.forget(&key_id);
+            let key = state.store.key_by_id(&key_id).await.map_err(store_error)?;
+            let key = key.ok_or_else(|| no_such_key(&id))?;
+            Ok(axum::Json(key_json(&key)).into_response())
         }
-        state.keys.forget(&key_id);
-        let key = state.store.key_by_id(&key_id).await.map_err(store_error)?;
-        let key = key.ok_or_else(|| no_such_key(&id))?;
-        Ok(axum::Json(key_json(&key)).into_response())
-    }
-    .await)
+        .await,
+    )
 }

@@ -9,6 +9,10 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use std::sync::Arc;
 
-pub async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn messages(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     chat::handle(state, ApiFormat::Anthropic, headers, body).await
 }

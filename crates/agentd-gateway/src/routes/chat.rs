@@ -6,7 +6,9 @@ use crate::error::ErrorResponse;
 use crate::metrics as m;
 use crate::AppState;
 use agentd_core::{ApiError, ErrorKind, Usage};
-use agentd_providers::{error_frame, ApiFormat, ChatRequest, ChatResponse, ChatStream, ProviderError};
+use agentd_providers::{
+    error_frame, ApiFormat, ChatRequest, ChatResponse, ChatStream, ProviderError,
+};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -50,23 +52,39 @@ impl CallLabels {
     }
 }
 
-pub async fn handle(state: Arc<AppState>, format: ApiFormat, headers: HeaderMap, body: Body) -> Response {
+pub async fn handle(
+    state: Arc<AppState>,
+    format: ApiFormat,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match call(state, format, headers, body).await {
         Ok(resp) => resp,
         Err(error) => ErrorResponse { format, error }.into_response(),
     }
 }
 
-async fn call(state: Arc<AppState>, format: ApiFormat, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn call(
+    state: Arc<AppState>,
+    format: ApiFormat,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
     let json = parse_json(&bytes)?;
     let info = match format {
         ApiFormat::OpenAi => agentd_providers::validate::openai_chat(&json)?,
         ApiFormat::Anthropic => agentd_providers::validate::anthropic_messages(&json)?,
     };
-    let route = state.models.get(&info.model).ok_or_else(|| model_not_found(&info.model))?;
+    let route = state
+        .models
+        .get(&info.model)
+        .ok_or_else(|| model_not_found(&info.model))?;
     let deployment = route.pick();
-    let labels = CallLabels { provider: deployment.provider.name().to_owned(), model: route.name.clone() };
+    let labels = CallLabels {
+        provider: deployment.provider.name().to_owned(),
+        model: route.name.clone(),
+    };
     let started = Instant::now();
     let result = deployment
         .provider
@@ -109,14 +127,18 @@ fn outcome_of(err: &ProviderError) -> &'static str {
         ProviderError::Connect(_) => "connect_error",
         ProviderError::StreamCut(_) => "stream_cut",
         ProviderError::Malformed(_) => "malformed",
-        ProviderError::InvalidRequest(_) | ProviderError::Unsupported(_) | ProviderError::Config(_) => "rejected",
+        ProviderError::InvalidRequest(_)
+        | ProviderError::Unsupported(_)
+        | ProviderError::Config(_) => "rejected",
     }
 }
 
 pub fn json_response(body: Bytes) -> Response {
     let mut resp = Response::new(Body::from(body));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -124,7 +146,10 @@ fn sse_response(stream: MeteredStream) -> Response {
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies in front of us not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -180,7 +205,11 @@ impl Stream for MeteredStream {
 
 impl Drop for MeteredStream {
     fn drop(&mut self) {
-        let outcome = if self.finished { self.outcome } else { "client_disconnected" };
+        let outcome = if self.finished {
+            self.outcome
+        } else {
+            "client_disconnected"
+        };
         self.labels.record_outcome(outcome, self.started);
         self.labels.record_tokens(self.inner.usage());
     }

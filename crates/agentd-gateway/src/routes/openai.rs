@@ -16,11 +16,19 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     chat::handle(state, ApiFormat::OpenAi, headers, body).await
 }
 
-pub async fn embeddings(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match embed(state, headers, body).await {
         Ok(resp) => resp,
         Err(e) => ErrorResponse::openai(e).into_response(),
@@ -31,11 +39,17 @@ async fn embed(state: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<R
     let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
     let json = parse_json(&bytes)?;
     let info = agentd_providers::validate::openai_embeddings(&json)?;
-    let route = state.models.get(&info.model).ok_or_else(|| model_not_found(&info.model))?;
+    let route = state
+        .models
+        .get(&info.model)
+        .ok_or_else(|| model_not_found(&info.model))?;
     let deployment = route.pick();
     let provider = deployment.provider.name().to_owned();
     let started = Instant::now();
-    let result = deployment.provider.embeddings(&deployment.model, json).await;
+    let result = deployment
+        .provider
+        .embeddings(&deployment.model, json)
+        .await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics::counter!(m::UPSTREAM_REQUESTS, "provider" => provider.clone(), "model" => route.name.clone(), "outcome" => outcome)
         .increment(1);

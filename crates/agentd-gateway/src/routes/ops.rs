@@ -21,7 +21,11 @@ pub async fn healthz() -> Response {
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let backend = state.store.backend();
     if state.draining.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "draining"}))).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "draining"})),
+        )
+            .into_response();
     }
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => axum::Json(json!({"status": "ready", "store": backend})).into_response(),
@@ -40,7 +44,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -61,7 +68,11 @@ pub async fn not_found(uri: Uri) -> Response {
 pub async fn method_not_allowed(uri: Uri) -> Response {
     let mut resp = ErrorResponse {
         format: format_for(uri.path()),
-        error: ApiError::new(ErrorKind::InvalidRequest, "method_not_allowed", format!("method not allowed on {}", uri.path())),
+        error: ApiError::new(
+            ErrorKind::InvalidRequest,
+            "method_not_allowed",
+            format!("method not allowed on {}", uri.path()),
+        ),
     }
     .into_response();
     *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;

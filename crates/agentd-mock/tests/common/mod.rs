@@ -51,7 +51,10 @@ impl Frame {
 
 /// Parses a complete SSE body, asserting the framing is exactly `field: value\n…\n\n`.
 pub fn parse_sse(body: &str) -> Vec<Frame> {
-    assert!(body.ends_with("\n\n"), "SSE body must end with a blank line: {body:?}");
+    assert!(
+        body.ends_with("\n\n"),
+        "SSE body must end with a blank line: {body:?}"
+    );
     body.split_terminator("\n\n")
         .map(|raw| {
             let mut frame = Frame {

@@ -111,7 +111,13 @@ fn anthropic_tool_id(id: &str) -> String {
         return "toolu_empty".to_owned();
     }
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -124,7 +130,10 @@ fn fresh_id(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{prefix}{nanos:x}{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    format!(
+        "{prefix}{nanos:x}{:04x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
 }
 
 fn now_unix() -> u64 {
@@ -157,7 +166,14 @@ mod tests {
     fn usage_conversions_agree() {
         let a = json!({"input_tokens": 10, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5, "output_tokens": 7});
         let u = usage_from_anthropic(&a);
-        assert_eq!(u, Usage { input_tokens: 115, output_tokens: 7, cached_input_tokens: 100 });
+        assert_eq!(
+            u,
+            Usage {
+                input_tokens: 115,
+                output_tokens: 7,
+                cached_input_tokens: 100
+            }
+        );
         let o = openai_usage(&u);
         assert_eq!(o["total_tokens"], 122);
         assert_eq!(usage_from_openai(&o), u);
@@ -168,13 +184,19 @@ mod tests {
     #[test]
     fn tool_ids_are_made_anthropic_safe() {
         assert_eq!(anthropic_tool_id("call_abc-1"), "call_abc-1");
-        assert_eq!(anthropic_tool_id("functions.get_weather:0"), "functions_get_weather_0");
+        assert_eq!(
+            anthropic_tool_id("functions.get_weather:0"),
+            "functions_get_weather_0"
+        );
         assert_eq!(anthropic_tool_id(""), "toolu_empty");
     }
 
     #[test]
     fn data_urls() {
-        assert_eq!(parse_data_url("data:image/png;base64,iVBOR"), Some(("image/png", "iVBOR")));
+        assert_eq!(
+            parse_data_url("data:image/png;base64,iVBOR"),
+            Some(("image/png", "iVBOR"))
+        );
         assert_eq!(parse_data_url("data:image/png,raw"), None);
         assert_eq!(parse_data_url("https://x/y.png"), None);
     }

@@ -25,14 +25,21 @@ fn get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 }
 
 fn str_at<'a>(obj: &'a Map<String, Value>, key: &str, param: &str) -> Res<&'a str> {
-    get(obj, key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(&format!("{param}.{key}"), format!("'{param}.{key}' must be a string.")))
+    get(obj, key).and_then(Value::as_str).ok_or_else(|| {
+        bad(
+            &format!("{param}.{key}"),
+            format!("'{param}.{key}' must be a string."),
+        )
+    })
 }
 
 fn object<'a>(v: &'a Value, param: &str) -> Res<&'a Map<String, Value>> {
     v.as_object().ok_or_else(|| {
-        let what = if param.is_empty() { "The request body" } else { param };
+        let what = if param.is_empty() {
+            "The request body"
+        } else {
+            param
+        };
         bad(param, format!("{what} must be a JSON object."))
     })
 }
@@ -110,7 +117,12 @@ pub fn openai_to_anthropic_request(body: &Value, upstream_model: &str) -> Result
                             }
                         }
                     }
-                    Some(_) => return Err(bad(&cp, format!("'{cp}' must be a string or an array of content parts."))),
+                    Some(_) => {
+                        return Err(bad(
+                            &cp,
+                            format!("'{cp}' must be a string or an array of content parts."),
+                        ))
+                    }
                 }
                 if let Some(calls) = get(msg, "tool_calls") {
                     let tp = format!("{p}.tool_calls");
@@ -170,7 +182,12 @@ pub fn openai_to_anthropic_request(body: &Value, upstream_model: &str) -> Result
                     Some(c @ Value::Array(_)) => {
                         block.insert("content".into(), Value::Array(text_blocks(Some(c), &cp)?));
                     }
-                    Some(_) => return Err(bad(&cp, format!("'{cp}' must be a string or an array of text parts."))),
+                    Some(_) => {
+                        return Err(bad(
+                            &cp,
+                            format!("'{cp}' must be a string or an array of text parts."),
+                        ))
+                    }
                 }
                 let block = Value::Object(block);
                 match messages.last_mut().and_then(|m| m.get_mut("content")) {
@@ -219,7 +236,10 @@ pub fn openai_to_anthropic_request(body: &Value, upstream_model: &str) -> Result
 
     if let Some(n) = get(obj, "n").and_then(Value::as_u64) {
         if n > 1 {
-            return Err(unsupported("n", "This model can only generate one choice per request: set 'n' to 1."));
+            return Err(unsupported(
+                "n",
+                "This model can only generate one choice per request: set 'n' to 1.",
+            ));
         }
     }
     if let Some(t) = get(obj, "temperature") {
@@ -240,7 +260,12 @@ pub fn openai_to_anthropic_request(body: &Value, upstream_model: &str) -> Result
         Some(a @ Value::Array(_)) => {
             out.insert("stop_sequences".into(), a.clone());
         }
-        Some(_) => return Err(bad("stop", "'stop' must be a string or an array of strings.")),
+        Some(_) => {
+            return Err(bad(
+                "stop",
+                "'stop' must be a string or an array of strings.",
+            ))
+        }
     }
     if let Some(user) = get(obj, "user").and_then(Value::as_str) {
         out.insert("metadata".into(), json!({"user_id": user}));
@@ -325,7 +350,12 @@ fn text_blocks(content: Option<&Value>, param: &str) -> Res<Vec<Value>> {
                 }
             }
         }
-        Some(_) => return Err(bad(param, format!("'{param}' must be a string or an array of text parts."))),
+        Some(_) => {
+            return Err(bad(
+                param,
+                format!("'{param}' must be a string or an array of text parts."),
+            ))
+        }
     }
     Ok(blocks)
 }
@@ -334,7 +364,12 @@ fn user_content_to_anthropic(content: Option<&Value>, param: &str) -> Res<Value>
     let parts = match content {
         Some(Value::String(s)) => return Ok(json!(s)),
         Some(Value::Array(parts)) => parts,
-        _ => return Err(bad(param, format!("'{param}' must be a string or an array of content parts."))),
+        _ => {
+            return Err(bad(
+                param,
+                format!("'{param}' must be a string or an array of content parts."),
+            ))
+        }
     };
     let mut blocks = Vec::with_capacity(parts.len());
     for (j, part) in parts.iter().enumerate() {
@@ -344,7 +379,11 @@ fn user_content_to_anthropic(content: Option<&Value>, param: &str) -> Res<Value>
             "text" => push_text(&mut blocks, str_at(part, "text", &pp)?),
             "image_url" => {
                 let ip = format!("{pp}.image_url");
-                let url = str_at(object(get(part, "image_url").unwrap_or(&Value::Null), &ip)?, "url", &ip)?;
+                let url = str_at(
+                    object(get(part, "image_url").unwrap_or(&Value::Null), &ip)?,
+                    "url",
+                    &ip,
+                )?;
                 let source = if let Some((media_type, data)) = parse_data_url(url) {
                     json!({"type": "base64", "media_type": media_type, "data": data})
                 } else if url.starts_with("https://") || url.starts_with("http://") {
@@ -367,7 +406,10 @@ fn user_content_to_anthropic(content: Option<&Value>, param: &str) -> Res<Value>
                     ));
                 };
                 let (media_type, data) = parse_data_url(data_url).ok_or_else(|| {
-                    bad(&format!("{fp}.file_data"), "'file_data' must be a base64 data URL (data:application/pdf;base64,...).")
+                    bad(
+                        &format!("{fp}.file_data"),
+                        "'file_data' must be a base64 data URL (data:application/pdf;base64,...).",
+                    )
                 })?;
                 blocks.push(json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}}));
             }
@@ -395,8 +437,14 @@ fn parse_arguments(arguments: Option<&Value>, param: &str) -> Res<Value> {
     }
     match serde_json::from_str::<Value>(s) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(bad(param, format!("'{param}' must encode a JSON object, like {{\"city\": \"Paris\"}}."))),
-        Err(e) => Err(bad(param, format!("'{param}' is not valid JSON ({e}); it must encode a JSON object."))),
+        Ok(_) => Err(bad(
+            param,
+            format!("'{param}' must encode a JSON object, like {{\"city\": \"Paris\"}}."),
+        )),
+        Err(e) => Err(bad(
+            param,
+            format!("'{param}' is not valid JSON ({e}); it must encode a JSON object."),
+        )),
     }
 }
 
@@ -436,7 +484,10 @@ fn tool_choice_to_anthropic(c: &Value, param: &str) -> Res<Value> {
                 (None, None) => Err(bad(param, format!("'{param}' needs a function name."))),
             }
         }
-        _ => Err(bad(param, format!("'{param}' must be a string or an object."))),
+        _ => Err(bad(
+            param,
+            format!("'{param}' must be a string or an object."),
+        )),
     }
 }
 
@@ -466,7 +517,12 @@ pub fn anthropic_to_openai_request(body: &Value, upstream_model: &str) -> Result
                 messages.push(json!({"role": "system", "content": text}));
             }
         }
-        Some(_) => return Err(bad("system", "'system' must be a string or an array of text blocks.")),
+        Some(_) => {
+            return Err(bad(
+                "system",
+                "'system' must be a string or an array of text blocks.",
+            ))
+        }
     }
 
     for (i, m) in messages_of(obj)?.iter().enumerate() {
@@ -480,12 +536,22 @@ pub fn anthropic_to_openai_request(body: &Value, upstream_model: &str) -> Result
                 continue;
             }
             Some(Value::Array(blocks)) => blocks,
-            _ => return Err(bad(&cp, format!("'{cp}' must be a string or an array of content blocks."))),
+            _ => {
+                return Err(bad(
+                    &cp,
+                    format!("'{cp}' must be a string or an array of content blocks."),
+                ))
+            }
         };
         match role {
             "user" => user_blocks_to_openai(blocks, &cp, &mut messages)?,
             "assistant" => messages.push(assistant_blocks_to_openai(blocks, &cp)?),
-            other => return Err(bad(&format!("{p}.role"), format!("Unknown role '{other}' in '{p}.role'."))),
+            other => {
+                return Err(bad(
+                    &format!("{p}.role"),
+                    format!("Unknown role '{other}' in '{p}.role'."),
+                ))
+            }
         }
     }
     out.insert("messages".into(), Value::Array(messages));
@@ -501,7 +567,10 @@ pub fn anthropic_to_openai_request(body: &Value, upstream_model: &str) -> Result
         }
         _ => {}
     }
-    if let Some(user) = get(obj, "metadata").and_then(|m| m.get("user_id")).and_then(Value::as_str) {
+    if let Some(user) = get(obj, "metadata")
+        .and_then(|m| m.get("user_id"))
+        .and_then(Value::as_str)
+    {
         out.insert("user".into(), json!(user));
     }
     if get(obj, "stream").and_then(Value::as_bool) == Some(true) {
@@ -538,8 +607,15 @@ pub fn anthropic_to_openai_request(body: &Value, upstream_model: &str) -> Result
                 "auto" => json!("auto"),
                 "any" => json!("required"),
                 "none" => json!("none"),
-                "tool" => json!({"type": "function", "function": {"name": str_at(tc, "name", "tool_choice")?}}),
-                other => return Err(bad("tool_choice.type", format!("Unknown 'tool_choice.type' value '{other}'."))),
+                "tool" => {
+                    json!({"type": "function", "function": {"name": str_at(tc, "name", "tool_choice")?}})
+                }
+                other => {
+                    return Err(bad(
+                        "tool_choice.type",
+                        format!("Unknown 'tool_choice.type' value '{other}'."),
+                    ))
+                }
             };
             out.insert("tool_choice".into(), choice);
             if let Some(disable) = get(tc, "disable_parallel_tool_use").and_then(Value::as_bool) {
@@ -577,7 +653,12 @@ fn user_blocks_to_openai(blocks: &[Value], param: &str, out: &mut Vec<Value>) ->
                             }
                         }
                     }
-                    Some(_) => return Err(bad(&rp, format!("'{rp}' must be a string or an array of content blocks."))),
+                    Some(_) => {
+                        return Err(bad(
+                            &rp,
+                            format!("'{rp}' must be a string or an array of content blocks."),
+                        ))
+                    }
                 }
                 let content = match texts.len() {
                     0 => json!(""),
@@ -660,7 +741,11 @@ fn assistant_blocks_to_openai(blocks: &[Value], param: &str) -> Res<Value> {
     }
     let mut msg = Map::new();
     msg.insert("role".into(), json!("assistant"));
-    let content = if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) };
+    let content = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        json!(text)
+    };
     msg.insert("content".into(), content);
     if !calls.is_empty() {
         msg.insert("tool_calls".into(), Value::Array(calls));

@@ -2,8 +2,7 @@
 
 use super::{
     anthropic_tool_id, anthropic_usage, finish_reason_from_anthropic, fresh_id, now_unix,
-    openai_usage, stop_reason_from_openai, usage_from_anthropic, usage_from_openai,
-    TranslateError,
+    openai_usage, stop_reason_from_openai, usage_from_anthropic, usage_from_openai, TranslateError,
 };
 use agentd_core::{ApiError, ErrorKind};
 use serde_json::{json, Map, Value};
@@ -12,7 +11,10 @@ use serde_json::{json, Map, Value};
 /// `None` when `body` is not one. The code is Anthropic's error type (`overloaded_error`, …).
 pub fn anthropic_error(body: &Value) -> Option<ApiError> {
     let err = body.get("error")?.as_object()?;
-    let ty = err.get("type").and_then(Value::as_str).unwrap_or("api_error");
+    let ty = err
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("api_error");
     let kind = match ty {
         "invalid_request_error" => ErrorKind::InvalidRequest,
         "authentication_error" => ErrorKind::Authentication,
@@ -26,7 +28,10 @@ pub fn anthropic_error(body: &Value) -> Option<ApiError> {
         // api_error and types added later: the provider failed.
         _ => ErrorKind::Upstream,
     };
-    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error");
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("upstream error");
     Some(ApiError::new(kind, ty.to_owned(), message))
 }
 
@@ -48,8 +53,13 @@ pub fn openai_error(body: &Value) -> Option<ApiError> {
         // server_error, api_error, and whatever else a compatible server invents.
         _ => ErrorKind::Upstream,
     };
-    let message = err.get("message").and_then(Value::as_str).unwrap_or("upstream error");
-    let code = code.or((!ty.is_empty()).then_some(ty)).unwrap_or("upstream_error");
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("upstream error");
+    let code = code
+        .or((!ty.is_empty()).then_some(ty))
+        .unwrap_or("upstream_error");
     let mut e = ApiError::new(kind, code.to_owned(), message);
     if let Some(param) = err.get("param").and_then(Value::as_str) {
         e = e.with_param(param);
@@ -85,7 +95,9 @@ pub fn anthropic_to_openai_response(body: &Value, model: &str) -> Result<Value, 
                 let id = block.get("id").and_then(Value::as_str);
                 let name = block.get("name").and_then(Value::as_str);
                 let (Some(id), Some(name)) = (id, name) else {
-                    return Err(TranslateError::malformed("a tool_use block lacks its id or name"));
+                    return Err(TranslateError::malformed(
+                        "a tool_use block lacks its id or name",
+                    ));
                 };
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push(json!({
@@ -100,7 +112,11 @@ pub fn anthropic_to_openai_response(body: &Value, model: &str) -> Result<Value, 
     }
     let mut message = Map::new();
     message.insert("role".into(), json!("assistant"));
-    let content = if text.is_empty() && !calls.is_empty() { Value::Null } else { json!(text) };
+    let content = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        json!(text)
+    };
     message.insert("content".into(), content);
     message.insert("refusal".into(), Value::Null);
     if !calls.is_empty() {
@@ -231,14 +247,22 @@ fn arguments_object(arguments: Option<&Value>) -> Result<Value, TranslateError> 
         Some(Value::String(s)) => s,
         // Some compatible servers send the arguments as an object already.
         Some(v @ Value::Object(_)) => return Ok(v.clone()),
-        Some(_) => return Err(TranslateError::malformed("tool call arguments are not a string")),
+        Some(_) => {
+            return Err(TranslateError::malformed(
+                "tool call arguments are not a string",
+            ))
+        }
     };
     if s.trim().is_empty() {
         return Ok(json!({}));
     }
     match serde_json::from_str::<Value>(s) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(TranslateError::malformed("tool call arguments are not a JSON object")),
-        Err(e) => Err(TranslateError::malformed(format!("tool call arguments are not valid JSON: {e}"))),
+        Ok(_) => Err(TranslateError::malformed(
+            "tool call arguments are not a JSON object",
+        )),
+        Err(e) => Err(TranslateError::malformed(format!(
+            "tool call arguments are not valid JSON: {e}"
+        ))),
     }
 }

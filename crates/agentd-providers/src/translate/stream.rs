@@ -6,8 +6,7 @@
 
 use super::{
     anthropic_error, anthropic_tool_id, finish_reason_from_anthropic, fresh_id, now_unix,
-    openai_error, openai_usage, stop_reason_from_openai, u64_at, usage_from_openai,
-    TranslateError,
+    openai_error, openai_usage, stop_reason_from_openai, u64_at, usage_from_openai, TranslateError,
 };
 use crate::sse::{frame, SseEvent};
 use agentd_core::{ApiError, ErrorKind, Usage};
@@ -105,12 +104,16 @@ impl AnthropicToOpenAiStream {
                         let id = cb.get("id").and_then(Value::as_str);
                         let name = cb.get("name").and_then(Value::as_str);
                         let (Some(id), Some(name)) = (id, name) else {
-                            return Err(TranslateError::malformed("a tool_use block lacks its id or name"));
+                            return Err(TranslateError::malformed(
+                                "a tool_use block lacks its id or name",
+                            ));
                         };
                         // Streams start with `input: {}` and send the JSON as deltas; a proxy
                         // that sends the whole input up front must not lose it.
                         let arguments = match cb.get("input") {
-                            Some(Value::Object(o)) if !o.is_empty() => Value::Object(o.clone()).to_string(),
+                            Some(Value::Object(o)) if !o.is_empty() => {
+                                Value::Object(o.clone()).to_string()
+                            }
                             _ => String::new(),
                         };
                         let tool_index = self.next_tool_index;
@@ -138,7 +141,11 @@ impl AnthropicToOpenAiStream {
                     .rev()
                     .find(|(i, _)| *i == index)
                     .map(|(_, b)| *b)
-                    .ok_or_else(|| TranslateError::malformed(format!("delta for content block {index}, which was never started")))?;
+                    .ok_or_else(|| {
+                        TranslateError::malformed(format!(
+                            "delta for content block {index}, which was never started"
+                        ))
+                    })?;
                 let delta = data.get("delta").unwrap_or(&Value::Null);
                 match (block, delta.get("type").and_then(Value::as_str)) {
                     (Block::Text, Some("text_delta")) => {
@@ -148,7 +155,10 @@ impl AnthropicToOpenAiStream {
                         }
                     }
                     (Block::Tool(tool_index), Some("input_json_delta")) => {
-                        let partial = delta.get("partial_json").and_then(Value::as_str).unwrap_or("");
+                        let partial = delta
+                            .get("partial_json")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
                         if !partial.is_empty() {
                             out.push(self.chunk(
                                 json!({"tool_calls": [{"index": tool_index, "function": {"arguments": partial}}]}),
@@ -191,7 +201,11 @@ impl AnthropicToOpenAiStream {
             }
             "error" => {
                 let err = anthropic_error(&data).unwrap_or_else(|| {
-                    ApiError::new(ErrorKind::Upstream, "upstream_error", "The provider reported an error mid-stream.")
+                    ApiError::new(
+                        ErrorKind::Upstream,
+                        "upstream_error",
+                        "The provider reported an error mid-stream.",
+                    )
                 });
                 out.push(frame(None, &err.openai_body().to_string()));
                 self.done = true;
@@ -255,8 +269,14 @@ fn block_index(data: &Value) -> Result<u64, TranslateError> {
 /// The Anthropic content block being streamed.
 #[derive(Debug)]
 enum Open {
-    Text { block: u64 },
-    Tool { block: u64, openai_index: u64, id: Option<String> },
+    Text {
+        block: u64,
+    },
+    Tool {
+        block: u64,
+        openai_index: u64,
+        id: Option<String>,
+    },
 }
 
 /// OpenAI chunks in (the upstream always has include_usage on) -> Anthropic events out (message_start, content_block_start/
@@ -306,7 +326,9 @@ impl OpenAiToAnthropicStream {
             let stop_reason = if self.refused {
                 "refusal"
             } else {
-                self.finish_reason.as_deref().map_or("end_turn", stop_reason_from_openai)
+                self.finish_reason
+                    .as_deref()
+                    .map_or("end_turn", stop_reason_from_openai)
             };
             let u = &self.usage;
             out.push(anthropic_frame(json!({
@@ -341,7 +363,11 @@ impl OpenAiToAnthropicStream {
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         for key in ["content", "refusal"] {
-            if let Some(text) = delta.get(key).and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            if let Some(text) = delta
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
                 self.refused |= key == "refusal";
                 self.text(text, &mut out);
             }
@@ -395,15 +421,26 @@ impl OpenAiToAnthropicStream {
         let block = match self.open.take() {
             None => return,
             Some(Open::Text { block }) => block,
-            Some(Open::Tool { block, openai_index, .. }) => {
+            Some(Open::Tool {
+                block,
+                openai_index,
+                ..
+            }) => {
                 self.closed_tools.push(openai_index);
                 block
             }
         };
-        out.push(anthropic_frame(json!({"type": "content_block_stop", "index": block})));
+        out.push(anthropic_frame(
+            json!({"type": "content_block_stop", "index": block}),
+        ));
     }
 
-    fn open_block(&mut self, content_block: Value, open: impl FnOnce(u64) -> Open, out: &mut Vec<Bytes>) -> u64 {
+    fn open_block(
+        &mut self,
+        content_block: Value,
+        open: impl FnOnce(u64) -> Open,
+        out: &mut Vec<Bytes>,
+    ) -> u64 {
         self.close(out);
         let block = self.next_block;
         self.next_block += 1;
@@ -419,7 +456,11 @@ impl OpenAiToAnthropicStream {
     fn text(&mut self, text: &str, out: &mut Vec<Bytes>) {
         let block = match self.open {
             Some(Open::Text { block }) => block,
-            _ => self.open_block(json!({"type": "text", "text": ""}), |block| Open::Text { block }, out),
+            _ => self.open_block(
+                json!({"type": "text", "text": ""}),
+                |block| Open::Text { block },
+                out,
+            ),
         };
         out.push(anthropic_frame(json!({
             "type": "content_block_delta",
@@ -429,12 +470,22 @@ impl OpenAiToAnthropicStream {
     }
 
     fn tool_fragment(&mut self, call: &Value, out: &mut Vec<Bytes>) -> Result<(), TranslateError> {
-        let id = call.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let id = call
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         let f = call.get("function").unwrap_or(&Value::Null);
-        let name = f.get("name").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let name = f
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         let arguments = f.get("arguments").and_then(Value::as_str).unwrap_or("");
         let current = match &self.open {
-            Some(Open::Tool { block, openai_index, id: open_id }) => Some((*block, *openai_index, open_id.as_deref())),
+            Some(Open::Tool {
+                block,
+                openai_index,
+                id: open_id,
+            }) => Some((*block, *openai_index, open_id.as_deref())),
             _ => None,
         };
         // Servers that leave out `index` send each call whole; a missing index with a new id
@@ -456,12 +507,20 @@ impl OpenAiToAnthropicStream {
                     "a fragment for tool call {index} arrived after that call was closed"
                 )));
             }
-            let name = name.ok_or_else(|| TranslateError::malformed(format!("tool call {index} starts without a function name")))?;
+            let name = name.ok_or_else(|| {
+                TranslateError::malformed(format!(
+                    "tool call {index} starts without a function name"
+                ))
+            })?;
             let tool_id = id.map_or_else(|| fresh_id("toolu_"), anthropic_tool_id);
             let open_id = id.map(str::to_owned);
             self.open_block(
                 json!({"type": "tool_use", "id": tool_id, "name": name, "input": {}}),
-                |block| Open::Tool { block, openai_index: index, id: open_id },
+                |block| Open::Tool {
+                    block,
+                    openai_index: index,
+                    id: open_id,
+                },
                 out,
             )
         };
@@ -478,6 +537,10 @@ impl OpenAiToAnthropicStream {
 
 /// An Anthropic event frame: the SSE event name is the payload's `type`.
 fn anthropic_frame(data: Value) -> Bytes {
-    let name = data.get("type").and_then(Value::as_str).unwrap_or("message").to_owned();
+    let name = data
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message")
+        .to_owned();
     frame(Some(&name), &data.to_string())
 }

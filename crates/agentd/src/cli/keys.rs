@@ -55,11 +55,12 @@ pub async fn open_store(config: &agentd_config::Config) -> anyhow::Result<Store>
         agentd_config::StoreConfig::Sqlite { path } => Store::open_sqlite(path)
             .await
             .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?,
-        agentd_config::StoreConfig::Postgres { url, max_connections } => {
-            Store::open_postgres(url.expose(), *max_connections)
-                .await
-                .context("cannot open the PostgreSQL store")?
-        }
+        agentd_config::StoreConfig::Postgres {
+            url,
+            max_connections,
+        } => Store::open_postgres(url.expose(), *max_connections)
+            .await
+            .context("cannot open the PostgreSQL store")?,
     })
 }
 
@@ -71,23 +72,48 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     super::small_runtime()?.block_on(async move {
         let store = open_store(&config).await?;
         let code = match args.command {
-            KeysCommand::Create { name, tenant, user, secret, secret_env } => {
+            KeysCommand::Create {
+                name,
+                tenant,
+                user,
+                secret,
+                secret_env,
+            } => {
                 let imported = match secret_env {
-                    Some(var) => Some(std::env::var(&var).with_context(|| format!("environment variable {var} is not set"))?),
+                    Some(var) => Some(
+                        std::env::var(&var)
+                            .with_context(|| format!("environment variable {var} is not set"))?,
+                    ),
                     None => secret,
                 };
-                let (key, secret) = issue(&store, &name, Some(&tenant), user.as_deref(), imported.as_deref()).await?;
+                let (key, secret) = issue(
+                    &store,
+                    &name,
+                    Some(&tenant),
+                    user.as_deref(),
+                    imported.as_deref(),
+                )
+                .await?;
                 println!("{secret}");
-                eprintln!("Created {} ({}) for tenant {}; the secret above is shown only once", key.id, key.name, key.tenant);
+                eprintln!(
+                    "Created {} ({}) for tenant {}; the secret above is shown only once",
+                    key.id, key.name, key.tenant
+                );
                 ExitCode::SUCCESS
             }
             KeysCommand::List { tenant, json } => {
                 let keys = store.list_keys(tenant.map(TenantId::new).as_ref()).await?;
                 if json {
-                    let data: Vec<_> = keys.iter().map(agentd_gateway::routes::admin::key_json).collect();
+                    let data: Vec<_> = keys
+                        .iter()
+                        .map(agentd_gateway::routes::admin::key_json)
+                        .collect();
                     println!("{}", serde_json::to_string_pretty(&data)?);
                 } else {
-                    println!("{:<22} {:<20} {:<12} {:<12} {:<20} {:<25} STATUS", "ID", "NAME", "TENANT", "USER", "PREFIX", "CREATED");
+                    println!(
+                        "{:<22} {:<20} {:<12} {:<12} {:<20} {:<25} STATUS",
+                        "ID", "NAME", "TENANT", "USER", "PREFIX", "CREATED"
+                    );
                     for k in &keys {
                         println!(
                             "{:<22} {:<20} {:<12} {:<12} {:<20} {:<25} {}",

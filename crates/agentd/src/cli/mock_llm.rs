@@ -26,7 +26,10 @@ pub struct MockArgs {
 }
 
 pub fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let opts = MockOptions {
         ttft: Duration::from_millis(args.ttft_ms),
         token_delay: Duration::from_millis(args.token_delay_ms),
@@ -34,7 +37,9 @@ pub fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
         require_key: args.require_key,
         ..MockOptions::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "Mock LLM provider listening (OpenAI: /v1/chat/completions, /v1/embeddings, /v1/models; Anthropic: /v1/messages)");

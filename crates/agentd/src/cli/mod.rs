@@ -15,7 +15,11 @@ use std::process::ExitCode;
 pub const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "agentd", version, about = "Run AI agents in production: LLM gateway, agent runtime and workers in one binary")]
+#[command(
+    name = "agentd",
+    version,
+    about = "Run AI agents in production: LLM gateway, agent runtime and workers in one binary"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,10 +41,10 @@ enum Command {
 #[derive(Args, Clone)]
 pub struct ConfigArgs {
     /// Configuration file (TOML). Without it, built-in defaults (see README).
-    #[arg(short = 'c', long = "config", env = "AGENTD_CONFIG")]
+    #[arg(short = 'c', long = "config", env = "AGENTD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Directory for embedded state (SQLite). Overrides server.data_dir.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -48,7 +52,10 @@ impl ConfigArgs {
     /// Loads the config, or prints every error and returns the exit code to use.
     pub fn load(&self, listen: Option<SocketAddr>) -> Result<Config, ExitCode> {
         let env = |k: &str| std::env::var(k).ok();
-        let overrides = Overrides { listen, data_dir: self.data_dir.clone() };
+        let overrides = Overrides {
+            listen,
+            data_dir: self.data_dir.clone(),
+        };
         Config::load(self.config.as_deref(), &env, &overrides).map_err(|errors| {
             eprintln!("invalid configuration:\n{errors}");
             ExitCode::from(EXIT_CONFIG)
@@ -67,5 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// A tokio runtime for the short-lived commands.
 pub fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

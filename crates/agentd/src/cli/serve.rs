@@ -22,9 +22,15 @@ fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTD_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Text => builder.with_target(false).init(),
     }
 }
@@ -50,9 +56,16 @@ pub async fn shutdown_signal() {
 
 fn describe(config: &Config) {
     let models: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
-    let providers: Vec<String> = config.providers.iter().map(|p| format!("{} ({})", p.name, p.kind)).collect();
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| format!("{} ({})", p.name, p.kind))
+        .collect();
     info!(providers = %providers.join(", "), models = %models.join(", "), "Providers and models");
-    let only_mock = config.providers.iter().all(|p| p.kind == agentd_config::ProviderKind::Mock);
+    let only_mock = config
+        .providers
+        .iter()
+        .all(|p| p.kind == agentd_config::ProviderKind::Mock);
     if config.is_default() && only_mock {
         warn!("No provider key in the environment: serving only the built-in mock models (mock, mock-embedding). Set OPENAI_API_KEY and/or ANTHROPIC_API_KEY, or pass -c agentd.toml with [providers.*] and [models.*] (see README), to add real providers");
     }
@@ -67,7 +80,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     init_tracing(config.server.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let store = Arc::new(super::keys::open_store(&config).await?);
         match &config.store {

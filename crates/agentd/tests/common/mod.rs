@@ -43,13 +43,19 @@ pub struct Options<'a> {
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { config: None, env: vec![("AGENTD_ADMIN_KEY", ADMIN_KEY.to_string())] }
+        Options {
+            config: None,
+            env: vec![("AGENTD_ADMIN_KEY", ADMIN_KEY.to_string())],
+        }
     }
 }
 
 impl Server {
     pub fn start(config: Option<&str>) -> Server {
-        Server::start_with(Options { config, ..Options::default() })
+        Server::start_with(Options {
+            config,
+            ..Options::default()
+        })
     }
 
     pub fn start_with(opts: Options<'_>) -> Server {
@@ -69,7 +75,9 @@ impl Server {
             args.extend(["-c", &cfg_s]);
         }
         let mut cmd = base_command(&args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -93,12 +101,25 @@ impl Server {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
-                panic!("agentd did not start; log:\n{}", logs.lock().unwrap().join("\n"));
+                panic!(
+                    "agentd did not start; log:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
             }
         };
         let v: serde_json::Value = serde_json::from_str(&line).expect("startup log line is JSON");
-        let addr = v["fields"]["addr"].as_str().expect("addr field").parse().unwrap();
-        Server { child: Some(child), addr, dir, config, logs }
+        let addr = v["fields"]["addr"]
+            .as_str()
+            .expect("addr field")
+            .parse()
+            .unwrap();
+        Server {
+            child: Some(child),
+            addr,
+            dir,
+            config,
+            logs,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -128,10 +149,18 @@ impl Server {
             args.extend(["--tenant", t]);
         }
         let out = self.cli(&args);
-        assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines.len(), 1, "stdout must hold only the secret: {stdout:?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "stdout must hold only the secret: {stdout:?}"
+        );
         lines[0].to_string()
     }
 
@@ -144,7 +173,10 @@ impl Server {
     }
 
     pub fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -157,7 +189,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("agentd did not exit within {within:?}; log:\n{}", self.logs());
+                panic!(
+                    "agentd did not exit within {within:?}; log:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -174,7 +209,10 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// A config with the in-process mock and two HTTP providers pointing at a mock server.
