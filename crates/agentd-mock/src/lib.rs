@@ -123,3 +123,175 @@ pub fn plan(api: Api, body: &[u8], directives: Option<&str>, opts: &MockOptions)
         Api::AnthropicMessages => anthropic::plan_messages(body, directives, opts),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn chat(text: &str, stream: bool) -> Vec<u8> {
+        json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": text}]})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// The body without the fields that are fresh per response.
+    fn content(plan: &Plan) -> Value {
+        let Plan::Json { body, .. } = plan else {
+            panic!("expected a JSON plan, got {plan:?}")
+        };
+        let mut body = body.clone();
+        let object = body.as_object_mut().unwrap();
+        object.remove("id");
+        object.remove("created");
+        body
+    }
+
+    #[test]
+    fn plans_are_deterministic_in_content() {
+        let opts = MockOptions::default();
+        for api in [Api::OpenAiChat, Api::AnthropicMessages] {
+            let body = json!({"model": "m", "max_tokens": 50,
+                              "messages": [{"role": "user", "content": "same"}]})
+            .to_string();
+            let a = plan(api, body.as_bytes(), None, &opts);
+            let b = plan(api, body.as_bytes(), None, &opts);
+            assert_eq!(content(&a), content(&b), "{api:?}");
+        }
+        let body = json!({"model": "e", "input": ["a", "b"]}).to_string();
+        let a = plan(Api::OpenAiEmbeddings, body.as_bytes(), None, &opts);
+        let b = plan(Api::OpenAiEmbeddings, body.as_bytes(), None, &opts);
+        assert_eq!(content(&a), content(&b));
+    }
+
+    #[test]
+    fn reset_and_status_directives_preempt_the_answer() {
+        let opts = MockOptions::default();
+        assert_eq!(
+            plan(
+                Api::OpenAiChat,
+                &chat("x mock:reset mock:latency_ms=40", false),
+                None,
+                &opts
+            ),
+            Plan::Reset {
+                delay: Duration::from_millis(40)
+            }
+        );
+        let Plan::Json {
+            status,
+            headers,
+            body,
+            delay,
+        } = plan(
+            Api::AnthropicMessages,
+            b"not even json",
+            Some("status=429 retry_after=2"),
+            &opts,
+        )
+        else {
+            panic!("expected a JSON plan")
+        };
+        assert_eq!(status, http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers, vec![("retry-after".into(), "2".into())]);
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn stream_frames_carry_ttft_then_token_delay() {
+        let opts = MockOptions {
+            ttft: Duration::from_millis(100),
+            token_delay: Duration::from_millis(5),
+            ..MockOptions::default()
+        };
+        let Plan::Stream { delay, frames, cut } = plan(
+            Api::OpenAiChat,
+            &chat("hi mock:latency_ms=7 mock:tokens=3", true),
+            Some("token_delay_ms=9"),
+            &opts,
+        ) else {
+            panic!("expected a stream plan")
+        };
+        assert_eq!(delay, Duration::from_millis(7));
+        assert!(!cut);
+        // role, 3 tokens, finish, [DONE]
+        assert_eq!(frames.len(), 6);
+        assert_eq!(frames[0].0, Duration::from_millis(100));
+        assert!(frames[1..]
+            .iter()
+            .all(|(d, _)| *d == Duration::from_millis(9)));
+        assert!(frames
+            .iter()
+            .all(|(_, f)| f.starts_with(b"data: ") && f.ends_with(b"\n\n")));
+        assert_eq!(&frames[5].1[..], b"data: [DONE]\n\n");
+
+        // A non-stream reply takes the whole generation time.
+        let Plan::Json { delay, .. } = plan(
+            Api::AnthropicMessages,
+            json!({"model": "m", "max_tokens": 4,
+                   "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+            .as_bytes(),
+            None,
+            &opts,
+        ) else {
+            panic!("expected a JSON plan")
+        };
+        assert_eq!(delay, Duration::from_millis(100 + 4 * 5));
+    }
+
+    #[test]
+    fn broken_bodies() {
+        let opts = MockOptions::default();
+        let Plan::Raw {
+            status, body, cut, ..
+        } = plan(Api::OpenAiChat, &chat("mock:malformed", false), None, &opts)
+        else {
+            panic!("expected a raw plan")
+        };
+        assert_eq!(status, http::StatusCode::OK);
+        assert!(!cut);
+        assert!(serde_json::from_slice::<Value>(&body).is_err());
+
+        let Plan::Raw { body, cut, .. } = plan(
+            Api::OpenAiEmbeddings,
+            json!({"model": "e", "input": "cut mock:cut_after=0"})
+                .to_string()
+                .as_bytes(),
+            None,
+            &opts,
+        ) else {
+            panic!("expected a raw plan")
+        };
+        assert!(cut);
+        assert!(body.starts_with(b"{"));
+        assert!(serde_json::from_slice::<Value>(&body).is_err());
+
+        let Plan::Stream { frames, cut, .. } = plan(
+            Api::AnthropicMessages,
+            json!({"model": "m", "max_tokens": 9, "stream": true,
+                   "messages": [{"role": "user", "content": "x"}]})
+            .to_string()
+            .as_bytes(),
+            Some("cut_after=2"),
+            &opts,
+        ) else {
+            panic!("expected a stream plan")
+        };
+        assert!(cut);
+        assert_eq!(frames.len(), 2);
+        assert!(frames[0].1.starts_with(b"event: message_start\ndata: {"));
+    }
+
+    #[test]
+    fn default_options() {
+        let opts = MockOptions::default();
+        assert_eq!(opts.default_tokens, 20);
+        assert_eq!(opts.embedding_dims, 16);
+        assert_eq!(opts.ttft, Duration::ZERO);
+        assert_eq!(opts.token_delay, Duration::ZERO);
+        assert!(opts.require_key.is_none() && opts.extra_models.is_empty());
+    }
+}

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::Stream;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -40,15 +40,44 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 const OPENAI_NO_KEY: &str = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username and password. You can obtain an API key from https://platform.openai.com/account/api-keys.";
 
 /// A request as `/_mock/requests` reports it. Auth headers are kept on purpose: tests use them
-/// to prove which key the gateway forwarded.
-#[derive(Debug, Clone, Serialize)]
+/// to prove which key the gateway forwarded. Stored raw and rendered on read, so recording
+/// costs the hot path only a few reference-count bumps.
+#[derive(Debug, Clone)]
 struct RecordedRequest {
-    method: String,
-    path: String,
-    query: Option<String>,
-    headers: BTreeMap<String, String>,
-    /// The parsed JSON body; a string if it is not JSON, null if empty.
-    body: Value,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl RecordedRequest {
+    fn to_json(&self) -> Value {
+        let mut headers: BTreeMap<&str, String> = BTreeMap::new();
+        for (name, value) in &self.headers {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            headers
+                .entry(name.as_str())
+                .and_modify(|existing| {
+                    existing.push_str(", ");
+                    existing.push_str(&value);
+                })
+                .or_insert_with(|| value.into_owned());
+        }
+        // The parsed JSON body; a string if it is not JSON, null if empty.
+        let body = if self.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
+        };
+        json!({
+            "method": self.method.as_str(),
+            "path": self.uri.path(),
+            "query": self.uri.query(),
+            "headers": headers,
+            "body": body,
+        })
+    }
 }
 
 /// `POST /_mock/faults` body.
@@ -140,30 +169,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) {
-        let mut recorded_headers: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in headers {
-            let value = String::from_utf8_lossy(value.as_bytes());
-            recorded_headers
-                .entry(name.as_str().to_owned())
-                .and_modify(|existing| {
-                    existing.push_str(", ");
-                    existing.push_str(&value);
-                })
-                .or_insert_with(|| value.into_owned());
-        }
-        let body = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
-        };
+    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) {
         let request = RecordedRequest {
-            method: method.to_string(),
-            path: uri.path().to_owned(),
-            query: uri.query().map(str::to_owned),
-            headers: recorded_headers,
-            body,
+            method: method.clone(),
+            uri: uri.clone(),
+            headers: headers.clone(),
+            body: body.clone(),
         };
         let mut requests = lock(&self.requests);
         if requests.len() == RECORDED_REQUESTS {
@@ -254,7 +265,7 @@ async fn api(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
 ) -> Response {
     if let Some(early) = admit(shared, shape_of(api), method, uri, headers, body).await {
         return execute(early).await;
@@ -270,7 +281,7 @@ async fn admit(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Bytes,
 ) -> Option<Plan> {
     shared.record(method, uri, headers, body);
     if let Some(fault) = shared.take_fault() {
@@ -299,17 +310,7 @@ fn check_auth(shape: Shape, headers: &HeaderMap, opts: &MockOptions) -> Result<(
     let unauthorized = |message: String| WireError::new(StatusCode::UNAUTHORIZED, message);
     match shape {
         Shape::OpenAi => {
-            let key = headers
-                .get(AUTHORIZATION)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| {
-                    value
-                        .strip_prefix("Bearer ")
-                        .or_else(|| value.strip_prefix("bearer "))
-                })
-                .map(str::trim)
-                .filter(|key| !key.is_empty());
-            let Some(key) = key else {
+            let Some(key) = bearer_key(headers) else {
                 return Err(unauthorized(OPENAI_NO_KEY.to_owned()));
             };
             match &opts.require_key {
@@ -322,11 +323,14 @@ fn check_auth(shape: Shape, headers: &HeaderMap, opts: &MockOptions) -> Result<(
             }
         }
         Shape::Anthropic => {
+            // `x-api-key` is the documented header; recent official SDKs send the same key as
+            // `Authorization: Bearer`, which the real API accepts too.
             let key = headers
                 .get("x-api-key")
                 .and_then(|value| value.to_str().ok())
                 .map(str::trim)
-                .filter(|key| !key.is_empty());
+                .filter(|key| !key.is_empty())
+                .or_else(|| bearer_key(headers));
             let Some(key) = key else {
                 return Err(unauthorized("x-api-key header is required".to_owned()));
             };
@@ -343,6 +347,19 @@ fn check_auth(shape: Shape, headers: &HeaderMap, opts: &MockOptions) -> Result<(
             Ok(())
         }
     }
+}
+
+fn bearer_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
 }
 
 /// A key as OpenAI echoes it in errors: enough to recognise, not enough to reuse.
@@ -387,7 +404,7 @@ async fn models_answer(
     headers: &HeaderMap,
     answer: impl FnOnce(&MockOptions) -> Result<Value, WireError>,
 ) -> Response {
-    if let Some(early) = admit(shared, shape, method, uri, headers, &[]).await {
+    if let Some(early) = admit(shared, shape, method, uri, headers, &Bytes::new()).await {
         return execute(early).await;
     }
     let mut directives = Directives::default();
@@ -418,6 +435,7 @@ async fn healthz() -> &'static str {
 
 async fn list_requests(State(shared): Shr) -> Response {
     let requests: Vec<RecordedRequest> = lock(&shared.requests).iter().cloned().collect();
+    let requests: Vec<Value> = requests.iter().map(RecordedRequest::to_json).collect();
     axum::Json(requests).into_response()
 }
 

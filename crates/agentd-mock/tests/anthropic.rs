@@ -407,6 +407,26 @@ async fn auth_needs_a_key_and_a_version() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+
+    // Recent official SDKs send the API key as a bearer token.
+    let response = client()
+        .post(&url)
+        .bearer_auth("sk-ant-right")
+        .header("anthropic-version", "2023-06-01")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client()
+        .post(&url)
+        .bearer_auth("sk-ant-wrong")
+        .header("anthropic-version", "2023-06-01")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
 }
 
 #[tokio::test]

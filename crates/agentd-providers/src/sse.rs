@@ -81,9 +81,9 @@ impl SseParser {
 
     /// True when bytes of an incomplete event are buffered (used to detect a stream cut midway).
     pub fn has_partial(&self) -> bool {
-        // A lone BOM is not an event.
-        let line_pending =
-            !self.line.is_empty() && !(!self.bom_checked && BOM.starts_with(&self.line));
+        // The first bytes of a byte-order mark are not an event yet.
+        let bom_prefix = !self.bom_checked && BOM.starts_with(&self.line);
+        let line_pending = !self.line.is_empty() && !bom_prefix;
         line_pending || self.fields_seen
     }
 

@@ -25,6 +25,9 @@ use crate::sse::{self, SseEvent, SseParser};
 use crate::translate::{self, AnthropicToOpenAiStream, OpenAiToAnthropicStream};
 use crate::{anthropic, openai, ApiFormat, ChatRequest, JsonResponse, ProviderError, TimeoutPhase};
 
+/// How long to wait for the end of the body after the terminal event.
+const DRAIN_GRACE: Duration = Duration::from_millis(20);
+
 /// What a tracker saw in one upstream event.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Observed {
@@ -213,6 +216,9 @@ pub struct ChatStream {
     finished: bool,
     /// Frames handed to the caller so far.
     yielded: usize,
+    /// The end of the body was awaited after the terminal event (see `poll_drain`).
+    drain_started: bool,
+    drained: bool,
     request_len: usize,
 }
 
@@ -249,6 +255,8 @@ impl ChatStream {
             complete: false,
             finished: false,
             yielded: 0,
+            drain_started: false,
+            drained: false,
             request_len,
         }
     }
@@ -284,7 +292,13 @@ impl ChatStream {
     /// Reads the source until a frame or a failure is ready, or the stream is over.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if !self.pending.is_empty() || self.failure.is_some() || self.finished {
+            if !self.pending.is_empty() || self.failure.is_some() {
+                return Poll::Ready(());
+            }
+            if self.finished {
+                if self.complete && !self.drained {
+                    return self.poll_drain(cx);
+                }
                 return Poll::Ready(());
             }
             if self.timer.as_mut().poll(cx).is_ready() {
@@ -319,6 +333,33 @@ impl ChatStream {
                 }
             }
         }
+    }
+
+    /// After the terminal event, waits briefly for the end of the body. It normally follows
+    /// the last event within microseconds; reading it lets the connection go back to the pool
+    /// instead of being closed when the response is dropped. The wait is bounded so that a
+    /// server which keeps the body open cannot hold the client's stream open too.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.drain_started {
+            self.drain_started = true;
+            let grace = (Instant::now() + DRAIN_GRACE).min(self.total_deadline);
+            self.timer.as_mut().reset(grace);
+        }
+        loop {
+            match self.source.poll_next(cx) {
+                // Anything after the terminal event is ignored.
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(_)) | None) => break,
+                Poll::Pending => {
+                    if self.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    break;
+                }
+            }
+        }
+        self.drained = true;
+        Poll::Ready(())
     }
 
     fn fail(&mut self, err: ProviderError) {

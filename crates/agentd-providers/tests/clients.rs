@@ -1428,6 +1428,8 @@ struct Scripted {
     url: String,
     /// Bodies received, in order.
     received: std::sync::Arc<std::sync::Mutex<Vec<Bytes>>>,
+    /// TCP connections accepted.
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1460,14 +1462,21 @@ async fn scripted(script: Script) -> Scripted {
             resp
         }
     });
+    use axum::serve::ListenerExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    let listener = listener.tap_io(move |_| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
     Scripted {
         url,
         received,
+        connections,
         task,
     }
 }
@@ -1791,5 +1800,29 @@ async fn slow_body_after_headers_is_a_first_token_timeout() {
             }
         ),
         "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn connections_are_reused_after_complete_streams() {
+    let upstream = scripted(Script::ok("text/event-stream", OPENAI_STREAM)).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    for _ in 0..3 {
+        let (_, error, _) = drain(
+            stream(
+                &provider,
+                request(ApiFormat::OpenAi, PROMPT, true, false, false),
+            )
+            .await,
+        )
+        .await;
+        assert!(error.is_none());
+    }
+    assert_eq!(
+        upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one keep-alive connection for three streams"
     );
 }

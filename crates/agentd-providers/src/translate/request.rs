@@ -44,7 +44,7 @@ fn object<'a>(v: &'a Value, param: &str) -> Res<&'a Map<String, Value>> {
     })
 }
 
-fn messages_of<'a>(obj: &'a Map<String, Value>) -> Res<&'a Vec<Value>> {
+fn messages_of(obj: &Map<String, Value>) -> Res<&Vec<Value>> {
     get(obj, "messages")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("messages", "'messages' must be an array of messages."))
@@ -680,6 +680,12 @@ fn user_blocks_to_openai(blocks: &[Value], param: &str, out: &mut Vec<Value>) ->
 /// An Anthropic image or document block → an OpenAI content part.
 fn media_block_to_openai(block: &Map<String, Value>, param: &str) -> Res<Value> {
     let ty = str_at(block, "type", param)?;
+    if ty != "image" && ty != "document" {
+        return Err(unsupported(
+            &format!("{param}.type"),
+            format!("Content blocks of type '{ty}' cannot be sent to this model."),
+        ));
+    }
     let sp = format!("{param}.source");
     let source = get(block, "source").map(|s| object(s, &sp)).transpose()?;
     match (ty, source) {
@@ -712,7 +718,8 @@ fn media_block_to_openai(block: &Map<String, Value>, param: &str) -> Res<Value> 
                 format!("Document sources of type '{other}' cannot be sent to this model; use base64 or text."),
             )),
         },
-        (other, _) => Err(unsupported(
+        (_, None) => Err(bad(&sp, format!("'{sp}' is required."))),
+        (other, Some(_)) => Err(unsupported(
             &format!("{param}.type"),
             format!("Content blocks of type '{other}' cannot be sent to this model."),
         )),

@@ -147,14 +147,17 @@ impl AnthropicToOpenAiStream {
                         ))
                     })?;
                 let delta = data.get("delta").unwrap_or(&Value::Null);
-                match (block, delta.get("type").and_then(Value::as_str)) {
-                    (Block::Text, Some("text_delta")) => {
+                let delta_type = delta.get("type").and_then(Value::as_str);
+                // Other delta types (thinking_delta, signature_delta, citations_delta) have no
+                // place in an OpenAI chunk.
+                match block {
+                    Block::Text if delta_type == Some("text_delta") => {
                         let text = delta.get("text").and_then(Value::as_str).unwrap_or("");
                         if !text.is_empty() {
                             out.push(self.chunk(json!({"content": text}), None));
                         }
                     }
-                    (Block::Tool(tool_index), Some("input_json_delta")) => {
+                    Block::Tool(tool_index) if delta_type == Some("input_json_delta") => {
                         let partial = delta
                             .get("partial_json")
                             .and_then(Value::as_str)
@@ -166,8 +169,7 @@ impl AnthropicToOpenAiStream {
                             ));
                         }
                     }
-                    // thinking_delta, signature_delta, citations_delta, deltas of dropped blocks.
-                    _ => {}
+                    Block::Text | Block::Tool(_) | Block::Dropped => {}
                 }
             }
             "message_delta" => {
@@ -456,7 +458,7 @@ impl OpenAiToAnthropicStream {
     fn text(&mut self, text: &str, out: &mut Vec<Bytes>) {
         let block = match self.open {
             Some(Open::Text { block }) => block,
-            _ => self.open_block(
+            None | Some(Open::Tool { .. }) => self.open_block(
                 json!({"type": "text", "text": ""}),
                 |block| Open::Text { block },
                 out,
@@ -486,7 +488,7 @@ impl OpenAiToAnthropicStream {
                 openai_index,
                 id: open_id,
             }) => Some((*block, *openai_index, open_id.as_deref())),
-            _ => None,
+            None | Some(Open::Text { .. }) => None,
         };
         // Servers that leave out `index` send each call whole; a missing index with a new id
         // therefore means the next call.
