@@ -40,13 +40,13 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/nu
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
 fi
-# Reinstall only when requirements.txt changed since the last successful install.
+# Reinstall only when requirements.txt or constraints.txt changed since the last successful install.
 STAMP="$VENV/.requirements.sha256"
-WANT="$(sha256sum "$REQS" | cut -d' ' -f1)"
+WANT="$(cat "$REQS" "$ROOT/tests/sdk/constraints.txt" | sha256sum | cut -d" " -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
   # Upgrade pip first: the system pip's resolver picks bad combinations of the SDKs' dependencies.
-  "$VENV/bin/python" -m pip install --upgrade pip
-  "$VENV/bin/python" -m pip install -r "$REQS"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -r "$REQS"
   echo "$WANT" > "$STAMP"
 else
   echo "requirements unchanged; reusing $VENV"

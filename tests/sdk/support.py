@@ -56,6 +56,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         if not k.startswith("AGENTD_") and k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "FLY_REGION")
     }
     env.setdefault("RUST_LOG", "info")
+    env["NO_COLOR"] = "1"  # logs go to files that failing tests print: no ANSI escapes
     env["AGENTD_LOG_FORMAT"] = "text"
     env.update(extra or {})
     return env

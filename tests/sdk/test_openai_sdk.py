@@ -330,3 +330,61 @@ def test_embeddings_raw_base64_is_little_endian_f32(agentd):
 def test_unauthenticated_models_request_is_rejected(agentd):
     r = httpx.get(f"{agentd.url}/v1/models", timeout=5.0)
     assert r.status_code == 401, r.text
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_system_message_and_content_parts(agentd, oai, model):
+    """A system message counts as input and reaches each upstream in its own shape; content given
+    as a list of text parts is the same prompt as the plain string."""
+    system = "You are a terse assistant that answers in one sentence about astronomy."
+    question = "Tell me about lighthouses."
+    bare = oai.chat.completions.create(model=model, messages=user(question))
+    agentd.clear_mock_requests()
+    as_string = oai.chat.completions.create(
+        model=model, messages=[{"role": "system", "content": system}, {"role": "user", "content": question}]
+    )
+    upstream = [r for r in agentd.mock_requests() if r["method"] == "POST"]
+    as_parts = oai.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "system", "content": [{"type": "text", "text": system}]},
+            {"role": "user", "content": [{"type": "text", "text": question}]},
+        ],
+    )
+    assert as_string.usage.prompt_tokens > bare.usage.prompt_tokens
+    assert as_parts.usage.prompt_tokens == as_string.usage.prompt_tokens
+    assert as_parts.choices[0].message.content == as_string.choices[0].message.content
+
+    if model == "mock":
+        assert upstream == [], "the in-process mock must not call the upstream server"
+        return
+    (req,) = upstream
+    body = req["body"]
+    if model == "claude-up":
+        assert req["path"] == "/v1/messages"
+        sent = body["system"]
+        assert (sent if isinstance(sent, str) else "".join(b["text"] for b in sent)) == system
+        assert [m["role"] for m in body["messages"]] == ["user"], "Anthropic has no system role in messages"
+        assert isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 0, "Anthropic requires max_tokens"
+    else:
+        assert req["path"] == "/v1/chat/completions"
+        assert [m["role"] for m in body["messages"]] == ["system", "user"]
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_concurrent_streams(agentd, model):
+    """Several streams at once through one path each get their own, complete answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = agentd.openai()
+    prompts = [f"Concurrent prompt number {i} about {topic}." for i, topic in enumerate(["tea", "ships", "owls", "rain"])]
+
+    def streamed(prompt: str) -> str:
+        chunks = client.chat.completions.create(model=model, messages=user(prompt), stream=True)
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        texts = list(pool.map(streamed, prompts))
+    expected = [client.chat.completions.create(model=model, messages=user(p)).choices[0].message.content for p in prompts]
+    assert texts == expected
+    assert len(set(texts)) == len(prompts)

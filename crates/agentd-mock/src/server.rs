@@ -40,8 +40,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 const OPENAI_NO_KEY: &str = "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username and password. You can obtain an API key from https://platform.openai.com/account/api-keys.";
 
 /// A request as `/_mock/requests` reports it. Auth headers are kept on purpose: tests use them
-/// to prove which key the gateway forwarded. Stored raw and rendered on read, so recording
-/// costs the hot path only a few reference-count bumps.
+/// to prove which key the gateway forwarded. Stored raw and rendered on read, so the hot path
+/// pays for a header copy, not for a second JSON parse of the body.
 #[derive(Debug, Clone)]
 struct RecordedRequest {
     method: Method,
@@ -108,25 +108,38 @@ struct Fault {
     retry_after: Option<Duration>,
 }
 
+/// Why a `POST /_mock/faults` body was refused.
+#[derive(Debug, thiserror::Error)]
+enum FaultError {
+    #[error("invalid fault: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("set either `status` or `reset`, not both")]
+    StatusAndReset,
+    #[error("`status` must be 400-599, got {0}")]
+    Status(u16),
+    #[error("a fault needs `status`, `reset` or `latency_ms`")]
+    Empty,
+    #[error("`count` must be at least 1 (DELETE /_mock/faults clears)")]
+    ZeroCount,
+}
+
 impl Fault {
-    fn from_spec(spec: FaultSpec) -> Result<Self, String> {
+    fn from_spec(spec: FaultSpec) -> Result<Self, FaultError> {
         let action = match (spec.reset, spec.status) {
-            (true, Some(_)) => return Err("set either `status` or `reset`, not both".into()),
+            (true, Some(_)) => return Err(FaultError::StatusAndReset),
             (true, None) => FaultAction::Reset,
             (false, Some(code)) => FaultAction::Status(
                 StatusCode::from_u16(code)
                     .ok()
                     .filter(|status| status.is_client_error() || status.is_server_error())
-                    .ok_or_else(|| format!("`status` must be 400-599, got {code}"))?,
+                    .ok_or(FaultError::Status(code))?,
             ),
             (false, None) if spec.latency_ms.is_some() => FaultAction::Delay,
-            (false, None) => {
-                return Err("a fault needs `status`, `reset` or `latency_ms`".into());
-            }
+            (false, None) => return Err(FaultError::Empty),
         };
         let remaining = spec.count.unwrap_or(1);
         if remaining == 0 {
-            return Err("`count` must be at least 1 (DELETE /_mock/faults clears)".into());
+            return Err(FaultError::ZeroCount);
         }
         Ok(Self {
             action,
@@ -224,17 +237,17 @@ pub fn router(opts: MockOptions) -> Router {
         .with_state(shared)
 }
 
-type Shr = State<Arc<Shared>>;
+type SharedState = State<Arc<Shared>>;
 
-async fn chat(State(s): Shr, m: Method, u: Uri, h: HeaderMap, b: Bytes) -> Response {
+async fn chat(State(s): SharedState, m: Method, u: Uri, h: HeaderMap, b: Bytes) -> Response {
     api(&s, Api::OpenAiChat, &m, &u, &h, &b).await
 }
 
-async fn embeddings(State(s): Shr, m: Method, u: Uri, h: HeaderMap, b: Bytes) -> Response {
+async fn embeddings(State(s): SharedState, m: Method, u: Uri, h: HeaderMap, b: Bytes) -> Response {
     api(&s, Api::OpenAiEmbeddings, &m, &u, &h, &b).await
 }
 
-async fn messages(State(s): Shr, m: Method, u: Uri, h: HeaderMap, b: Bytes) -> Response {
+async fn messages(State(s): SharedState, m: Method, u: Uri, h: HeaderMap, b: Bytes) -> Response {
     api(&s, Api::AnthropicMessages, &m, &u, &h, &b).await
 }
 
@@ -373,7 +386,7 @@ fn mask(key: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
 }
 
-async fn models(State(shared): Shr, m: Method, u: Uri, headers: HeaderMap) -> Response {
+async fn models(State(shared): SharedState, m: Method, u: Uri, headers: HeaderMap) -> Response {
     let shape = shape_of_caller(&headers);
     models_answer(&shared, shape, &m, &u, &headers, |opts| {
         Ok(openai::models_body(opts, shape))
@@ -382,7 +395,7 @@ async fn models(State(shared): Shr, m: Method, u: Uri, headers: HeaderMap) -> Re
 }
 
 async fn model(
-    State(shared): Shr,
+    State(shared): SharedState,
     Path(id): Path<String>,
     m: Method,
     u: Uri,
@@ -433,25 +446,25 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn list_requests(State(shared): Shr) -> Response {
+async fn list_requests(State(shared): SharedState) -> Response {
     let requests: Vec<RecordedRequest> = lock(&shared.requests).iter().cloned().collect();
     let requests: Vec<Value> = requests.iter().map(RecordedRequest::to_json).collect();
     axum::Json(requests).into_response()
 }
 
-async fn clear_requests(State(shared): Shr) -> StatusCode {
+async fn clear_requests(State(shared): SharedState) -> StatusCode {
     lock(&shared.requests).clear();
     StatusCode::NO_CONTENT
 }
 
-async fn show_fault(State(shared): Shr) -> Response {
+async fn show_fault(State(shared): SharedState) -> Response {
     let fault = lock(&shared.fault).as_ref().map(Fault::to_json);
     axum::Json(fault.unwrap_or(Value::Null)).into_response()
 }
 
-async fn set_fault(State(shared): Shr, body: Bytes) -> Response {
+async fn set_fault(State(shared): SharedState, body: Bytes) -> Response {
     let fault = serde_json::from_slice::<FaultSpec>(&body)
-        .map_err(|err| format!("invalid fault: {err}"))
+        .map_err(FaultError::from)
         .and_then(Fault::from_spec);
     match fault {
         Ok(fault) => {
@@ -459,34 +472,50 @@ async fn set_fault(State(shared): Shr, body: Bytes) -> Response {
             *lock(&shared.fault) = Some(fault);
             axum::Json(shown).into_response()
         }
-        Err(message) => (
+        Err(err) => (
             StatusCode::BAD_REQUEST,
-            axum::Json(json!({ "error": message })),
+            axum::Json(json!({ "error": err.to_string() })),
         )
             .into_response(),
     }
 }
 
-async fn clear_fault(State(shared): Shr) -> StatusCode {
+async fn clear_fault(State(shared): SharedState) -> StatusCode {
     *lock(&shared.fault) = None;
     StatusCode::NO_CONTENT
 }
 
-async fn not_found(method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let shape = shape_of_caller(&headers);
+/// Unknown paths and methods are recorded too: a test then sees where a misconfigured
+/// gateway sent its request.
+async fn not_found(
+    State(shared): SharedState,
+    m: Method,
+    u: Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    shared.record(&m, &u, &h, &b);
+    let shape = shape_of_caller(&h);
     let message = match shape {
-        Shape::OpenAi => format!("Invalid URL ({method} {})", uri.path()),
+        Shape::OpenAi => format!("Invalid URL ({m} {})", u.path()),
         Shape::Anthropic => "Not Found".to_owned(),
     };
     let err = WireError::new(StatusCode::NOT_FOUND, message);
     (StatusCode::NOT_FOUND, axum::Json(err.body(shape))).into_response()
 }
 
-async fn method_not_allowed(method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let shape = shape_of_caller(&headers);
+async fn method_not_allowed(
+    State(shared): SharedState,
+    m: Method,
+    u: Uri,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    shared.record(&m, &u, &h, &b);
+    let shape = shape_of_caller(&h);
     let err = WireError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("Method {method} is not allowed for {}", uri.path()),
+        format!("Method {m} is not allowed for {}", u.path()),
     );
     (StatusCode::METHOD_NOT_ALLOWED, axum::Json(err.body(shape))).into_response()
 }

@@ -346,6 +346,17 @@ async fn requests_are_recorded_with_headers_and_body() {
     assert_eq!(requests[1]["query"], "limit=5");
     assert_eq!(requests[1]["body"], Value::Null);
 
+    // A request to a wrong path is recorded too, so tests can see where it went.
+    let wrong = openai(&server, "/v1/chat/completion")
+        .json(&chat("typo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 404);
+    let requests = recorded(&server).await;
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[2]["path"], "/v1/chat/completion");
+
     let cleared = client()
         .delete(format!("{}/_mock/requests", server.url()))
         .send()
