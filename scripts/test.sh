@@ -11,8 +11,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-section() { printf '\n==================== %s ====================\n' "$*"; }
+STEP="setup"
+section() { STEP="$*"; printf '\n==================== %s ====================\n' "$*"; }
 die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+trap 'rc=$?; [ "$rc" = 0 ] || printf "\nFAILED (exit %s) during: %s\n" "$rc" "$STEP" >&2' EXIT
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PYTHONDONTWRITEBYTECODE=1
 PYTHON="${PYTHON:-python3}"

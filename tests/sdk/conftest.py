@@ -24,7 +24,7 @@ import secrets
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import anthropic
 import httpx
@@ -156,7 +156,7 @@ class Agentd:
 
 
 @pytest.fixture(scope="session")
-def agentd(tmp_path_factory: pytest.TempPathFactory) -> Agentd:
+def agentd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agentd]:
     binary = agentd_bin()
     if not binary.is_file():
         pytest.fail(

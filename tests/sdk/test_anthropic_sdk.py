@@ -229,3 +229,47 @@ def test_bearer_auth_is_accepted(agentd):
     msg = client.messages.create(model="mock", max_tokens=32, messages=user("hi"))
     assert msg.stop_reason in ("end_turn", "max_tokens")
     assert text_of(msg)
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_tool_choice_any_and_none(ant, model):
+    any_ = ant.messages.create(
+        model=model,
+        max_tokens=256,
+        messages=user("Hello there."),
+        tools=[TIME_TOOL],
+        tool_choice={"type": "any"},
+    )
+    assert any_.stop_reason == "tool_use"
+    assert [b.name for b in any_.content if b.type == "tool_use"] == ["get_time"]
+
+    none = ant.messages.create(
+        model=model,
+        max_tokens=256,
+        messages=user("What time is it in Tokyo?"),
+        tools=[TIME_TOOL],
+        tool_choice={"type": "none"},
+    )
+    assert none.stop_reason == "end_turn"
+    assert [b.type for b in none.content] == ["text"]
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_stop_sequences(ant, model):
+    """`stop_sequences` cuts the answer right before the sequence, and says which one matched."""
+    prompt = user("Tell me a story about a lighthouse keeper.")
+    full = text_of(ant.messages.create(model=model, max_tokens=256, messages=prompt))
+    words = full.split()
+    stop_word = words[len(words) // 2]
+    cut = ant.messages.create(model=model, max_tokens=256, messages=prompt, stop_sequences=[stop_word])
+    assert text_of(cut) == full[: full.index(stop_word)], (text_of(cut), full, stop_word)
+    if model == "gpt-up":
+        # An OpenAI upstream answers finish_reason "stop" both for a natural end and for a stop
+        # sequence, so a translating gateway cannot tell which: either answer is honest.
+        assert (cut.stop_reason, cut.stop_sequence) in (("stop_sequence", stop_word), ("end_turn", None))
+        return
+    assert cut.stop_reason == "stop_sequence", (
+        f"stop_reason={cut.stop_reason!r}: the answer was cut by the stop sequence {stop_word!r}, "
+        "so Anthropic clients expect stop_reason 'stop_sequence'"
+    )
+    assert cut.stop_sequence == stop_word

@@ -3,6 +3,10 @@ shape on the OpenAI routes, Anthropic's shape on /v1/messages)."""
 
 from __future__ import annotations
 
+import json
+import socket
+import time
+
 import anthropic
 import openai
 import pytest
@@ -45,14 +49,14 @@ def assert_anthropic_error(r, status: int, etype: str) -> dict:
 
 
 def test_openai_bad_key(agentd):
-    client = agentd.openai(api_key=BAD_KEY)
+    # A fresh client (connection) per call: see test_connection_reusable_after_auth_rejection.
     with pytest.raises(openai.AuthenticationError) as ei:
-        client.chat.completions.create(model="mock", messages=user("hi"))
+        agentd.openai(api_key=BAD_KEY).chat.completions.create(model="mock", messages=user("hi"))
     assert ei.value.status_code == 401
     with pytest.raises(openai.AuthenticationError):
-        client.models.list()
+        agentd.openai(api_key=BAD_KEY).models.list()
     with pytest.raises(openai.AuthenticationError):
-        client.embeddings.create(model="mock-embedding", input="x")
+        agentd.openai(api_key=BAD_KEY).embeddings.create(model="mock-embedding", input="x")
 
 
 def test_anthropic_bad_key(agentd):
@@ -66,17 +70,80 @@ def test_anthropic_bad_key(agentd):
 
 
 def test_auth_error_shapes(agentd):
-    with agentd.http() as http:
-        for headers in ({}, {"Authorization": f"Bearer {BAD_KEY}"}, {"Authorization": "Basic Zm9vOmJhcg=="}):
+    # One connection per request: reusing a connection after a 401 is test_connection_reusable_after_auth_rejection.
+    for headers in ({}, {"Authorization": f"Bearer {BAD_KEY}"}, {"Authorization": "Basic Zm9vOmJhcg=="}):
+        with agentd.http() as http:
             r = http.post("/v1/chat/completions", headers=headers, json={"model": "mock", "messages": user("hi")})
-            assert_openai_error(r, 401, "authentication_error")
-        for headers in ({}, {"x-api-key": BAD_KEY}, {"Authorization": f"Bearer {BAD_KEY}"}):
+        assert_openai_error(r, 401, "authentication_error")
+    for headers in ({}, {"x-api-key": BAD_KEY}, {"Authorization": f"Bearer {BAD_KEY}"}):
+        with agentd.http() as http:
             r = http.post(
                 "/v1/messages",
                 headers={**ANTHROPIC_HEADERS, **headers},
                 json={"model": "mock", "max_tokens": 16, "messages": user("hi")},
             )
-            assert_anthropic_error(r, 401, "authentication_error")
+        assert_anthropic_error(r, 401, "authentication_error")
+
+
+def read_http_response(sock: socket.socket) -> tuple[str, dict[str, str]] | None:
+    """One HTTP/1.1 response (status line, lower-cased headers; body skipped), or None on EOF."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            return None
+        buf += data
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        data = sock.recv(65536)
+        if not data:
+            break
+        rest += data
+    return status, headers
+
+
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/chat/completions", {"model": "mock", "messages": user("hi")}),
+        ("/v1/messages", {"model": "mock", "max_tokens": 16, "messages": user("hi")}),
+        ("/v1/embeddings", {"model": "mock-embedding", "input": "hi"}),
+    ],
+    ids=["chat", "messages", "embeddings"],
+)
+def test_connection_reusable_after_auth_rejection(agentd, path, body):
+    """A request refused by auth is answered before its body has arrived. The server must then
+    read (drain) the body and keep serving the connection, or say `Connection: close`. Closing the
+    keep-alive connection silently makes the client's next request on it fail with "Server
+    disconnected without sending a response" (seen with httpx/the SDKs under load). Raw socket,
+    so the body's late arrival is deterministic rather than a race."""
+    payload = json.dumps(body).encode()
+    host, port = agentd.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5.0) as sock:
+        sock.sendall(
+            (
+                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"anthropic-version: 2023-06-01\r\nContent-Length: {len(payload)}\r\n\r\n"
+            ).encode()
+        )
+        time.sleep(0.1)  # the body comes later, as it does from a slow or busy client
+        sock.sendall(payload)
+        first = read_http_response(sock)
+        assert first is not None and first[0].startswith("HTTP/1.1 401"), first
+        if first[1].get("connection", "").lower() == "close":
+            return  # the server said so: a client will not reuse this connection
+        try:
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            second = read_http_response(sock)
+        except OSError as e:
+            second = f"{type(e).__name__}: {e}"
+        assert isinstance(second, tuple) and second[0].startswith("HTTP/1.1 200"), (
+            f"after a 401 without `Connection: close`, the next request on the connection got {second!r}: "
+            "the server closed a connection it had advertised as reusable"
+        )
 
 
 def test_auth_error_does_not_echo_the_key(agentd):

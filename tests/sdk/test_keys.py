@@ -42,3 +42,46 @@ def test_key_lifecycle(agentd):
     assert after.get("revoked_at"), after
     # The session's own key is untouched.
     assert agentd.openai().models.list().data
+
+
+def test_admin_api_key_lifecycle(agentd):
+    """Keys made through the admin API work with both SDKs; revoking through it takes effect at once."""
+    import anthropic
+    import httpx
+
+    admin = {"Authorization": f"Bearer {agentd.admin_key}"}
+    for headers in ({}, {"Authorization": f"Bearer {agentd.key}"}):
+        # A fresh connection each (see test_errors.py::test_connection_reusable_after_auth_rejection).
+        with agentd.http() as http:
+            r = http.post("/admin/keys", headers=headers, json={"name": "nope"})
+        assert r.status_code in (401, 403), f"admin API without the admin key: {r.status_code} {r.text}"
+
+    with agentd.http() as http:
+        r = http.post("/admin/keys", headers=admin, json={"name": "via-admin"})
+        assert r.status_code == 201, r.text
+        created = r.json()
+        secret, key_id = created["key"], created["id"]
+        assert secret.startswith("sk-agentd-")
+        assert created["name"] == "via-admin" and created["revoked_at"] is None
+
+        listed = http.get("/admin/keys", headers=admin).json()["data"]
+        assert [k["id"] for k in listed if k["name"] == "via-admin"] == [key_id]
+        assert secret not in json.dumps(listed)
+
+        msg = agentd.anthropic(api_key=secret).messages.create(
+            model="mock", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert msg.content
+
+        r = http.delete(f"/admin/keys/{key_id}", headers=admin)
+        assert r.status_code == 200, r.text
+        assert r.json()["revoked_at"]
+
+    try:
+        agentd.anthropic(api_key=secret).messages.create(
+            model="mock", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+        raise AssertionError("a key revoked through the admin API still works")
+    except anthropic.AuthenticationError:
+        pass
+    assert httpx.get(f"{agentd.url}/admin/keys/{key_id}", headers=admin, timeout=5).json()["revoked_at"]

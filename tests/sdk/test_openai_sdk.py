@@ -388,3 +388,33 @@ def test_concurrent_streams(agentd, model):
     expected = [client.chat.completions.create(model=model, messages=user(p)).choices[0].message.content for p in prompts]
     assert texts == expected
     assert len(set(texts)) == len(prompts)
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_tool_choice_none_and_required(oai, model):
+    none = oai.chat.completions.create(
+        model=model, messages=user("What time is it in Tokyo?"), tools=[TIME_TOOL], tool_choice="none"
+    )
+    assert none.choices[0].finish_reason == "stop"
+    assert not none.choices[0].message.tool_calls
+    assert none.choices[0].message.content
+
+    required = oai.chat.completions.create(
+        model=model, messages=user("Hello there."), tools=[TIME_TOOL], tool_choice="required"
+    )
+    assert required.choices[0].finish_reason == "tool_calls"
+    assert [c.function.name for c in required.choices[0].message.tool_calls] == ["get_time"]
+
+
+@pytest.mark.parametrize("model", CHAT_MODELS)
+def test_stop_sequence(oai, model):
+    """`stop` cuts the answer right before the first occurrence of the sequence (not included)."""
+    prompt = user("Tell me a story about a lighthouse keeper.")
+    full = oai.chat.completions.create(model=model, messages=prompt).choices[0].message.content
+    words = full.split()
+    stop_word = words[len(words) // 2]
+    cut = oai.chat.completions.create(model=model, messages=prompt, stop=[stop_word])
+    content = cut.choices[0].message.content
+    assert cut.choices[0].finish_reason == "stop"
+    assert stop_word not in content
+    assert content == full[: full.index(stop_word)], (content, full, stop_word)

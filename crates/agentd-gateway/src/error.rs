@@ -27,6 +27,14 @@ impl ErrorResponse {
     }
 }
 
+/// Ends the connection after this answer. For refusals sent before the request body was read:
+/// without it hyper drops the connection silently and a client reusing it sees a disconnect.
+pub fn closing(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// Marks a response as an error so the access-log middleware can log and count it once.
 #[derive(Clone)]
 pub struct LoggedError(pub ApiError);
@@ -43,7 +51,11 @@ impl IntoResponse for ErrorResponse {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        let unread_body = self.error.kind == agentd_core::ErrorKind::PayloadTooLarge;
         resp.extensions_mut().insert(LoggedError(self.error));
+        if unread_body {
+            return closing(resp);
+        }
         resp
     }
 }

@@ -1,7 +1,7 @@
 //! Request middleware: request ids + access log + metrics (`observe`), API-key auth
 //! (`require_key`), admin auth (`require_admin`), and the answer to a panic.
 
-use crate::error::{ErrorResponse, LoggedError};
+use crate::error::{closing, ErrorResponse, LoggedError};
 use crate::keys::{constant_time_eq, store_error};
 use crate::metrics as m;
 use crate::AppState;
@@ -113,28 +113,17 @@ pub async fn require_key(
     next: Next,
 ) -> Response {
     let format = format_for(req.uri().path());
+    let refused = |error| closing(ErrorResponse { format, error }.into_response());
     let Some(secret) = presented_key(req.headers()) else {
-        return ErrorResponse {
-            format,
-            error: missing_key(),
-        }
-        .into_response();
+        return refused(missing_key());
     };
     match state.keys.check(state.store.as_ref(), secret).await {
         Ok(Some(principal)) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Ok(None) => ErrorResponse {
-            format,
-            error: invalid_key(),
-        }
-        .into_response(),
-        Err(e) => ErrorResponse {
-            format,
-            error: store_error(e),
-        }
-        .into_response(),
+        Ok(None) => refused(invalid_key()),
+        Err(e) => refused(store_error(e)),
     }
 }
 
@@ -160,23 +149,22 @@ pub async fn require_admin(
     req: Request,
     next: Next,
 ) -> Response {
+    let refused = |error| closing(ErrorResponse::openai(error).into_response());
     let Some(admin) = state.config.auth.admin_key.as_ref() else {
-        return ErrorResponse::openai(ApiError::new(
+        return refused(ApiError::new(
             ErrorKind::NotFound,
             "admin_api_disabled",
             "the admin API is disabled; set AGENTD_ADMIN_KEY (or auth.admin_key) to enable it",
-        ))
-        .into_response();
+        ));
     };
     match presented_key(req.headers()) {
         Some(k) if constant_time_eq(k.as_bytes(), admin.expose().as_bytes()) => next.run(req).await,
-        Some(_) => ErrorResponse::openai(ApiError::new(
+        Some(_) => refused(ApiError::new(
             ErrorKind::Authentication,
             "invalid_admin_key",
             "the admin key is wrong",
-        ))
-        .into_response(),
-        None => ErrorResponse::openai(missing_key()).into_response(),
+        )),
+        None => refused(missing_key()),
     }
 }
 

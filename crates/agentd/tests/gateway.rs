@@ -785,3 +785,34 @@ fn check_config_names_file_line_and_key_and_exits_78() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
+
+/// Regression: a request refused before its body was read (401, 404 route, 413) used to be
+/// answered without `Connection: close`, then the connection was dropped, so a client reusing
+/// it saw "server disconnected". Now such answers say they close the connection.
+#[test]
+fn refusals_before_reading_the_body_announce_connection_close() {
+    use std::io::{Read, Write};
+    let server = Server::start(None);
+    let body = br#"{"model":"mock","messages":[{"role":"user","content":"hi"}]}"#;
+    for (path, auth) in [
+        ("/v1/chat/completions", ""),
+        ("/v1/messages", "x-api-key: sk-agentd-wrong\r\n"),
+        ("/v1/nope", ""),
+        ("/admin/keys", ""),
+    ] {
+        let mut sock = std::net::TcpStream::connect(server.addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n",
+            body.len()
+        );
+        sock.write_all(head.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = sock.write_all(body);
+        let mut answer = Vec::new();
+        let _ = sock.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 40"), "{path}: {text}");
+        assert!(text.contains("connection: close"), "{path}: {text}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Operational endpoints and the answers to unknown routes.
 
-use crate::error::ErrorResponse;
+use crate::error::{closing, ErrorResponse};
 use crate::middleware::format_for;
 use crate::AppState;
 use agentd_core::{ApiError, ErrorKind};
@@ -54,7 +54,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn not_found(uri: Uri) -> Response {
-    ErrorResponse {
+    closing(ErrorResponse {
         format: format_for(uri.path()),
         error: ApiError::new(
             ErrorKind::NotFound,
@@ -62,7 +62,7 @@ pub async fn not_found(uri: Uri) -> Response {
             format!("no route {}; the README lists the API routes", uri.path()),
         ),
     }
-    .into_response()
+    .into_response())
 }
 
 pub async fn method_not_allowed(uri: Uri) -> Response {
@@ -76,5 +76,5 @@ pub async fn method_not_allowed(uri: Uri) -> Response {
     }
     .into_response();
     *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    resp
+    closing(resp)
 }
