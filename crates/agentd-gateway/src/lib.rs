@@ -33,18 +33,24 @@ pub struct AppState {
     pub models: models::Models,
     pub keys: keys::KeyCache,
     pub metrics: PrometheusHandle,
+    pub http_metrics: metrics::HttpMetrics,
+    pub in_flight: ::metrics::Gauge,
     /// Set when SIGTERM arrived: `/readyz` fails so load balancers stop sending work.
     pub draining: AtomicBool,
 }
 
 impl AppState {
     pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<Arc<AppState>> {
+        // The recorder first: the models table resolves its metric handles against it.
+        let metrics = metrics::handle();
         let models = models::Models::from_config(&config)
             .map_err(|e| anyhow::anyhow!("cannot set up providers: {e}"))?;
         Ok(Arc::new(AppState {
             keys: keys::KeyCache::new(config.auth.key_cache_ttl),
             models,
-            metrics: metrics::handle(),
+            metrics,
+            http_metrics: metrics::HttpMetrics::default(),
+            in_flight: ::metrics::gauge!(metrics::HTTP_INFLIGHT),
             draining: AtomicBool::new(false),
             config,
             store,
@@ -90,7 +96,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(ops)
         .fallback(routes::ops::not_found)
         .method_not_allowed_fallback(routes::ops::method_not_allowed)
-        .layer(axum::middleware::from_fn(middleware::observe))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             middleware::panic_response,
         ))

@@ -77,3 +77,85 @@ fn describe() {
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
+
+use metrics::{Counter, Histogram};
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// Handles for the metrics of one (model, provider) pair, resolved once at start-up so the
+/// request path does not build label sets and hash them on every call.
+pub struct CallMetrics {
+    pub provider: String,
+    pub model: String,
+    ok: Counter,
+    tokens_in: Counter,
+    tokens_out: Counter,
+    duration: Histogram,
+    ttft: Histogram,
+}
+
+impl CallMetrics {
+    /// Needs the recorder installed first ([`handle`]); handles made before it are no-ops.
+    pub fn new(provider: &str, model: &str) -> Self {
+        let (p, m) = (provider.to_owned(), model.to_owned());
+        CallMetrics {
+            ok: metrics::counter!(UPSTREAM_REQUESTS, "provider" => p.clone(), "model" => m.clone(), "outcome" => "ok"),
+            tokens_in: metrics::counter!(TOKENS, "provider" => p.clone(), "model" => m.clone(), "direction" => "input"),
+            tokens_out: metrics::counter!(TOKENS, "provider" => p.clone(), "model" => m.clone(), "direction" => "output"),
+            duration: metrics::histogram!(UPSTREAM_DURATION, "provider" => p.clone(), "model" => m.clone()),
+            ttft: metrics::histogram!(TIME_TO_FIRST_TOKEN, "provider" => p.clone(), "model" => m.clone()),
+            provider: p,
+            model: m,
+        }
+    }
+
+    pub fn outcome(&self, outcome: &'static str, elapsed: Duration) {
+        if outcome == "ok" {
+            self.ok.increment(1);
+        } else {
+            metrics::counter!(UPSTREAM_REQUESTS, "provider" => self.provider.clone(), "model" => self.model.clone(), "outcome" => outcome)
+                .increment(1);
+        }
+        self.duration.record(secs(elapsed));
+    }
+
+    pub fn tokens(&self, usage: agentd_core::Usage) {
+        self.tokens_in.increment(usage.input_tokens);
+        self.tokens_out.increment(usage.output_tokens);
+    }
+
+    pub fn first_token(&self, elapsed: Duration) {
+        self.ttft.record(secs(elapsed));
+    }
+}
+
+/// Request counters and latency histograms per (route, status), made on first use.
+#[derive(Default)]
+pub struct HttpMetrics {
+    by_route: RwLock<HashMap<Box<str>, Vec<(u16, Counter, Histogram)>>>,
+}
+
+impl HttpMetrics {
+    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
+        {
+            let map = self.by_route.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, c, h)) = map
+                .get(route)
+                .and_then(|v| v.iter().find(|(s, _, _)| *s == status))
+            {
+                c.increment(1);
+                h.record(secs(elapsed));
+                return;
+            }
+        }
+        let counter = metrics::counter!(HTTP_REQUESTS, "route" => route.to_owned(), "status" => status.to_string());
+        let histogram = metrics::histogram!(HTTP_DURATION, "route" => route.to_owned());
+        counter.increment(1);
+        histogram.record(secs(elapsed));
+        // Routes are ours and statuses few, so this map stays small.
+        let mut map = self.by_route.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(Box::from(route))
+            .or_default()
+            .push((status, counter, histogram));
+    }
+}

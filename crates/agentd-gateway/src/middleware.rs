@@ -37,23 +37,31 @@ fn request_id(headers: &HeaderMap) -> Arc<str> {
             return v.into();
         }
     }
-    uuid::Uuid::new_v4().simple().to_string().into()
+    next_request_id().into()
+}
+
+/// 32 hex digits: a random per-process prefix and a counter. Unique across processes without a
+/// random draw (a syscall) per request; request ids are not secrets.
+fn next_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    format!("{prefix:016x}{:016x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Outermost layer: gives the request an id, times it, counts it and writes one access-log
 /// line, which is also where an error is logged (once).
-pub async fn observe(mut req: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(req.headers());
-    let route: Arc<str> = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().into())
-        .unwrap_or_else(|| "unmatched".into());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id);
-    let in_flight = metrics::gauge!(m::HTTP_INFLIGHT);
+    let in_flight = &state.in_flight;
     in_flight.increment(1.0);
     let mut resp = next.run(req).instrument(span.clone()).await;
     in_flight.decrement(1.0);
@@ -62,9 +70,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
     }
-    metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_string(), "status" => status.as_str().to_owned())
-        .increment(1);
-    metrics::histogram!(m::HTTP_DURATION, "route" => route.to_string()).record(m::secs(elapsed));
+    state.http_metrics.record(route, status.as_u16(), elapsed);
     let _enter = span.enter();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     match resp.extensions().get::<LoggedError>() {
@@ -199,6 +205,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(REQUEST_ID, "abc-123".parse().unwrap());
         assert_eq!(&*request_id(&h), "abc-123");
-        assert_eq!(request_id(&HeaderMap::new()).len(), 32);
+        let (a, b) = (request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
     }
 }

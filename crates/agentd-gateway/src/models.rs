@@ -4,6 +4,7 @@
 //! resilience work (breakers, least latency, fallbacks) replaces [`ModelRoute::pick`] without
 //! touching the handlers.
 
+use crate::metrics::CallMetrics;
 use agentd_config::Config;
 use agentd_providers::{Provider, ProviderError};
 use rand::Rng;
@@ -14,6 +15,8 @@ pub struct Deployment {
     pub provider: Arc<Provider>,
     pub model: String,
     pub weight: u32,
+    /// Metric handles labelled with this deployment's provider and the public model name.
+    pub metrics: Arc<CallMetrics>,
 }
 
 pub struct ModelRoute {
@@ -69,6 +72,7 @@ impl Models {
                             ))
                         })?;
                     Ok(Deployment {
+                        metrics: Arc::new(CallMetrics::new(provider.name(), &m.name)),
                         provider,
                         model: d.model.clone(),
                         weight: d.weight.max(1),

@@ -3,9 +3,9 @@
 
 use crate::body::{parse_json, read_limited};
 use crate::error::ErrorResponse;
-use crate::metrics as m;
+use crate::metrics::{self as m, CallMetrics};
 use crate::AppState;
-use agentd_core::{ApiError, ErrorKind, Usage};
+use agentd_core::{ApiError, ErrorKind};
 use agentd_providers::{
     error_frame, ApiFormat, ChatRequest, ChatResponse, ChatStream, ProviderError,
 };
@@ -27,29 +27,6 @@ pub fn model_not_found(model: &str) -> ApiError {
         format!("the model {model:?} does not exist; GET /v1/models lists the models this gateway serves"),
     )
     .with_param("model")
-}
-
-/// Labels of one upstream call, for metrics.
-#[derive(Clone)]
-struct CallLabels {
-    provider: String,
-    model: String,
-}
-
-impl CallLabels {
-    fn record_tokens(&self, usage: Usage) {
-        metrics::counter!(m::TOKENS, "provider" => self.provider.clone(), "model" => self.model.clone(), "direction" => "input")
-            .increment(usage.input_tokens);
-        metrics::counter!(m::TOKENS, "provider" => self.provider.clone(), "model" => self.model.clone(), "direction" => "output")
-            .increment(usage.output_tokens);
-    }
-
-    fn record_outcome(&self, outcome: &'static str, started: Instant) {
-        metrics::counter!(m::UPSTREAM_REQUESTS, "provider" => self.provider.clone(), "model" => self.model.clone(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!(m::UPSTREAM_DURATION, "provider" => self.provider.clone(), "model" => self.model.clone())
-            .record(m::secs(started.elapsed()));
-    }
 }
 
 pub async fn handle(
@@ -81,10 +58,7 @@ async fn call(
         .get(&info.model)
         .ok_or_else(|| model_not_found(&info.model))?;
     let deployment = route.pick();
-    let labels = CallLabels {
-        provider: deployment.provider.name().to_owned(),
-        model: route.name.clone(),
-    };
+    let labels = deployment.metrics.clone();
     let started = Instant::now();
     let result = deployment
         .provider
@@ -99,8 +73,8 @@ async fn call(
         .await;
     match result {
         Ok(ChatResponse::Complete(done)) => {
-            labels.record_outcome("ok", started);
-            labels.record_tokens(done.usage);
+            labels.outcome("ok", started.elapsed());
+            labels.tokens(done.usage);
             Ok(json_response(done.body))
         }
         Ok(ChatResponse::Stream(stream)) => Ok(sse_response(MeteredStream {
@@ -113,7 +87,7 @@ async fn call(
             outcome: "ok",
         })),
         Err(err) => {
-            labels.record_outcome(outcome_of(&err), started);
+            labels.outcome(outcome_of(&err), started.elapsed());
             Err(err.to_api_error(deployment.provider.name()))
         }
     }
@@ -162,7 +136,7 @@ fn sse_response(stream: MeteredStream) -> Response {
 struct MeteredStream {
     inner: ChatStream,
     format: ApiFormat,
-    labels: CallLabels,
+    labels: Arc<CallMetrics>,
     started: Instant,
     first_seen: bool,
     finished: bool,
@@ -181,8 +155,7 @@ impl Stream for MeteredStream {
             Poll::Ready(Some(Ok(frame))) => {
                 if !self.first_seen {
                     self.first_seen = true;
-                    metrics::histogram!(m::TIME_TO_FIRST_TOKEN, "provider" => self.labels.provider.clone(), "model" => self.labels.model.clone())
-                        .record(m::secs(self.started.elapsed()));
+                    self.labels.first_token(self.started.elapsed());
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -210,7 +183,7 @@ impl Drop for MeteredStream {
         } else {
             "client_disconnected"
         };
-        self.labels.record_outcome(outcome, self.started);
-        self.labels.record_tokens(self.inner.usage());
+        self.labels.outcome(outcome, self.started.elapsed());
+        self.labels.tokens(self.inner.usage());
     }
 }

@@ -3,7 +3,6 @@
 use super::chat::{self, json_response, model_not_found};
 use crate::body::{parse_json, read_limited};
 use crate::error::ErrorResponse;
-use crate::metrics as m;
 use crate::models::ModelRoute;
 use crate::AppState;
 use agentd_core::ApiError;
@@ -44,20 +43,12 @@ async fn embed(state: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<R
         .get(&info.model)
         .ok_or_else(|| model_not_found(&info.model))?;
     let deployment = route.pick();
-    let provider = deployment.provider.name().to_owned();
+    let metrics = &deployment.metrics;
     let started = Instant::now();
-    let result = deployment
-        .provider
-        .embeddings(&deployment.model, json)
-        .await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!(m::UPSTREAM_REQUESTS, "provider" => provider.clone(), "model" => route.name.clone(), "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!(m::UPSTREAM_DURATION, "provider" => provider.clone(), "model" => route.name.clone())
-        .record(m::secs(started.elapsed()));
-    let done = result.map_err(|e| e.to_api_error(&provider))?;
-    metrics::counter!(m::TOKENS, "provider" => provider, "model" => route.name.clone(), "direction" => "input")
-        .increment(done.usage.input_tokens);
+    let result = deployment.provider.embeddings(&deployment.model, json).await;
+    metrics.outcome(if result.is_ok() { "ok" } else { "error" }, started.elapsed());
+    let done = result.map_err(|e| e.to_api_error(&metrics.provider))?;
+    metrics.tokens(done.usage);
     Ok(json_response(done.body))
 }
 
