@@ -6,9 +6,9 @@
 
 use std::borrow::Cow;
 
+use ::http::Uri;
 use agentd_config::ProviderConfig;
 use agentd_core::Usage;
-use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -23,7 +23,7 @@ use crate::{set_model, translate, ApiFormat, ChatRequest, ChatResponse, Provider
 #[derive(Debug)]
 pub struct AnthropicClient {
     http: HttpClient,
-    messages_url: Url,
+    messages_url: Uri,
 }
 
 impl AnthropicClient {
@@ -43,7 +43,7 @@ impl AnthropicClient {
         )?);
         Ok(Self {
             http: HttpClient::new(cfg, auth)?,
-            messages_url: http::parse_url(cfg, "/v1/messages")?,
+            messages_url: http::endpoint(cfg, "/v1/messages")?,
         })
     }
 

@@ -293,12 +293,11 @@ pub(crate) fn retry_after<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Optio
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// A reqwest error as text without the request URL (which may carry a key in its query),
-/// including the underlying causes (`connection refused`, …) that reqwest's Display omits.
-pub(crate) fn describe(err: reqwest::Error) -> String {
-    let err = err.without_url();
+/// An HTTP client error as text, including its underlying causes (`connection refused`, …)
+/// that the outer error's Display omits. hyper's and rustls' errors never carry the URL.
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
-    let mut source = std::error::Error::source(&err);
+    let mut source = err.source();
     while let Some(cause) = source {
         let text = cause.to_string();
         if !out.contains(&text) {

@@ -7,9 +7,9 @@
 
 use std::borrow::Cow;
 
+use ::http::Uri;
 use agentd_config::ProviderConfig;
 use agentd_core::Usage;
-use reqwest::Url;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
@@ -26,8 +26,8 @@ use crate::{
 #[derive(Debug)]
 pub struct OpenAiClient {
     http: HttpClient,
-    chat_url: Url,
-    embeddings_url: Url,
+    chat_url: Uri,
+    embeddings_url: Uri,
 }
 
 impl OpenAiClient {
@@ -42,8 +42,8 @@ impl OpenAiClient {
         }
         Ok(Self {
             http: HttpClient::new(cfg, auth)?,
-            chat_url: http::parse_url(cfg, "/chat/completions")?,
-            embeddings_url: http::parse_url(cfg, "/embeddings")?,
+            chat_url: http::endpoint(cfg, "/chat/completions")?,
+            embeddings_url: http::endpoint(cfg, "/embeddings")?,
         })
     }
 

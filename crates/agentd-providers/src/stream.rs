@@ -11,12 +11,13 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use agentd_core::Usage;
 use bytes::Bytes;
 use futures::Stream;
+use hyper::body::{Body as _, Incoming};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
@@ -111,7 +112,7 @@ impl Output {
 /// Where the bytes come from.
 pub(crate) enum Source {
     /// A provider's HTTP response body.
-    Http(Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>),
+    Http(Incoming),
     /// The in-process mock's planned frames, one complete SSE frame per item.
     Mock(MockFrames),
 }
@@ -120,16 +121,23 @@ impl Source {
     /// `Err` = the connection broke (text says how).
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, String>>> {
         match self {
-            Source::Http(body) => body.as_mut().poll_next(cx).map(|item| {
-                item.map(|r| {
-                    r.map_err(|e| {
-                        format!(
+            Source::Http(body) => loop {
+                match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Ok(frame)) => {
+                        // Trailers carry nothing we forward.
+                        if let Ok(data) = frame.into_data() {
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Poll::Ready(Some(Err(format!(
                             "the connection failed mid-stream: {}",
-                            crate::error::describe(e)
-                        )
-                    })
-                })
-            }),
+                            crate::error::describe(&e)
+                        ))))
+                    }
+                }
+            },
             Source::Mock(frames) => frames.poll_next(cx),
         }
     }

@@ -1826,3 +1826,226 @@ async fn connections_are_reused_after_complete_streams() {
         "one keep-alive connection for three streams"
     );
 }
+
+#[tokio::test]
+async fn connections_are_reused_after_complete_answers() {
+    let body = r#"{"id":"c","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    let upstream = scripted(Script::ok("application/json", body)).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    for _ in 0..3 {
+        complete(
+            &provider,
+            request(ApiFormat::OpenAi, PROMPT, false, false, false),
+        )
+        .await;
+    }
+    assert_eq!(
+        upstream
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one keep-alive connection for three answers"
+    );
+}
+
+// ---- a raw TCP upstream: for answers no HTTP server library would send ------------------------
+
+/// Accepts connections on 127.0.0.1, reads whatever comes, writes `reply` (if any) and keeps the
+/// socket open until the test ends.
+struct RawUpstream {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn raw_upstream(reply: Option<Vec<u8>>) -> RawUpstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut open = Vec::new();
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            if let Some(reply) = &reply {
+                // The request head and body arrive in one or two reads on loopback.
+                let _ = socket.read(&mut buf).await;
+                let _ = socket.write_all(reply).await;
+            }
+            open.push(socket);
+        }
+    });
+    RawUpstream { addr, task }
+}
+
+fn raw_provider(base_url: &str, extra: &str) -> Provider {
+    Provider::from_config(&provider_config(
+        "raw",
+        &format!("kind = \"openai\"\nbase_url = \"{base_url}\"\n{extra}"),
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_a_connect_timeout() {
+    // The TCP connection is accepted at once; the server never answers the ClientHello.
+    let upstream = raw_upstream(None).await;
+    let provider = raw_provider(
+        &format!("https://{}/v1", upstream.addr),
+        "connect_timeout_ms = 200\nfirst_token_timeout_ms = 5000",
+    );
+    let started = Instant::now();
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    assert!(
+        matches!(
+            err,
+            ProviderError::Timeout {
+                phase: TimeoutPhase::Connect
+            }
+        ),
+        "{err:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(190) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    assert_eq!(
+        err.to_api_error("raw").status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_server_is_a_connect_error_without_the_url() {
+    let mock = mock_server().await;
+    let https = mock.url().replace("http://", "https://");
+    let provider = raw_provider(&format!("{https}/v1"), "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    let ProviderError::Connect(detail) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(!detail.contains("127.0.0.1"), "no URL: {detail}");
+    assert!(err.is_retryable());
+}
+
+#[tokio::test]
+async fn answers_larger_than_the_cap_are_refused() {
+    // A declared length over 64 MiB is refused before reading anything.
+    let head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 68157440\r\n\r\n{\"id\":";
+    let upstream = raw_upstream(Some(head.to_vec())).await;
+    let provider = raw_provider(&format!("http://{}/v1", upstream.addr), "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    assert!(
+        matches!(&err, ProviderError::Malformed(m) if m.contains("64 MiB")),
+        "{err:?}"
+    );
+
+    // Without a length, the cap applies as the chunks arrive.
+    let chunk = Bytes::from(vec![b' '; 1024 * 1024]);
+    let script = Script {
+        status: 200,
+        headers: vec![("content-type", "application/json")],
+        chunks: (0..65).map(|_| (Duration::ZERO, chunk.clone())).collect(),
+    };
+    let upstream = scripted(script).await;
+    let provider = scripted_provider(Kind::OpenAi, &upstream, "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    assert!(
+        matches!(&err, ProviderError::Malformed(m) if m.contains("64 MiB")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_cut_short_of_its_length_is_a_stream_cut() {
+    let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\nconnection: close\r\n\r\n{\"id\":\"x\"";
+    // Unlike `raw_upstream`, this one closes the socket after the partial body.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = socket.read(&mut buf).await;
+        socket.write_all(reply).await.unwrap();
+        // Dropped: EOF after 9 of 100 bytes.
+    });
+    let provider = raw_provider(&format!("http://{addr}/v1"), "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    assert!(matches!(err, ProviderError::StreamCut(_)), "{err:?}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_the_target_is_not_shown() {
+    let reply = b"HTTP/1.1 307 Temporary Redirect\r\nlocation: http://elsewhere.example/v1/chat/completions?key=secret\r\ncontent-length: 0\r\n\r\n";
+    let upstream = raw_upstream(Some(reply.to_vec())).await;
+    let provider = raw_provider(&format!("http://{}/v1", upstream.addr), "");
+    let err = chat_err(
+        &provider,
+        request(ApiFormat::OpenAi, PROMPT, false, false, false),
+    )
+    .await;
+    let ProviderError::Status {
+        status: 307,
+        message,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("providers.raw.base_url"), "{message}");
+    let api = err.to_api_error("raw");
+    assert_eq!(api.status(), StatusCode::BAD_GATEWAY);
+    assert!(!api.message.contains("elsewhere"), "{}", api.message);
+    assert!(!api.message.contains("secret"), "{}", api.message);
+}
+
+#[test]
+fn base_urls_that_cannot_be_request_targets_are_config_errors() {
+    for (base_url, expected) in [
+        (
+            "http://user:pw@localhost:8000/v1",
+            "must not contain credentials",
+        ),
+        ("http://localhost:99999/v1", "is not a valid URL"),
+    ] {
+        let cfg = provider_config(
+            "bad",
+            &format!("kind = \"openai\"\nbase_url = \"{base_url}\""),
+        );
+        let err = Provider::from_config(&cfg).unwrap_err();
+        let ProviderError::Config(message) = &err else {
+            panic!("{base_url}: {err:?}")
+        };
+        assert!(message.contains("providers.bad.base_url"), "{message}");
+        assert!(message.contains(expected), "{message}");
+        assert!(!message.contains("pw"), "{message}");
+    }
+}
