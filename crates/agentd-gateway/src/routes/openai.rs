@@ -45,8 +45,14 @@ async fn embed(state: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<R
     let deployment = route.pick();
     let metrics = &deployment.metrics;
     let started = Instant::now();
-    let result = deployment.provider.embeddings(&deployment.model, json).await;
-    metrics.outcome(if result.is_ok() { "ok" } else { "error" }, started.elapsed());
+    let result = deployment
+        .provider
+        .embeddings(&deployment.model, json)
+        .await;
+    metrics.outcome(
+        if result.is_ok() { "ok" } else { "error" },
+        started.elapsed(),
+    );
     let done = result.map_err(|e| e.to_api_error(&metrics.provider))?;
     metrics.tokens(done.usage);
     Ok(json_response(done.body))

@@ -54,15 +54,17 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn not_found(uri: Uri) -> Response {
-    closing(ErrorResponse {
-        format: format_for(uri.path()),
-        error: ApiError::new(
-            ErrorKind::NotFound,
-            "unknown_route",
-            format!("no route {}; the README lists the API routes", uri.path()),
-        ),
-    }
-    .into_response())
+    closing(
+        ErrorResponse {
+            format: format_for(uri.path()),
+            error: ApiError::new(
+                ErrorKind::NotFound,
+                "unknown_route",
+                format!("no route {}; the README lists the API routes", uri.path()),
+            ),
+        }
+        .into_response(),
+    )
 }
 
 pub async fn method_not_allowed(uri: Uri) -> Response {
