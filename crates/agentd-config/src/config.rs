@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use toml_edit::ImDocument;
 
+use agentd_core::Price;
+
+use crate::control::{
+    Balance, BudgetsConfig, CacheConfig, CountersConfig, FallbackOn, LedgerConfig,
+    RateLimitsConfig, RouterConfig, RoutingConfig,
+};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::locate::line_col;
 use crate::secret::Secret;
@@ -28,6 +34,20 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// `[models.*]`, in file order (the order `/v1/models` lists them in).
     pub models: Vec<ModelConfig>,
+    /// `[routers.*]`: tiering routers, listed after the models.
+    pub routers: Vec<RouterConfig>,
+    /// `[routing]`.
+    pub routing: RoutingConfig,
+    /// `[budgets]`.
+    pub budgets: BudgetsConfig,
+    /// `[rate_limits]`.
+    pub rate_limits: RateLimitsConfig,
+    /// `[counters]`.
+    pub counters: CountersConfig,
+    /// `[cache]`.
+    pub cache: CacheConfig,
+    /// `[ledger]`.
+    pub ledger: LedgerConfig,
 }
 
 /// `[server]`.
@@ -180,7 +200,7 @@ impl fmt::Display for ProviderKind {
 }
 
 /// `[models.<name>]`: a public model name and where it is served.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
     /// The name clients put in `"model"`.
     pub name: String,
@@ -188,6 +208,16 @@ pub struct ModelConfig {
     pub owned_by: String,
     /// Never empty.
     pub deployments: Vec<DeploymentConfig>,
+    /// How a deployment is picked.
+    pub balance: Balance,
+    /// Other models tried in order when every deployment failed.
+    pub fallbacks: Vec<String>,
+    /// Which failures retry / move on.
+    pub fallback_on: FallbackOn,
+    /// Retries on the same deployment before moving on.
+    pub max_retries: u32,
+    /// Output tokens assumed for reservations when the request sets no maximum.
+    pub max_output_tokens: u64,
 }
 
 /// One place a model is served.
@@ -199,6 +229,14 @@ pub struct DeploymentConfig {
     pub model: String,
     /// Relative share of traffic, at least 1.
     pub weight: u32,
+    /// Overrides the provider's connect timeout.
+    pub connect_timeout: Option<Duration>,
+    /// Overrides the provider's first-token timeout.
+    pub first_token_timeout: Option<Duration>,
+    /// Overrides the provider's whole-response timeout.
+    pub timeout: Option<Duration>,
+    /// What its tokens cost; `None` when unknown (a warning at start-up: budgets count it as free).
+    pub price: Option<Price>,
 }
 
 /// Command-line overrides, the last layer.

@@ -18,6 +18,29 @@ pub(crate) const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub(crate) const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub(crate) const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 pub(crate) const ADMIN_KEY_MIN_CHARS: usize = 16;
+pub(crate) const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(crate) const RETRY_BUDGET_PERCENT: u32 = 20;
+pub(crate) const RETRY_MIN_PER_SEC: u32 = 5;
+pub(crate) const MAX_OUTPUT_TOKENS: u32 = 4096;
+pub(crate) const CACHE_MAX_BYTES: u64 = 32 * 1024 * 1024;
+pub(crate) const CACHE_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
+pub(crate) const CACHE_CHAT_TTL: Duration = Duration::from_secs(3600);
+pub(crate) const CACHE_EMBEDDINGS_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const LEDGER_FLUSH: Duration = Duration::from_millis(100);
+
+pub(crate) fn breaker() -> crate::control::BreakerConfig {
+    crate::control::BreakerConfig {
+        enabled: true,
+        consecutive_failures: 5,
+        error_rate_percent: 50,
+        min_requests: 20,
+        window: Duration::from_secs(30),
+        open_for: Duration::from_secs(30),
+        slow_ttft: None,
+        half_open_probes: 1,
+    }
+}
 
 /// Models served by the built-in mock provider when no file is given.
 pub const MOCK_MODELS: &[&str] = &["mock", "mock-embedding"];

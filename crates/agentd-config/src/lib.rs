@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod control;
 mod defaults;
 mod error;
 mod expand;
@@ -36,6 +37,11 @@ mod validate;
 pub use config::{
     AuthConfig, Config, DeploymentConfig, LogFormat, MockSettings, ModelConfig, Overrides,
     ProviderConfig, ProviderKind, ServerConfig, StoreConfig,
+};
+pub use control::{
+    default_price, Balance, BreakerConfig, BudgetLimit, BudgetScope, BudgetWindow, BudgetsConfig,
+    CacheBackend, CacheConfig, CountersConfig, FallbackOn, LedgerConfig, RateLimitsConfig,
+    RouterConfig, RoutingConfig, RuleConfig,
 };
 pub use defaults::{ANTHROPIC_MODELS, MOCK_MODELS, OPENAI_MODELS};
 pub use error::{ConfigError, ConfigErrors, ENV_FILE};

@@ -20,7 +20,21 @@ use crate::error::{explain_serde, unknown_key_fix, KeyPath};
 use crate::validate::Sink;
 
 /// The top-level tables, in the order the reference documents them.
-pub const SECTIONS: &[&str] = &["server", "store", "auth", "providers", "models"];
+pub const SECTIONS: &[&str] = &[
+    "server",
+    "store",
+    "auth",
+    "providers",
+    "models",
+    "routers",
+    "routing",
+    "prices",
+    "budgets",
+    "rate_limits",
+    "counters",
+    "cache",
+    "ledger",
+];
 
 /// The whole file. Not deserialized in one go: each section (and each provider and model) is
 /// deserialized on its own so that an error in one does not hide the errors in the others.
@@ -36,6 +50,22 @@ pub struct RawConfig {
     pub providers: Vec<(String, RawProvider)>,
     /// `[models.<name>]`, in file order.
     pub models: Vec<(String, RawModel)>,
+    /// `[routers.<name>]`, in file order.
+    pub routers: Vec<(String, RawRouter)>,
+    /// `[routing]`.
+    pub routing: RawRouting,
+    /// `[prices.<upstream model>]`, in file order.
+    pub prices: Vec<(String, RawPrice)>,
+    /// `[budgets]`.
+    pub budgets: RawBudgets,
+    /// `[rate_limits]`.
+    pub rate_limits: RawRateLimits,
+    /// `[counters]`.
+    pub counters: RawCounters,
+    /// `[cache]`.
+    pub cache: RawCache,
+    /// `[ledger]`.
+    pub ledger: RawLedger,
 }
 
 /// `[server]`: the HTTP listener and process-wide settings.
@@ -120,6 +150,18 @@ pub struct RawModel {
     pub deployments: Option<Vec<RawDeployment>>,
     /// `owned_by` shown in `/v1/models`. Default: the first deployment's provider name.
     pub owned_by: Option<String>,
+    /// How to pick among the deployments: `weighted` (default, random by weight) or `least_latency` (power of two choices on recent latency × requests in flight).
+    pub balance: Option<String>,
+    /// Other public models to try, in order, when every deployment of this one failed. Default none.
+    pub fallbacks: Option<Vec<String>>,
+    /// Which failures move a request on to the next deployment or fallback: any of `rate_limit`, `server_error`, `timeout`, `connect`, `context_window`. Default all five.
+    pub fallback_on: Option<Vec<String>>,
+    /// Retries on the same deployment (with backoff) before moving on, for the failures in `fallback_on`. Default 1.
+    pub max_retries: Option<i64>,
+    /// Output tokens assumed for budget reservations when a request sets no max tokens. Default 4096.
+    pub max_output_tokens: Option<i64>,
+    /// Price for every deployment of this model, `{ input = 2.5, output = 10, cached_input = 1.25 }` in US$ per million tokens. Default: `[prices]`, then the built-in table.
+    pub price: Option<RawPrice>,
 }
 
 /// One element of `models.<name>.deployments`.
@@ -132,6 +174,193 @@ pub struct RawDeployment {
     pub model: Option<String>,
     /// Relative share of traffic, at least 1. Default 1.
     pub weight: Option<i64>,
+    /// Overrides the provider's `connect_timeout_ms` for this deployment.
+    pub connect_timeout_ms: Option<i64>,
+    /// Overrides the provider's `first_token_timeout_ms` for this deployment.
+    pub first_token_timeout_ms: Option<i64>,
+    /// Overrides the provider's `timeout_ms` (whole response / whole stream) for this deployment.
+    pub timeout_ms: Option<i64>,
+    /// Price of this deployment, as in `models.<name>.price`.
+    pub price: Option<RawPrice>,
+}
+
+/// `[routers.<name>]`: a public model name that picks another public model per request
+/// (model tiering), from the caller's declared tier and the request itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouter {
+    /// Required: the model used when no rule matches.
+    pub default: Option<String>,
+    /// Rules tried in order; the first whose conditions all hold picks the model, e.g. `[{ tier = "quality", use = "smart" }, { tools = true, use = "smart" }, { min_prompt_tokens = 8000, use = "long" }]`.
+    pub rules: Option<Vec<RawRule>>,
+}
+
+/// One element of `routers.<name>.rules`. Every condition given must hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// Required: the model to use when the rule matches.
+    #[serde(rename = "use")]
+    pub use_model: Option<String>,
+    /// The caller's tier: the `x-agentd-tier` header, else the API key's default tier.
+    pub tier: Option<String>,
+    /// Whether the request declares tools.
+    pub tools: Option<bool>,
+    /// Estimated prompt tokens at least this.
+    pub min_prompt_tokens: Option<i64>,
+    /// Estimated prompt tokens at most this.
+    pub max_prompt_tokens: Option<i64>,
+}
+
+/// `[routing]`: retries and circuit breakers, for every model.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// First retry delay in milliseconds; doubles per attempt, with full jitter. Default 100.
+    pub retry_backoff_ms: Option<i64>,
+    /// Largest retry delay in milliseconds; a provider's `Retry-After` longer than this moves on to the next deployment instead of waiting. Default 2000.
+    pub retry_backoff_max_ms: Option<i64>,
+    /// Retries allowed per deployment as a percentage of its requests (retry budget). Default 20.
+    pub retry_budget_percent: Option<i64>,
+    /// Retries per second per deployment always allowed, whatever the budget. Default 5.
+    pub retry_min_per_sec: Option<i64>,
+    /// `[routing.breaker]`: the circuit breaker of every deployment.
+    pub breaker: Option<RawBreaker>,
+}
+
+/// `[routing.breaker]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Default true.
+    pub enabled: Option<bool>,
+    /// Consecutive failures that open the breaker. Default 5.
+    pub consecutive_failures: Option<i64>,
+    /// Error rate (percent) over `window_ms` that opens the breaker. Default 50.
+    pub error_rate_percent: Option<i64>,
+    /// Requests in the window before the error rate counts. Default 20.
+    pub min_requests: Option<i64>,
+    /// Sliding window for the error rate, in milliseconds. Default 30000.
+    pub window_ms: Option<i64>,
+    /// How long an open breaker refuses traffic before letting probes through, in milliseconds. Default 30000.
+    pub open_ms: Option<i64>,
+    /// A time to first token above this counts as a failure; 0 disables. Default 0.
+    pub slow_ttft_ms: Option<i64>,
+    /// Concurrent probe requests while half-open; that many successes close it. Default 1.
+    pub half_open_probes: Option<i64>,
+}
+
+/// A price in US$ per million tokens (numbers or decimal strings).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    /// Required: US$ per million prompt tokens.
+    pub input: Option<RawAmount>,
+    /// Required: US$ per million output tokens.
+    pub output: Option<RawAmount>,
+    /// US$ per million prompt tokens served from the provider's cache. Default: `input`.
+    pub cached_input: Option<RawAmount>,
+}
+
+/// A dollar amount: a TOML number (`2.5`) or a decimal string (`"2.50"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawAmount {
+    /// `3`
+    Int(i64),
+    /// `2.5`
+    Float(f64),
+    /// `"2.50"`
+    Text(String),
+}
+
+/// `[budgets]`: hard spending limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgets {
+    /// Largest worst-case cost (US$) of a single request; more is refused. Default none.
+    pub max_request_usd: Option<RawAmount>,
+    /// URL that receives a JSON POST when a budget crosses 50 %, 80 % and 100 % (retried, never blocks requests). Default none.
+    pub alert_webhook: Option<String>,
+    /// `[[budgets.limits]]`: the budgets.
+    pub limits: Option<Vec<RawBudgetLimit>>,
+}
+
+/// One `[[budgets.limits]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudgetLimit {
+    /// Name shown in errors, alerts and metrics. Default `<scope>-<window>`.
+    pub name: Option<String>,
+    /// Required: what the budget is per: `global`, `tenant`, `user`, `key` or `session` (the `x-agentd-session` header).
+    pub scope: Option<String>,
+    /// `day` or `month` (UTC calendar windows) or `total`. Default `total` for session budgets, `month` otherwise.
+    pub window: Option<String>,
+    /// Required: the limit in US$.
+    pub usd: Option<RawAmount>,
+    /// Apply only to this tenant, user, key id or session (for `user`: `tenant/user`). Default: each one separately.
+    #[serde(rename = "match")]
+    pub match_id: Option<String>,
+}
+
+/// `[rate_limits]`: per-minute limits; 0 or absent means none.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    /// Requests per minute per API key.
+    pub key_rpm: Option<i64>,
+    /// Tokens (prompt estimate + output) per minute per API key.
+    pub key_tpm: Option<i64>,
+    /// Requests per minute per tenant.
+    pub tenant_rpm: Option<i64>,
+    /// Tokens per minute per tenant.
+    pub tenant_tpm: Option<i64>,
+}
+
+/// `[counters]`: where budget and rate-limit counters live.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCounters {
+    /// `memory` (default: this process only) or `redis` (shared by every replica).
+    pub kind: Option<String>,
+    /// Redis only (required there): `redis://host:6379`; may use `${VAR}`.
+    pub url: Option<String>,
+    /// Prefix of every Redis key. Default `agentd`.
+    pub prefix: Option<String>,
+}
+
+/// `[cache]`: the exact-match response cache.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Default true. Only deterministic requests (`temperature = 0`, embeddings) or requests with `x-agentd-cache: on` are cached.
+    pub enabled: Option<bool>,
+    /// `memory` (default) or `redis`.
+    pub kind: Option<String>,
+    /// Redis only: URL. Default: `counters.url`.
+    pub url: Option<String>,
+    /// Memory only: total size bound in bytes. Default 33554432 (32 MiB).
+    pub max_bytes: Option<i64>,
+    /// Largest answer stored, in bytes. Default 1048576.
+    pub max_entry_bytes: Option<i64>,
+    /// Lifetime of a cached chat answer, in milliseconds. Default 3600000 (1 h).
+    pub chat_ttl_ms: Option<i64>,
+    /// Lifetime of cached embeddings, in milliseconds. Default 86400000 (24 h).
+    pub embeddings_ttl_ms: Option<i64>,
+}
+
+/// `[ledger]`: the spend ledger (one row per model call, in the store).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    /// Default true. Budgets still hold with the ledger off, but do not survive a restart.
+    pub enabled: Option<bool>,
+    /// Rows are written in batches at least this often, in milliseconds. Default 100.
+    pub flush_ms: Option<i64>,
+    /// Most rows per batch. Default 500.
+    pub batch_rows: Option<i64>,
+    /// Rows waiting to be written before new ones are dropped (and counted in `agentd_ledger_dropped_total`). Default 100000.
+    pub queue_rows: Option<i64>,
 }
 
 /// A TOML table read as `(key, value)` pairs in file order (serde maps would sort or hash them,
@@ -199,6 +428,32 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
                     }
                     if let Some(m) = section(item, &path.key(entry), sink) {
                         raw.models.push((entry.to_owned(), m));
+                    }
+                }
+            }
+            "routing" => raw.routing = section(item, &path, sink).unwrap_or_default(),
+            "budgets" => raw.budgets = section(item, &path, sink).unwrap_or_default(),
+            "rate_limits" => raw.rate_limits = section(item, &path, sink).unwrap_or_default(),
+            "counters" => raw.counters = section(item, &path, sink).unwrap_or_default(),
+            "cache" => raw.cache = section(item, &path, sink).unwrap_or_default(),
+            "ledger" => raw.ledger = section(item, &path, sink).unwrap_or_default(),
+            "routers" => {
+                for (entry, item) in entries(item, &path, "[routers.<name>]", sink) {
+                    if unquoted_dot(name, entry, item, &keys_of::<RawRouter>(), &path, sink) {
+                        continue;
+                    }
+                    if let Some(r) = section(item, &path.key(entry), sink) {
+                        raw.routers.push((entry.to_owned(), r));
+                    }
+                }
+            }
+            "prices" => {
+                for (entry, item) in entries(item, &path, "[prices.<model>]", sink) {
+                    if unquoted_dot(name, entry, item, &keys_of::<RawPrice>(), &path, sink) {
+                        continue;
+                    }
+                    if let Some(p) = section(item, &path.key(entry), sink) {
+                        raw.prices.push((entry.to_owned(), p));
                     }
                 }
             }
@@ -322,6 +577,17 @@ pub fn reference_keys() -> Vec<(&'static str, Vec<String>)> {
         ("providers.<name>", keys_of::<RawProvider>()),
         ("models.<name>", keys_of::<RawModel>()),
         ("models.<name>.deployments[]", keys_of::<RawDeployment>()),
+        ("routers.<name>", keys_of::<RawRouter>()),
+        ("routers.<name>.rules[]", keys_of::<RawRule>()),
+        ("routing", keys_of::<RawRouting>()),
+        ("routing.breaker", keys_of::<RawBreaker>()),
+        ("prices.<model>", keys_of::<RawPrice>()),
+        ("budgets", keys_of::<RawBudgets>()),
+        ("budgets.limits[]", keys_of::<RawBudgetLimit>()),
+        ("rate_limits", keys_of::<RawRateLimits>()),
+        ("counters", keys_of::<RawCounters>()),
+        ("cache", keys_of::<RawCache>()),
+        ("ledger", keys_of::<RawLedger>()),
     ]
 }
 
@@ -333,7 +599,25 @@ mod tests {
     fn keys_of_lists_every_field_in_declaration_order() {
         assert_eq!(
             keys_of::<RawDeployment>(),
-            vec!["provider", "model", "weight"]
+            vec![
+                "provider",
+                "model",
+                "weight",
+                "connect_timeout_ms",
+                "first_token_timeout_ms",
+                "timeout_ms",
+                "price"
+            ]
+        );
+        assert_eq!(
+            keys_of::<RawRule>(),
+            vec![
+                "use",
+                "tier",
+                "tools",
+                "min_prompt_tokens",
+                "max_prompt_tokens"
+            ]
         );
         assert_eq!(keys_of::<RawAuth>(), vec!["admin_key", "key_cache_ttl_ms"]);
         assert_eq!(keys_of::<RawProvider>().len(), 10);

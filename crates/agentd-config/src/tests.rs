@@ -1029,7 +1029,7 @@ extra = 1
             "agentd.toml:8:17: providers.x.headers.A: wrong type: found integer 5, expected a string; fix: write a string here",
             "agentd.toml:10:15: models.m.deployments: wrong type: found a table, expected an array; fix: write an array here",
             "agentd.toml:12:43: models.n.deployments[0].weight: wrong type: found string \"heavy\", expected an integer; fix: write an integer here",
-            "agentd.toml:15:1: models.o.deployments[0].extra: unknown key \"extra\"; fix: remove it or use one of the keys allowed here: provider, model, weight",
+            "agentd.toml:15:1: models.o.deployments[0].extra: unknown key \"extra\"; fix: remove it or use one of the keys allowed here: provider, model, weight, connect_timeout_ms, first_token_timeout_ms, timeout_ms, price",
         ]
     );
 }
@@ -1070,4 +1070,128 @@ fn syntax_errors_name_the_enclosing_table() {
         "TOML syntax error: invalid basic string",
     );
     one_error("a = 1\na = 2\n", 2, "a", "duplicate key `a`");
+}
+
+#[test]
+fn resilience_and_cost_sections_validate() {
+    let text = r#"
+[providers.a]
+kind = "mock"
+[providers.b]
+kind = "mock"
+[models.smart]
+deployments = [{ provider = "a", model = "gpt-4o-2024-08-06", timeout_ms = 500 }, { provider = "b", model = "local", price = { input = "1", output = 2 } }]
+balance = "least_latency"
+fallbacks = ["fast"]
+fallback_on = ["rate_limit", "timeout"]
+max_retries = 2
+[models.fast]
+provider = "a"
+price = { input = 0.5, output = 1.5 }
+[prices."local-2"]
+input = 3
+output = 4
+[routers.auto]
+default = "fast"
+rules = [{ tier = "quality", use = "smart" }, { min_prompt_tokens = 100, use = "smart" }]
+[routing]
+retry_backoff_ms = 10
+[routing.breaker]
+consecutive_failures = 3
+slow_ttft_ms = 2000
+[budgets]
+max_request_usd = "0.5"
+[[budgets.limits]]
+scope = "tenant"
+window = "day"
+usd = 10
+[[budgets.limits]]
+scope = "session"
+usd = "0.25"
+[rate_limits]
+key_rpm = 60
+tenant_tpm = 0
+[counters]
+kind = "redis"
+url = "redis://127.0.0.1:6379"
+[cache]
+kind = "redis"
+[ledger]
+flush_ms = 50
+"#;
+    let c = load_with(text, &env_of(&[])).unwrap();
+    let smart = c.model("smart").unwrap();
+    assert_eq!(smart.balance, crate::Balance::LeastLatency);
+    assert_eq!(smart.fallbacks, vec!["fast".to_owned()]);
+    assert!(smart.fallback_on.rate_limit && smart.fallback_on.timeout);
+    assert!(!smart.fallback_on.server_error);
+    assert_eq!(smart.max_retries, 2);
+    assert_eq!(
+        smart.deployments[0].timeout,
+        Some(std::time::Duration::from_millis(500))
+    );
+    // Built-in table by dated snapshot; explicit deployment price; model price.
+    assert_eq!(smart.deployments[0].price.unwrap().input, 2_500_000);
+    assert_eq!(smart.deployments[1].price.unwrap().output, 2_000_000);
+    assert_eq!(smart.deployments[1].price.unwrap().cached_input, 1_000_000);
+    assert_eq!(
+        c.model("fast").unwrap().deployments[0].price.unwrap().input,
+        500_000
+    );
+    assert_eq!(c.routers[0].rules.len(), 2);
+    assert_eq!(c.routing.breaker.consecutive_failures, 3);
+    assert_eq!(c.budgets.max_request, Some(agentd_core::Micros(500_000)));
+    assert_eq!(c.budgets.limits[0].name, "tenant-day");
+    assert_eq!(c.budgets.limits[1].window, crate::BudgetWindow::Total);
+    assert_eq!(c.budgets.limits[1].limit, agentd_core::Micros(250_000));
+    assert_eq!(c.rate_limits.key_rpm, Some(60));
+    assert_eq!(c.rate_limits.tenant_tpm, None);
+    assert!(matches!(c.counters, crate::CountersConfig::Redis { .. }));
+    assert!(matches!(
+        c.cache.backend,
+        Some(crate::CacheBackend::Redis { .. })
+    ));
+    assert_eq!(c.ledger.flush, std::time::Duration::from_millis(50));
+}
+
+#[test]
+fn resilience_and_cost_errors_name_the_key() {
+    let text = r#"[providers.a]
+kind = "mock"
+[models.m]
+provider = "a"
+fallbacks = ["m", "nope"]
+fallback_on = ["teapot"]
+balance = "random"
+price = { input = -1 }
+[routers.r]
+default = "mm"
+[[budgets.limits]]
+scope = "planet"
+usd = 1
+[[budgets.limits]]
+scope = "user"
+match = "bob"
+usd = 1
+[counters]
+kind = "redis"
+"#;
+    let rendered = crate::ConfigErrors(errors(text)).to_string();
+    for needle in [
+        "models.m.fallbacks[0]: a model cannot fall back to itself",
+        "models.m.fallbacks[1]: unknown model \"nope\"",
+        "models.m.fallback_on[0]: unknown failure class \"teapot\"",
+        "models.m.balance: invalid balance \"random\"",
+        "models.m.price.input: invalid amount of US$",
+        "models.m.price.output: the price has no output",
+        "routers.r.default: unknown model \"mm\"; fix: did you mean \"m\"?",
+        "budgets.limits[0].scope: invalid scope \"planet\"",
+        "budgets.limits[1].match: a user budget matches \"tenant/user\"",
+        "counters.url: redis counters need a url",
+    ] {
+        assert!(
+            rendered.contains(needle),
+            "missing {needle:?} in:\n{rendered}"
+        );
+    }
 }

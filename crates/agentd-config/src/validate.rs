@@ -12,14 +12,17 @@ use crate::config::{
     AuthConfig, Config, DeploymentConfig, LogFormat, MockSettings, ModelConfig, Overrides,
     ProviderConfig, ProviderKind, ServerConfig, StoreConfig,
 };
+use crate::control;
 use crate::defaults;
 use crate::error::{closest, ConfigError, ConfigErrors, KeyPath, ENV_FILE};
 use crate::expand::expand;
 use crate::locate::{line_col, path_at, span_of};
 use crate::raw::{ParsedFile, RawAuth, RawModel, RawProvider, RawServer, RawStore};
 use crate::secret::Secret;
+use agentd_core::Price;
+use std::collections::HashMap;
 
-type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 const LISTEN_FIX: &str =
     "use an IP address and port such as \"127.0.0.1:8080\" or \"0.0.0.0:8080\" (host names are not accepted)";
@@ -105,7 +108,7 @@ impl<'a> Sink<'a> {
     }
 
     /// `${VAR}`-expands the string at `path`, reporting a failure there.
-    fn expand(&mut self, path: &KeyPath, raw: &str, env: Env<'_>) -> Option<String> {
+    pub(crate) fn expand(&mut self, path: &KeyPath, raw: &str, env: Env<'_>) -> Option<String> {
         match expand(raw, env) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -152,10 +155,23 @@ pub(crate) fn build(
         .iter()
         .filter_map(|(name, p)| provider(name, p, env, sink))
         .collect();
+    let mut prices = HashMap::new();
+    for (name, p) in &raw.prices {
+        let path = KeyPath::root().key("prices").key(name);
+        if let Some(price) = control::price(sink, &path, p) {
+            prices.insert(name.clone(), price);
+        }
+    }
+    let model_names: Vec<String> = raw.models.iter().map(|(n, _)| n.clone()).collect();
     let models = raw
         .models
         .iter()
-        .filter_map(|(name, m)| model(name, m, &parsed.provider_names, sink))
+        .filter_map(|(name, m)| model(name, m, &parsed.provider_names, &model_names, &prices, sink))
+        .collect();
+    let routers = raw
+        .routers
+        .iter()
+        .filter_map(|(name, r)| control::router(sink, name, r, &model_names))
         .collect();
     Config {
         source,
@@ -164,6 +180,13 @@ pub(crate) fn build(
         auth,
         providers,
         models,
+        routers,
+        routing: control::routing(sink, &raw.routing),
+        budgets: control::budgets(sink, &raw.budgets, env),
+        rate_limits: control::rate_limits(sink, &raw.rate_limits),
+        counters: control::counters(sink, &raw.counters, env),
+        cache: control::cache(sink, &raw.cache, &raw.counters, env),
+        ledger: control::ledger(sink, &raw.ledger),
     }
 }
 
@@ -683,6 +706,8 @@ fn model(
     name: &str,
     raw: &RawModel,
     providers: &[String],
+    models: &[String],
+    prices: &HashMap<String, Price>,
     sink: &mut Sink<'_>,
 ) -> Option<ModelConfig> {
     let p = KeyPath::root().key("models").key(name);
@@ -715,6 +740,10 @@ fn model(
                     provider: provider.clone(),
                     model: upstream.unwrap_or_default(),
                     weight: 1,
+                    connect_timeout: None,
+                    first_token_timeout: None,
+                    timeout: None,
+                    price: None,
                 });
             }
             None => {
@@ -780,10 +809,29 @@ fn model(
                         }
                     },
                 };
+                let ms = |sink: &mut Sink<'_>, key: &str, v: Option<i64>| {
+                    v.map(|_| positive_ms(sink, &dp.key(key), v, Duration::from_secs(1)))
+                };
+                let connect_timeout = ms(sink, "connect_timeout_ms", d.connect_timeout_ms);
+                let first_token_timeout =
+                    ms(sink, "first_token_timeout_ms", d.first_token_timeout_ms);
+                let timeout = ms(sink, "timeout_ms", d.timeout_ms);
+                let price = match &d.price {
+                    Some(p) => {
+                        let price = control::price(sink, &dp.key("price"), p);
+                        ok &= price.is_some();
+                        price
+                    }
+                    None => None,
+                };
                 deployments.push(DeploymentConfig {
                     provider,
                     model: upstream.unwrap_or_default(),
                     weight,
+                    connect_timeout,
+                    first_token_timeout,
+                    timeout,
+                    price,
                 });
             }
         }
@@ -802,10 +850,66 @@ fn model(
         Some(o) => o.clone(),
         None => deployments[0].provider.clone(),
     };
+    let model_price = match &raw.price {
+        Some(raw_price) => {
+            let price = control::price(sink, &p.key("price"), raw_price);
+            ok &= price.is_some();
+            price
+        }
+        None => None,
+    };
+    // Price resolution: deployment → model → [prices.<upstream>] → built-in table → none.
+    for d in &mut deployments {
+        if d.price.is_none() {
+            d.price = model_price
+                .or_else(|| prices.get(&d.model).copied())
+                .or_else(|| control::default_price(&d.model));
+        }
+    }
+    let balance = control::balance(sink, &p.key("balance"), raw.balance.as_deref());
+    let fallback_on = control::fallback_on(sink, &p.key("fallback_on"), raw.fallback_on.as_ref());
+    let mut fallbacks = Vec::new();
+    for (i, f) in raw.fallbacks.iter().flatten().enumerate() {
+        let fp = p.key("fallbacks").index(i);
+        if f == name {
+            sink.error(
+                &fp,
+                "a model cannot fall back to itself",
+                "remove it from fallbacks",
+            );
+            ok = false;
+        } else if !models.iter().any(|m| m == f) {
+            let names: Vec<&str> = models.iter().map(String::as_str).collect();
+            let guess = closest(f, &names)
+                .map(|g| format!("did you mean \"{g}\"? "))
+                .unwrap_or_default();
+            sink.error(
+                &fp,
+                format!("unknown model \"{f}\""),
+                format!("{guess}fallbacks name other [models] tables"),
+            );
+            ok = false;
+        } else {
+            fallbacks.push(f.clone());
+        }
+    }
+    let max_retries = control::count(sink, &p.key("max_retries"), raw.max_retries, 0, 1);
+    let max_output_tokens = control::count(
+        sink,
+        &p.key("max_output_tokens"),
+        raw.max_output_tokens,
+        1,
+        defaults::MAX_OUTPUT_TOKENS,
+    );
     ok.then(|| ModelConfig {
         name: name.to_owned(),
         owned_by,
         deployments,
+        balance,
+        fallbacks,
+        fallback_on,
+        max_retries,
+        max_output_tokens: u64::from(max_output_tokens),
     })
 }
 
@@ -865,7 +969,7 @@ fn provider_hint(providers: &[String]) -> String {
     }
 }
 
-fn positive_ms(
+pub(crate) fn positive_ms(
     sink: &mut Sink<'_>,
     path: &KeyPath,
     value: Option<i64>,
@@ -888,7 +992,7 @@ fn positive_ms(
     }
 }
 
-fn non_negative_ms(
+pub(crate) fn non_negative_ms(
     sink: &mut Sink<'_>,
     path: &KeyPath,
     value: Option<i64>,

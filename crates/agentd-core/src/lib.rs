@@ -5,12 +5,18 @@
 //! (`agentd-store`), providers and the gateway depend on it, never the other way round, so a
 //! new backend or role is a new crate implementing these traits.
 
+pub mod counters;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod money;
+pub mod spend;
 pub mod usage;
 
+pub use counters::{Charge, CounterError, Counters, Reserve, ResponseCache};
 pub use error::{ApiError, ErrorKind, Fault};
 pub use ids::{KeyId, TenantId, UserId};
 pub use keys::{ApiKey, KeyStore, NewKey, StoreError};
+pub use money::{Micros, Price};
+pub use spend::{SpendGroup, SpendQuery, SpendRecord, SpendScope, SpendStore, SpendTotal};
 pub use usage::Usage;
