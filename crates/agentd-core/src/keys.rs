@@ -20,6 +20,9 @@ pub struct ApiKey {
     /// Hex SHA-256 of the secret.
     #[serde(skip)]
     pub hash: String,
+    /// The tier (`fast`, `quality`, …) the gateway picks a model from when a request through
+    /// this key does not name one; `None` leaves the choice to the configured default.
+    pub tier: Option<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -40,6 +43,8 @@ pub struct NewKey {
     pub user: Option<UserId>,
     pub prefix: String,
     pub hash: String,
+    /// See [`ApiKey::tier`]; checked by the caller like tenant and user names.
+    pub tier: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -81,8 +81,9 @@ pub struct SpendQuery {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// One group's totals. `group` is the key id, user id (empty for rows without a user), tenant,
-/// model or day.
+/// One group's totals. `group` is the key id (empty for rows without a key), user id (empty for
+/// rows without a user; the same user id in two tenants is one group unless the query names a
+/// tenant), tenant, model or day. Groups sort by bytes (`"Zeta" < "claude"`) on every backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SpendTotal {
     pub group: String,

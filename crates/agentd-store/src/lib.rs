@@ -7,15 +7,18 @@
 //! `tests/conformance.rs`. They return *identical* values: timestamps are truncated to whole
 //! milliseconds before they are written, so a key reads back the same from either backend.
 //!
-//! A new table (spend ledger, threads, runs, …) is a new `000N_*.sql` file in both migration
-//! directories plus a method in both backend files. Migrations must stay additive: a binary
+//! A new table (threads, runs, …) is a new `000N_*.sql` file in both migration directories plus
+//! a method in both backend files. Migrations must stay additive: a binary
 //! ignores migrations it does not know, so an older replica keeps running against a schema a
 //! newer one has already migrated (rolling deploys).
 
 pub mod postgres;
 pub mod sqlite;
 
-use agentd_core::{ApiKey, KeyId, KeyStore, NewKey, StoreError, TenantId};
+use agentd_core::{
+    ApiKey, KeyId, KeyStore, Micros, NewKey, SpendQuery, SpendRecord, SpendScope, SpendStore,
+    SpendTotal, StoreError, TenantId,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::path::Path;
@@ -120,6 +123,108 @@ impl KeyStore for Store {
     }
 }
 
+#[async_trait]
+impl SpendStore for Store {
+    async fn record_spend(&self, rows: &[SpendRecord]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.record_spend(rows).await,
+            Store::Postgres(store) => store.record_spend(rows).await,
+        }
+    }
+
+    async fn spend_totals(&self, query: &SpendQuery) -> Result<Vec<SpendTotal>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.spend_totals(query).await,
+            Store::Postgres(store) => store.spend_totals(query).await,
+        }
+    }
+
+    async fn spend_sum(
+        &self,
+        scope: &SpendScope,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Micros, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.spend_sum(scope, since).await,
+            Store::Postgres(store) => store.spend_sum(scope, since).await,
+        }
+    }
+}
+
+/// A ledger row converted to what both backends store: counters as signed 64-bit integers (the
+/// only integer type both have), the time truncated to milliseconds.
+///
+/// A counter above `i64::MAX` (9.2e18 tokens: only a broken or hostile upstream reports that)
+/// is stored as `i64::MAX` rather than refused. Refusing would fail the whole batch on every
+/// retry and lose every other row of it; the request did happen and its cost is in the row.
+pub(crate) struct SpendRow<'a> {
+    pub(crate) record: &'a SpendRecord,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) input_tokens: i64,
+    pub(crate) output_tokens: i64,
+    pub(crate) cached_input_tokens: i64,
+    pub(crate) latency_ms: i64,
+}
+
+impl<'a> SpendRow<'a> {
+    pub(crate) fn new(record: &'a SpendRecord) -> SpendRow<'a> {
+        let column = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        SpendRow {
+            record,
+            at: truncate_to_millis(record.at),
+            input_tokens: column(record.input_tokens),
+            output_tokens: column(record.output_tokens),
+            cached_input_tokens: column(record.cached_input_tokens),
+            latency_ms: column(record.latency_ms),
+        }
+    }
+}
+
+/// The aggregate columns of a totals row, as both backends return them (`BIGINT`/`INTEGER`).
+pub(crate) struct TotalColumns {
+    pub(crate) group: String,
+    pub(crate) requests: i64,
+    pub(crate) input_tokens: i64,
+    pub(crate) output_tokens: i64,
+    pub(crate) cost: i64,
+    pub(crate) cache_hits: i64,
+}
+
+impl TotalColumns {
+    pub(crate) fn into_total(self) -> Result<SpendTotal, StoreError> {
+        let group = &self.group;
+        let count = |name: &str, value: i64| {
+            u64::try_from(value).map_err(|_| {
+                StoreError::Backend(format!(
+                    "spend total of {group:?}: {name} is negative ({value})"
+                ))
+            })
+        };
+        Ok(SpendTotal {
+            requests: count("requests", self.requests)?,
+            input_tokens: count("input_tokens", self.input_tokens)?,
+            output_tokens: count("output_tokens", self.output_tokens)?,
+            cost: Micros(self.cost),
+            cache_hits: count("cache_hits", self.cache_hits)?,
+            group: self.group,
+        })
+    }
+}
+
+/// The first whole millisecond at or after `at`: the bound of a range over stored times, which
+/// are all whole milliseconds. `at >= t` and `at < t` then select the same rows as with the
+/// exact bound, on both backends (flooring instead would let a row 0.5 ms before `since` in).
+pub(crate) fn ceil_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = truncate_to_millis(at);
+    if floor == at {
+        return at;
+    }
+    // Out of range only within a millisecond of the end of time: keep the exact bound there.
+    floor
+        .checked_add_signed(chrono::TimeDelta::milliseconds(1))
+        .unwrap_or(at)
+}
+
 /// Drops sub-millisecond precision. Both backends store this, so what one returns the other
 /// would too (Postgres keeps microseconds, SQLite stores integer milliseconds).
 pub(crate) fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -159,6 +264,80 @@ mod tests {
             truncate_to_millis(before_epoch).timestamp_subsec_nanos(),
             999_000_000
         );
+    }
+
+    #[test]
+    fn range_bounds_round_up_to_whole_milliseconds() {
+        let exact = Utc.timestamp_opt(1_714_566_896, 789_000_000).unwrap();
+        assert_eq!(ceil_to_millis(exact), exact);
+        let inside = Utc.timestamp_opt(1_714_566_896, 789_000_001).unwrap();
+        assert_eq!(
+            ceil_to_millis(inside).timestamp_nanos_opt(),
+            Some(1_714_566_896_790_000_000)
+        );
+        let before_epoch = Utc.timestamp_opt(-1, 999_500_000).unwrap();
+        assert_eq!(ceil_to_millis(before_epoch).timestamp_millis(), 0);
+        assert_eq!(
+            ceil_to_millis(DateTime::<Utc>::MAX_UTC),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
+
+    #[test]
+    fn spend_counters_beyond_i64_saturate() {
+        let record = SpendRecord {
+            id: "req_big".into(),
+            at: Utc.timestamp_opt(1_714_566_896, 123_456_789).unwrap(),
+            key_id: None,
+            tenant: TenantId::new("acme"),
+            user: None,
+            session: None,
+            model: "m".into(),
+            provider: "p".into(),
+            deployment: "d".into(),
+            input_tokens: i64::MAX as u64,
+            output_tokens: u64::MAX,
+            cached_input_tokens: 7,
+            usage_estimated: false,
+            cost: Micros(1),
+            latency_ms: i64::MAX as u64 + 1,
+            cache_hit: false,
+            status: "ok".into(),
+        };
+        let row = SpendRow::new(&record);
+        assert_eq!(row.input_tokens, i64::MAX);
+        assert_eq!(row.output_tokens, i64::MAX);
+        assert_eq!(row.cached_input_tokens, 7);
+        assert_eq!(row.latency_ms, i64::MAX);
+        assert_eq!(row.at.timestamp_subsec_nanos(), 123_000_000);
+    }
+
+    #[test]
+    fn negative_aggregates_are_backend_errors() {
+        let columns = TotalColumns {
+            group: "acme".into(),
+            requests: 2,
+            input_tokens: 10,
+            output_tokens: -1,
+            cost: -5,
+            cache_hits: 0,
+        };
+        assert!(
+            matches!(columns.into_total(), Err(StoreError::Backend(m)) if m.contains("output_tokens"))
+        );
+        let total = TotalColumns {
+            group: "acme".into(),
+            requests: 2,
+            input_tokens: 10,
+            output_tokens: 3,
+            // Money is signed, so a negative sum is passed through; counts cannot be negative.
+            cost: -5,
+            cache_hits: 1,
+        }
+        .into_total()
+        .unwrap();
+        assert_eq!(total.cost, Micros(-5));
+        assert_eq!(total.requests, 2);
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! Timestamps are `TIMESTAMPTZ`, written truncated to milliseconds. Parallel to `sqlite.rs`:
 //! same methods, same order.
 
-use crate::{classify, truncate_to_millis};
-use agentd_core::{ApiKey, KeyId, KeyStore, NewKey, StoreError, TenantId, UserId};
+use crate::{ceil_to_millis, classify, truncate_to_millis, SpendRow, TotalColumns};
+use agentd_core::{
+    ApiKey, KeyId, KeyStore, Micros, NewKey, SpendGroup, SpendQuery, SpendRecord, SpendScope,
+    SpendStore, SpendTotal, StoreError, TenantId, UserId,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::Row;
+use sqlx::{Postgres, QueryBuilder, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -23,7 +26,18 @@ pub(crate) const SCHEMA_POOL_SIZE: u32 = 5;
 /// Every column of `api_keys`, in the order [`key_from_row`] reads them.
 macro_rules! key_columns {
     () => {
-        "id, name, tenant, user_id, prefix, hash, created_at, revoked_at"
+        "id, name, tenant, user_id, prefix, hash, tier, created_at, revoked_at"
+    };
+}
+
+/// Every column of `spend`, in the order `record_spend` binds them.
+macro_rules! spend_columns {
+    () => {
+        concat!(
+            "id, at, key_id, tenant, user_id, session, model, provider, deployment, ",
+            "input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost, ",
+            "latency_ms, cache_hit, status"
+        )
     };
 }
 
@@ -111,8 +125,8 @@ impl PgStore {
 impl KeyStore for PgStore {
     async fn insert_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
         let row = sqlx::query(concat!(
-            "INSERT INTO api_keys (id, name, tenant, user_id, prefix, hash, created_at) ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+            "INSERT INTO api_keys (id, name, tenant, user_id, prefix, hash, tier, created_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             key_columns!()
         ))
         .bind(key.id.as_str())
@@ -121,6 +135,7 @@ impl KeyStore for PgStore {
         .bind(key.user.as_ref().map(UserId::as_str))
         .bind(&key.prefix)
         .bind(&key.hash)
+        .bind(key.tier.as_deref())
         .bind(truncate_to_millis(key.created_at))
         .fetch_one(&self.pool)
         .await
@@ -209,6 +224,7 @@ fn key_from_row(row: &PgRow) -> Result<ApiKey, StoreError> {
             .map(UserId::new),
         prefix: row.try_get("prefix").map_err(store_error)?,
         hash: row.try_get("hash").map_err(store_error)?,
+        tier: row.try_get("tier").map_err(store_error)?,
         created_at: row
             .try_get::<DateTime<Utc>, _>("created_at")
             .map_err(store_error)?,
@@ -216,6 +232,165 @@ fn key_from_row(row: &PgRow) -> Result<ApiKey, StoreError> {
             .try_get::<Option<DateTime<Utc>>, _>("revoked_at")
             .map_err(store_error)?,
     })
+}
+
+#[async_trait]
+impl SpendStore for PgStore {
+    async fn record_spend(&self, rows: &[SpendRecord]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<SpendRow<'_>> = rows.iter().map(SpendRow::new).collect();
+        // One statement for the whole batch: each column is bound as one array and UNNEST turns
+        // them back into rows, so the statement (and its cached plan) is the same for any batch
+        // size, there is one round trip, and no limit on bind parameters to split around.
+        // ON CONFLICT DO NOTHING also skips an id repeated within the batch.
+        sqlx::query(concat!(
+            "INSERT INTO spend (",
+            spend_columns!(),
+            ") SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], ",
+            "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], ",
+            "$11::int8[], $12::int8[], $13::bool[], $14::int8[], $15::int8[], $16::bool[], ",
+            "$17::text[]) ON CONFLICT (id) DO NOTHING"
+        ))
+        .bind(each(&rows, |r| r.record.id.as_str()))
+        .bind(each(&rows, |r| r.at))
+        .bind(each(&rows, |r| r.record.key_id.as_ref().map(KeyId::as_str)))
+        .bind(each(&rows, |r| r.record.tenant.as_str()))
+        .bind(each(&rows, |r| r.record.user.as_ref().map(UserId::as_str)))
+        .bind(each(&rows, |r| r.record.session.as_deref()))
+        .bind(each(&rows, |r| r.record.model.as_str()))
+        .bind(each(&rows, |r| r.record.provider.as_str()))
+        .bind(each(&rows, |r| r.record.deployment.as_str()))
+        .bind(each(&rows, |r| r.input_tokens))
+        .bind(each(&rows, |r| r.output_tokens))
+        .bind(each(&rows, |r| r.cached_input_tokens))
+        .bind(each(&rows, |r| r.record.usage_estimated))
+        .bind(each(&rows, |r| r.record.cost.0))
+        .bind(each(&rows, |r| r.latency_ms))
+        .bind(each(&rows, |r| r.record.cache_hit))
+        .bind(each(&rows, |r| r.record.status.as_str()))
+        .execute(&self.pool)
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn spend_totals(&self, query: &SpendQuery) -> Result<Vec<SpendTotal>, StoreError> {
+        let mut sql = QueryBuilder::<Postgres>::new("SELECT ");
+        sql.push(group_expression(query.group_by));
+        // SUM of BIGINT is NUMERIC in Postgres: cast back, as SQLite's sums are integers.
+        sql.push(concat!(
+            " AS grp, COUNT(*) AS requests, SUM(input_tokens)::BIGINT AS input_tokens, ",
+            "SUM(output_tokens)::BIGINT AS output_tokens, SUM(cost)::BIGINT AS cost, ",
+            "COUNT(*) FILTER (WHERE cache_hit) AS cache_hits FROM spend"
+        ));
+        let mut filter = Filter::default();
+        if let Some(tenant) = &query.tenant {
+            filter.add(&mut sql, "tenant = ", tenant.as_str());
+        }
+        if let Some(since) = query.since {
+            filter.add(&mut sql, "at >= ", ceil_to_millis(since));
+        }
+        if let Some(until) = query.until {
+            filter.add(&mut sql, "at < ", ceil_to_millis(until));
+        }
+        // `grp` is COLLATE "C" (see `group_expression`): byte order, as in SQLite.
+        sql.push(" GROUP BY grp ORDER BY grp");
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                TotalColumns {
+                    group: row.try_get("grp").map_err(store_error)?,
+                    requests: row.try_get("requests").map_err(store_error)?,
+                    input_tokens: row.try_get("input_tokens").map_err(store_error)?,
+                    output_tokens: row.try_get("output_tokens").map_err(store_error)?,
+                    cost: row.try_get("cost").map_err(store_error)?,
+                    cache_hits: row.try_get("cache_hits").map_err(store_error)?,
+                }
+                .into_total()
+            })
+            .collect()
+    }
+
+    async fn spend_sum(
+        &self,
+        scope: &SpendScope,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Micros, StoreError> {
+        let mut sql =
+            QueryBuilder::<Postgres>::new("SELECT COALESCE(SUM(cost), 0)::BIGINT FROM spend");
+        let mut filter = Filter::default();
+        match scope {
+            SpendScope::Global => {}
+            SpendScope::Tenant(tenant) => {
+                filter.add(&mut sql, "tenant = ", tenant.as_str());
+            }
+            SpendScope::User(tenant, user) => {
+                filter.add(&mut sql, "tenant = ", tenant.as_str());
+                filter.add(&mut sql, "user_id = ", user.as_str());
+            }
+            SpendScope::Key(key) => {
+                filter.add(&mut sql, "key_id = ", key.as_str());
+            }
+            SpendScope::Session(tenant, session) => {
+                filter.add(&mut sql, "tenant = ", tenant.as_str());
+                filter.add(&mut sql, "session = ", session.as_str());
+            }
+        }
+        if let Some(since) = since {
+            filter.add(&mut sql, "at >= ", ceil_to_millis(since));
+        }
+        let sum: i64 = sql
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(Micros(sum))
+    }
+}
+
+/// One column of a batch, as the array `record_spend` binds for it.
+fn each<'r, 'a, T>(rows: &'r [SpendRow<'a>], column: impl FnMut(&'r SpendRow<'a>) -> T) -> Vec<T> {
+    rows.iter().map(column).collect()
+}
+
+/// What totals are grouped by. Rows without a key or user fall in the `""` group. Every
+/// expression is `COLLATE "C"` so groups sort by bytes, as SQLite sorts them, whatever the
+/// database's locale.
+fn group_expression(group: SpendGroup) -> &'static str {
+    match group {
+        SpendGroup::Key => r#"COALESCE(key_id, '') COLLATE "C""#,
+        SpendGroup::User => r#"COALESCE(user_id, '') COLLATE "C""#,
+        SpendGroup::Tenant => r#"tenant COLLATE "C""#,
+        SpendGroup::Model => r#"model COLLATE "C""#,
+        SpendGroup::Day => r#"to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD') COLLATE "C""#,
+    }
+}
+
+/// Joins optional conditions: the first is preceded by `WHERE`, the others by `AND`.
+#[derive(Default)]
+struct Filter {
+    started: bool,
+}
+
+impl Filter {
+    /// Appends `condition` (such as `"tenant = "`) followed by `value` as a bound parameter.
+    fn add<'q, T>(&mut self, sql: &mut QueryBuilder<'q, Postgres>, condition: &str, value: T)
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        let joiner = if std::mem::replace(&mut self.started, true) {
+            " AND "
+        } else {
+            " WHERE "
+        };
+        sql.push(joiner).push(condition).push_bind(value);
+    }
 }
 
 /// `IF NOT EXISTS` is not atomic: two openers racing to create the schema can make one fail

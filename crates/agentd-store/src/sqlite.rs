@@ -3,15 +3,18 @@
 //! Timestamps are stored as integer UTC unix milliseconds. Parallel to `postgres.rs`: same
 //! methods, same order.
 
-use crate::{classify, truncate_to_millis};
-use agentd_core::{ApiKey, KeyId, KeyStore, NewKey, StoreError, TenantId, UserId};
+use crate::{ceil_to_millis, classify, truncate_to_millis, SpendRow, TotalColumns};
+use agentd_core::{
+    ApiKey, KeyId, KeyStore, Micros, NewKey, SpendGroup, SpendQuery, SpendRecord, SpendScope,
+    SpendStore, SpendTotal, StoreError, TenantId, UserId,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
-use sqlx::{ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,18 @@ const WAL_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Every column of `api_keys`, in the order [`key_from_row`] reads them.
 macro_rules! key_columns {
     () => {
-        "id, name, tenant, user_id, prefix, hash, created_at, revoked_at"
+        "id, name, tenant, user_id, prefix, hash, tier, created_at, revoked_at"
+    };
+}
+
+/// Every column of `spend`, in the order `record_spend` binds them.
+macro_rules! spend_columns {
+    () => {
+        concat!(
+            "id, at, key_id, tenant, user_id, session, model, provider, deployment, ",
+            "input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost, ",
+            "latency_ms, cache_hit, status"
+        )
     };
 }
 
@@ -147,8 +161,8 @@ async fn enable_wal(conn: &mut SqliteConnection, path: &Path) -> Result<(), Stor
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
         let row = sqlx::query(concat!(
-            "INSERT INTO api_keys (id, name, tenant, user_id, prefix, hash, created_at) ",
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING ",
+            "INSERT INTO api_keys (id, name, tenant, user_id, prefix, hash, tier, created_at) ",
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING ",
             key_columns!()
         ))
         .bind(key.id.as_str())
@@ -157,6 +171,7 @@ impl KeyStore for SqliteStore {
         .bind(key.user.as_ref().map(UserId::as_str))
         .bind(&key.prefix)
         .bind(&key.hash)
+        .bind(key.tier.as_deref())
         .bind(to_millis(key.created_at))
         .fetch_one(&self.pool)
         .await
@@ -246,9 +261,163 @@ fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
             .map(UserId::new),
         prefix: row.try_get("prefix").map_err(store_error)?,
         hash: row.try_get("hash").map_err(store_error)?,
+        tier: row.try_get("tier").map_err(store_error)?,
         created_at: from_millis(created_at)?,
         revoked_at: revoked_at.map(from_millis).transpose()?,
     })
+}
+
+#[async_trait]
+impl SpendStore for SqliteStore {
+    async fn record_spend(&self, rows: &[SpendRecord]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // One transaction of one prepared statement run per row: SQLite is in-process, so the
+        // per-row cost is small, and the batch commits (one fsync) or not at all.
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        for record in rows {
+            let row = SpendRow::new(record);
+            sqlx::query(concat!(
+                "INSERT INTO spend (",
+                spend_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ",
+                "ON CONFLICT (id) DO NOTHING"
+            ))
+            .bind(&record.id)
+            .bind(row.at.timestamp_millis())
+            .bind(record.key_id.as_ref().map(KeyId::as_str))
+            .bind(record.tenant.as_str())
+            .bind(record.user.as_ref().map(UserId::as_str))
+            .bind(record.session.as_deref())
+            .bind(&record.model)
+            .bind(&record.provider)
+            .bind(&record.deployment)
+            .bind(row.input_tokens)
+            .bind(row.output_tokens)
+            .bind(row.cached_input_tokens)
+            .bind(record.usage_estimated)
+            .bind(record.cost.0)
+            .bind(row.latency_ms)
+            .bind(record.cache_hit)
+            .bind(&record.status)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    async fn spend_totals(&self, query: &SpendQuery) -> Result<Vec<SpendTotal>, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT ");
+        sql.push(group_expression(query.group_by));
+        sql.push(concat!(
+            " AS grp, COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, ",
+            "SUM(output_tokens) AS output_tokens, SUM(cost) AS cost, SUM(cache_hit) AS cache_hits ",
+            "FROM spend"
+        ));
+        let mut filter = Filter::default();
+        if let Some(tenant) = &query.tenant {
+            filter.add(&mut sql, "tenant = ", tenant.as_str());
+        }
+        if let Some(since) = query.since {
+            filter.add(&mut sql, "at >= ", ceil_to_millis(since).timestamp_millis());
+        }
+        if let Some(until) = query.until {
+            filter.add(&mut sql, "at < ", ceil_to_millis(until).timestamp_millis());
+        }
+        // SQLite compares text with BINARY (bytes), as Postgres does with the "C" collation.
+        sql.push(" GROUP BY grp ORDER BY grp");
+        let rows = sql
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                TotalColumns {
+                    group: row.try_get("grp").map_err(store_error)?,
+                    requests: row.try_get("requests").map_err(store_error)?,
+                    input_tokens: row.try_get("input_tokens").map_err(store_error)?,
+                    output_tokens: row.try_get("output_tokens").map_err(store_error)?,
+                    cost: row.try_get("cost").map_err(store_error)?,
+                    cache_hits: row.try_get("cache_hits").map_err(store_error)?,
+                }
+                .into_total()
+            })
+            .collect()
+    }
+
+    async fn spend_sum(
+        &self,
+        scope: &SpendScope,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Micros, StoreError> {
+        let mut sql = QueryBuilder::<Sqlite>::new("SELECT COALESCE(SUM(cost), 0) FROM spend");
+        let mut filter = Filter::default();
+        match scope {
+            SpendScope::Global => {}
+            SpendScope::Tenant(tenant) => {
+                filter.add(&mut sql, "tenant = ", tenant.as_str());
+            }
+            SpendScope::User(tenant, user) => {
+                filter.add(&mut sql, "tenant = ", tenant.as_str());
+                filter.add(&mut sql, "user_id = ", user.as_str());
+            }
+            SpendScope::Key(key) => {
+                filter.add(&mut sql, "key_id = ", key.as_str());
+            }
+            SpendScope::Session(tenant, session) => {
+                filter.add(&mut sql, "tenant = ", tenant.as_str());
+                filter.add(&mut sql, "session = ", session.as_str());
+            }
+        }
+        if let Some(since) = since {
+            filter.add(&mut sql, "at >= ", ceil_to_millis(since).timestamp_millis());
+        }
+        let sum: i64 = sql
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(Micros(sum))
+    }
+}
+
+/// What totals are grouped by. Rows without a key or user fall in the `""` group. A day is the
+/// UTC date of `at`, floored to the day first so times before 1970 land on the right date
+/// (integer division in SQLite truncates towards zero).
+fn group_expression(group: SpendGroup) -> &'static str {
+    match group {
+        SpendGroup::Key => "COALESCE(key_id, '')",
+        SpendGroup::User => "COALESCE(user_id, '')",
+        SpendGroup::Tenant => "tenant",
+        SpendGroup::Model => "model",
+        SpendGroup::Day => {
+            "date((at - ((at % 86400000) + 86400000) % 86400000) / 1000, 'unixepoch')"
+        }
+    }
+}
+
+/// Joins optional conditions: the first is preceded by `WHERE`, the others by `AND`.
+#[derive(Default)]
+struct Filter {
+    started: bool,
+}
+
+impl Filter {
+    /// Appends `condition` (such as `"tenant = "`) followed by `value` as a bound parameter.
+    fn add<'q, T>(&mut self, sql: &mut QueryBuilder<'q, Sqlite>, condition: &str, value: T)
+    where
+        T: 'q + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+    {
+        let joiner = if std::mem::replace(&mut self.started, true) {
+            " AND "
+        } else {
+            " WHERE "
+        };
+        sql.push(joiner).push(condition).push_bind(value);
+    }
 }
 
 fn to_millis(at: DateTime<Utc>) -> i64 {

@@ -1,17 +1,23 @@
-//! The `KeyStore` conformance suite: every case in `cases` runs against every backend.
+//! The `KeyStore` and `SpendStore` conformance suite: every case in `cases` runs against every
+//! backend, and `spend_results_are_identical_across_backends` runs one ledger through both.
 //!
 //! SQLite runs on a temporary file. PostgreSQL runs when `AGENTD_TEST_POSTGRES_URL` is set
 //! (e.g. `postgres://postgres@127.0.0.1:5432/test`), each test in its own fresh schema that is
 //! dropped afterwards, even when the test fails. Without the variable the Postgres tests print
 //! `skipped: …` and pass, unless `CI` is set: then they fail, so CI cannot silently skip them.
 
-use agentd_core::{ApiKey, KeyId, KeyStore, NewKey, StoreError, TenantId, UserId};
+use agentd_core::{
+    ApiKey, KeyId, KeyStore, Micros, NewKey, SpendGroup, SpendQuery, SpendRecord, SpendScope,
+    SpendStore, SpendTotal, StoreError, TenantId, UserId,
+};
 use agentd_store::Store;
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, SqliteConnection};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -72,6 +78,68 @@ impl Fixture {
                     .await
                     .expect("raw postgres connection");
                 conn.execute(sql).await.expect("raw postgres statement");
+            }
+        }
+    }
+
+    /// The first column of every row `sql` returns, read behind the store's back.
+    async fn query_strings(&self, sql: &str) -> Vec<String> {
+        match self {
+            Fixture::Sqlite { path, .. } => {
+                let mut conn =
+                    SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(path))
+                        .await
+                        .expect("raw sqlite connection");
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+            Fixture::Postgres(pg) => {
+                let options = PgConnectOptions::from_str(&pg.url)
+                    .expect("postgres url")
+                    .options([("search_path", pg.schema.as_str())]);
+                let mut conn = PgConnection::connect_with(&options)
+                    .await
+                    .expect("raw postgres connection");
+                sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+            }
+        }
+    }
+
+    /// Brings a fresh database to the schema of the first release (migration 0001 only, through
+    /// sqlx like the store does, so it is recorded with its real checksum), as an old binary
+    /// left it before an upgrade.
+    async fn migrate_first_release_only(&self) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(self.backend())
+            .join("0001_keys.sql");
+        std::fs::copy(&source, dir.path().join("0001_keys.sql")).expect("copy 0001");
+        let migrator = Migrator::new(dir.path()).await.expect("migrator");
+        match self {
+            Fixture::Sqlite { path, .. } => {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true);
+                let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
+                migrator
+                    .run(&mut conn)
+                    .await
+                    .expect("migrate sqlite to 0001");
+            }
+            Fixture::Postgres(pg) => {
+                let mut conn = PgConnection::connect(&pg.url).await.unwrap();
+                conn.execute(format!("CREATE SCHEMA \"{}\"", pg.schema).as_str())
+                    .await
+                    .unwrap();
+                let options = PgConnectOptions::from_str(&pg.url)
+                    .unwrap()
+                    .options([("search_path", pg.schema.as_str())]);
+                let mut conn = PgConnection::connect_with(&options).await.unwrap();
+                migrator
+                    .run(&mut conn)
+                    .await
+                    .expect("migrate postgres to 0001");
             }
         }
     }
@@ -149,12 +217,314 @@ fn new_key(id: &str, tenant: &str, created_at: DateTime<Utc>) -> NewKey {
             "{:0>64}",
             id.replace(|c: char| !c.is_ascii_alphanumeric(), "")
         ),
+        tier: None,
         created_at,
     }
 }
 
 fn ids(keys: &[ApiKey]) -> Vec<&str> {
     keys.iter().map(|key| key.id.as_str()).collect()
+}
+
+/// A UTC instant from its parts and a sub-second nanosecond count.
+fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, nanos: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap() + ChronoDuration::nanoseconds(nanos)
+}
+
+/// A ledger row with the fields every case sets; the rest are plain defaults.
+#[allow(clippy::too_many_arguments)]
+fn spend(
+    id: &str,
+    at: DateTime<Utc>,
+    tenant: &str,
+    key: Option<&str>,
+    user: Option<&str>,
+    session: Option<&str>,
+    model: &str,
+    cost: i64,
+) -> SpendRecord {
+    SpendRecord {
+        id: id.to_owned(),
+        at,
+        key_id: key.map(KeyId::new),
+        tenant: TenantId::new(tenant),
+        user: user.map(UserId::new),
+        session: session.map(str::to_owned),
+        model: model.to_owned(),
+        provider: "mock".to_owned(),
+        deployment: format!("{model}-2024"),
+        input_tokens: 10,
+        output_tokens: 5,
+        cached_input_tokens: 0,
+        usage_estimated: false,
+        cost: Micros(cost),
+        latency_ms: 42,
+        cache_hit: false,
+        status: "ok".to_owned(),
+    }
+}
+
+/// A small ledger with every edge the queries must agree on: a row one millisecond (and a few
+/// nanoseconds) before midnight, one exactly at midnight, one before 1970, rows without key,
+/// user or session, the same user and session ids in two tenants, and model names whose byte
+/// order differs from a locale's ('Zeta' < 'claude').
+fn ledger() -> Vec<SpendRecord> {
+    let mut rows = vec![
+        // Stored as 23:59:59.999: truncation must never round it into the next day.
+        spend(
+            "req_1",
+            utc(2024, 4, 30, 23, 59, 59, 999_999_999),
+            "acme",
+            Some("key_a"),
+            Some("alice"),
+            Some("s1"),
+            "gpt",
+            100,
+        ),
+        spend(
+            "req_2",
+            utc(2024, 5, 1, 0, 0, 0, 0),
+            "acme",
+            Some("key_a"),
+            Some("alice"),
+            Some("s1"),
+            "gpt",
+            200,
+        ),
+        spend(
+            "req_3",
+            utc(2024, 5, 1, 12, 0, 0, 123_456_789),
+            "acme",
+            Some("key_b"),
+            None,
+            None,
+            "claude",
+            300,
+        ),
+        spend(
+            "req_4",
+            utc(2024, 5, 1, 12, 0, 0, 124_000_000),
+            "other",
+            Some("key_c"),
+            Some("alice"),
+            Some("s1"),
+            "gpt",
+            400,
+        ),
+        spend(
+            "req_5",
+            utc(2024, 5, 2, 8, 0, 0, 0),
+            "acme",
+            None,
+            Some("bob"),
+            Some("s2"),
+            "claude",
+            500,
+        ),
+        spend(
+            "req_6",
+            utc(1969, 12, 31, 23, 59, 59, 999_000_000),
+            "other",
+            Some("key_c"),
+            None,
+            None,
+            "Zeta",
+            1,
+        ),
+    ];
+    rows[1].cache_hit = true;
+    rows[1].input_tokens = 20;
+    rows[1].output_tokens = 10;
+    rows[4].cache_hit = true;
+    rows[4].provider = String::new();
+    rows[4].usage_estimated = true;
+    rows[2].input_tokens = 1_000_000_000_000;
+    rows[2].cached_input_tokens = 7;
+    rows
+}
+
+/// `n` varied rows over three days, from a fixed seed so every backend gets the same ones.
+fn generated_ledger(n: usize) -> Vec<SpendRecord> {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        state >> 33
+    };
+    let start = utc(2024, 5, 1, 0, 0, 0, 0);
+    (0..n)
+        .map(|i| {
+            let tenant = ["acme", "other", "t3"][(next() % 3) as usize];
+            let key = ["key_a", "key_b", "key_c", "key_d"].get((next() % 5) as usize);
+            let user = ["alice", "bob", "Carol"].get((next() % 4) as usize);
+            let session = ["s1", "s2"].get((next() % 3) as usize);
+            let model = ["gpt", "claude", "Zeta", "mistral"][(next() % 4) as usize];
+            let at = start
+                + ChronoDuration::milliseconds((next() % (3 * 86_400_000)) as i64)
+                + ChronoDuration::nanoseconds((next() % 1_000_000) as i64);
+            let mut row = spend(
+                &format!("req_gen_{i:04}"),
+                at,
+                tenant,
+                key.copied(),
+                user.copied(),
+                session.copied(),
+                model,
+                (next() % 5_000) as i64,
+            );
+            row.input_tokens = next() % 10_000;
+            row.output_tokens = next() % 2_000;
+            row.cache_hit = next() % 4 == 0;
+            row
+        })
+        .collect()
+}
+
+/// What `spend_totals` must return, computed from the rows (first row of an id wins).
+fn expected_totals(rows: &[SpendRecord], query: &SpendQuery) -> Vec<SpendTotal> {
+    let mut seen = HashSet::new();
+    let mut groups: BTreeMap<String, SpendTotal> = BTreeMap::new();
+    for row in rows.iter().filter(|row| seen.insert(row.id.clone())) {
+        let at = millis_only(row.at);
+        if query.tenant.as_ref().is_some_and(|t| t != &row.tenant)
+            || query.since.is_some_and(|since| at < since)
+            || query.until.is_some_and(|until| at >= until)
+        {
+            continue;
+        }
+        let group = match query.group_by {
+            SpendGroup::Key => row.key_id.as_ref().map_or("", KeyId::as_str).to_owned(),
+            SpendGroup::User => row.user.as_ref().map_or("", UserId::as_str).to_owned(),
+            SpendGroup::Tenant => row.tenant.to_string(),
+            SpendGroup::Model => row.model.clone(),
+            SpendGroup::Day => at.format("%Y-%m-%d").to_string(),
+        };
+        let total = groups.entry(group.clone()).or_insert(SpendTotal {
+            group,
+            requests: 0,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost: Micros::ZERO,
+            cache_hits: 0,
+        });
+        total.requests += 1;
+        total.input_tokens += row.input_tokens;
+        total.output_tokens += row.output_tokens;
+        total.cost += row.cost;
+        total.cache_hits += u64::from(row.cache_hit);
+    }
+    // A BTreeMap of Strings iterates in byte order: the order both backends must use.
+    groups.into_values().collect()
+}
+
+/// What `spend_sum` must return, computed from the rows (first row of an id wins).
+fn expected_sum(rows: &[SpendRecord], scope: &SpendScope, since: Option<DateTime<Utc>>) -> Micros {
+    let mut seen = HashSet::new();
+    rows.iter()
+        .filter(|row| seen.insert(row.id.clone()))
+        .filter(|row| since.is_none_or(|since| millis_only(row.at) >= since))
+        .filter(|row| match scope {
+            SpendScope::Global => true,
+            SpendScope::Tenant(tenant) => &row.tenant == tenant,
+            SpendScope::User(tenant, user) => {
+                &row.tenant == tenant && row.user.as_ref() == Some(user)
+            }
+            SpendScope::Key(key) => row.key_id.as_ref() == Some(key),
+            SpendScope::Session(tenant, session) => {
+                &row.tenant == tenant && row.session.as_ref() == Some(session)
+            }
+        })
+        .fold(Micros::ZERO, |sum, row| sum + row.cost)
+}
+
+const ALL_GROUPS: [SpendGroup; 5] = [
+    SpendGroup::Key,
+    SpendGroup::User,
+    SpendGroup::Tenant,
+    SpendGroup::Model,
+    SpendGroup::Day,
+];
+
+/// Range bounds worth probing: none, midnight exactly, a stored row's exact time, half a
+/// millisecond and one nanosecond after it, before every row and after every row.
+fn bounds() -> Vec<Option<DateTime<Utc>>> {
+    vec![
+        None,
+        Some(utc(2024, 5, 1, 0, 0, 0, 0)),
+        Some(utc(2024, 5, 1, 12, 0, 0, 123_000_000)),
+        Some(utc(2024, 5, 1, 12, 0, 0, 123_000_001)),
+        Some(utc(2024, 5, 1, 12, 0, 0, 123_500_000)),
+        Some(utc(2024, 5, 2, 0, 0, 0, 0)),
+        Some(utc(1900, 1, 1, 0, 0, 0, 0)),
+        Some(utc(2100, 1, 1, 0, 0, 0, 0)),
+    ]
+}
+
+/// Every totals query the suite compares: each group, each tenant filter, each range.
+fn all_queries() -> Vec<SpendQuery> {
+    let mut queries = Vec::new();
+    for group_by in ALL_GROUPS {
+        for tenant in [None, Some("acme"), Some("other"), Some("nobody")] {
+            for since in bounds() {
+                for until in bounds() {
+                    queries.push(SpendQuery {
+                        group_by,
+                        tenant: tenant.map(TenantId::new),
+                        since,
+                        until,
+                    });
+                }
+            }
+        }
+    }
+    queries
+}
+
+/// Every scope the suite sums, including ids that exist only in another tenant and unknown ones.
+fn all_scopes() -> Vec<SpendScope> {
+    let mut scopes = vec![SpendScope::Global];
+    for tenant in ["acme", "other", "t3", "nobody"] {
+        let t = TenantId::new(tenant);
+        scopes.push(SpendScope::Tenant(t.clone()));
+        for user in ["alice", "bob", "Carol", "nobody"] {
+            scopes.push(SpendScope::User(t.clone(), UserId::new(user)));
+        }
+        for session in ["s1", "s2", "nope"] {
+            scopes.push(SpendScope::Session(t.clone(), session.to_owned()));
+        }
+    }
+    for key in ["key_a", "key_b", "key_c", "key_d", "key_none"] {
+        scopes.push(SpendScope::Key(KeyId::new(key)));
+    }
+    scopes
+}
+
+/// Every totals query and every scope sum of `store`, in a fixed order.
+async fn every_answer(store: &Store) -> (Vec<Vec<SpendTotal>>, Vec<Micros>) {
+    let mut totals = Vec::new();
+    for query in all_queries() {
+        totals.push(store.spend_totals(&query).await.unwrap());
+    }
+    let mut sums = Vec::new();
+    for scope in all_scopes() {
+        for since in bounds() {
+            sums.push(store.spend_sum(&scope, since).await.unwrap());
+        }
+    }
+    (totals, sums)
+}
+
+fn total(group: &str, requests: u64, cost: i64) -> (String, u64, Micros) {
+    (group.to_owned(), requests, Micros(cost))
+}
+
+/// The parts of totals that the hand-written expectations spell out.
+fn brief(totals: &[SpendTotal]) -> Vec<(String, u64, Micros)> {
+    totals
+        .iter()
+        .map(|t| (t.group.clone(), t.requests, t.cost))
+        .collect()
 }
 
 /// The cases, each `async fn(&Fixture)`; the macro below runs every one on every backend.
@@ -547,6 +917,425 @@ mod cases {
             );
         }
     }
+
+    pub async fn tier_none_and_some_round_trip(fx: &Fixture) {
+        let store = fx.open().await;
+        let mut fast = new_key("key_fast", "acme", base_time());
+        fast.tier = Some("fast".to_owned());
+        let plain = new_key("key_plain", "acme", base_time());
+
+        let inserted = store.insert_key(fast.clone()).await.unwrap();
+        assert_eq!(inserted.tier.as_deref(), Some("fast"));
+        assert_eq!(store.insert_key(plain.clone()).await.unwrap().tier, None);
+        assert_eq!(
+            store.key_by_id(&fast.id).await.unwrap(),
+            Some(inserted.clone())
+        );
+        assert_eq!(
+            store.key_by_hash(&fast.hash).await.unwrap(),
+            Some(inserted.clone())
+        );
+        let listed: Vec<_> = store
+            .list_keys(Some(&TenantId::new("acme")))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|key| (key.id.to_string(), key.tier))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("key_fast".to_owned(), Some("fast".to_owned())),
+                ("key_plain".to_owned(), None)
+            ]
+        );
+
+        // Revoking touches only `revoked_at`, and the tier survives a reopen.
+        assert!(store.revoke_key(&fast.id).await.unwrap());
+        store.close().await;
+        let reopened = fx.open().await;
+        let read = reopened.key_by_id(&fast.id).await.unwrap().unwrap();
+        assert_eq!(read.tier.as_deref(), Some("fast"));
+        assert!(read.revoked_at.is_some());
+        let read = reopened.key_by_hash(&plain.hash).await.unwrap().unwrap();
+        assert_eq!(read.tier, None);
+    }
+
+    pub async fn first_release_database_upgrades_in_place(fx: &Fixture) {
+        // A database an older binary created and wrote a key to, before the ledger and tiers.
+        fx.migrate_first_release_only().await;
+        let created_at = match fx {
+            Fixture::Sqlite { .. } => "1714564800000",
+            Fixture::Postgres(_) => "'2024-05-01T12:00:00Z'",
+        };
+        fx.execute_raw(&format!(
+            "INSERT INTO api_keys (id, name, tenant, user_id, prefix, hash, created_at) \
+             VALUES ('key_old', 'old', 'acme', 'alice', 'sk-agentd-old', '{}', {created_at})",
+            "c".repeat(64)
+        ))
+        .await;
+
+        let store = fx.open().await;
+        let old = store
+            .key_by_id(&KeyId::new("key_old"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(old.tier, None);
+        assert_eq!(old.user, Some(UserId::new("alice")));
+        assert_eq!(old.created_at, utc(2024, 5, 1, 12, 0, 0, 0));
+        let mut tiered = new_key("key_new", "acme", base_time());
+        tiered.tier = Some("quality".to_owned());
+        assert_eq!(
+            store.insert_key(tiered).await.unwrap().tier.as_deref(),
+            Some("quality")
+        );
+        store.record_spend(&ledger()).await.unwrap();
+        assert_eq!(
+            store.spend_sum(&SpendScope::Global, None).await.unwrap(),
+            Micros(1501)
+        );
+        store.close().await;
+
+        // Every migration file is recorded once: the upgrade applied exactly the new ones.
+        let files = std::fs::read_dir(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(fx.backend()),
+        )
+        .unwrap()
+        .count();
+        let versions = fx
+            .query_strings("SELECT CAST(version AS TEXT) FROM _sqlx_migrations ORDER BY version")
+            .await;
+        assert_eq!(versions.len(), files, "{versions:?}");
+        assert_eq!(versions[..3], ["1", "2", "3"]);
+    }
+
+    pub async fn spend_record_is_idempotent(fx: &Fixture) {
+        let store = fx.open().await;
+        store.record_spend(&[]).await.unwrap();
+        assert_eq!(
+            store.spend_sum(&SpendScope::Global, None).await.unwrap(),
+            Micros::ZERO
+        );
+        assert!(store
+            .spend_totals(&SpendQuery {
+                group_by: SpendGroup::Tenant,
+                tenant: None,
+                since: None,
+                until: None,
+            })
+            .await
+            .unwrap()
+            .is_empty());
+
+        let rows = ledger();
+        store.record_spend(&rows[..2]).await.unwrap();
+        // A flush retried after a timeout: the rows that landed are sent again, one of them
+        // even with another cost. The stored row is kept, not overwritten or added.
+        let mut retry = rows.clone();
+        retry[0].cost = Micros(999_999);
+        store.record_spend(&retry).await.unwrap();
+        store.record_spend(&retry).await.unwrap();
+        // The same id twice within one batch is stored once.
+        let dup = spend("req_dup", base_time(), "dup", None, None, None, "gpt", 7);
+        store.record_spend(&[dup.clone(), dup]).await.unwrap();
+
+        assert_eq!(
+            store.spend_sum(&SpendScope::Global, None).await.unwrap(),
+            Micros(1501 + 7)
+        );
+        let by_tenant = store
+            .spend_totals(&SpendQuery {
+                group_by: SpendGroup::Tenant,
+                tenant: None,
+                since: None,
+                until: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            brief(&by_tenant),
+            [
+                total("acme", 4, 1100),
+                total("dup", 1, 7),
+                total("other", 2, 401)
+            ]
+        );
+
+        // Concurrent writers of overlapping batches (a retry racing the original flush).
+        let batch = generated_ledger(100);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = store.clone();
+            let part = batch[i * 10..].to_vec();
+            tasks.spawn(async move { store.record_spend(&part).await });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result.expect("task").expect("record");
+        }
+        let mut all = ledger();
+        all.push(spend(
+            "req_dup",
+            base_time(),
+            "dup",
+            None,
+            None,
+            None,
+            "gpt",
+            7,
+        ));
+        all.extend(batch);
+        assert_eq!(
+            store.spend_sum(&SpendScope::Global, None).await.unwrap(),
+            expected_sum(&all, &SpendScope::Global, None)
+        );
+        let requests: u64 = store
+            .spend_totals(&SpendQuery {
+                group_by: SpendGroup::Key,
+                tenant: None,
+                since: None,
+                until: None,
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.requests)
+            .sum();
+        assert_eq!(requests, 6 + 1 + 100);
+    }
+
+    pub async fn spend_totals_per_group_with_filters(fx: &Fixture) {
+        let store = fx.open().await;
+        let rows = ledger();
+        store.record_spend(&rows).await.unwrap();
+        let query = |group_by, tenant: Option<&str>, since, until| SpendQuery {
+            group_by,
+            tenant: tenant.map(TenantId::new),
+            since,
+            until,
+        };
+        let totals = |q: SpendQuery| {
+            let store = store.clone();
+            async move { store.spend_totals(&q).await.unwrap() }
+        };
+
+        let by_tenant = totals(query(SpendGroup::Tenant, None, None, None)).await;
+        assert_eq!(
+            by_tenant,
+            [
+                SpendTotal {
+                    group: "acme".into(),
+                    requests: 4,
+                    input_tokens: 1_000_000_000_040,
+                    output_tokens: 25,
+                    cost: Micros(1100),
+                    cache_hits: 2,
+                },
+                SpendTotal {
+                    group: "other".into(),
+                    requests: 2,
+                    input_tokens: 20,
+                    output_tokens: 10,
+                    cost: Micros(401),
+                    cache_hits: 0,
+                },
+            ]
+        );
+        assert_eq!(
+            brief(&totals(query(SpendGroup::Key, None, None, None)).await),
+            [
+                total("", 1, 500),
+                total("key_a", 2, 300),
+                total("key_b", 1, 300),
+                total("key_c", 2, 401)
+            ]
+        );
+        assert_eq!(
+            brief(&totals(query(SpendGroup::User, None, None, None)).await),
+            [
+                total("", 2, 301),
+                total("alice", 3, 700),
+                total("bob", 1, 500)
+            ]
+        );
+        // Byte order: 'Z' sorts before 'c' on both backends, whatever the database locale.
+        assert_eq!(
+            brief(&totals(query(SpendGroup::Model, None, None, None)).await),
+            [
+                total("Zeta", 1, 1),
+                total("claude", 2, 800),
+                total("gpt", 3, 700)
+            ]
+        );
+        // UTC days; 23:59:59.999999999 stays on its day, and a row before 1970 too.
+        assert_eq!(
+            brief(&totals(query(SpendGroup::Day, None, None, None)).await),
+            [
+                total("1969-12-31", 1, 1),
+                total("2024-04-30", 1, 100),
+                total("2024-05-01", 3, 900),
+                total("2024-05-02", 1, 500)
+            ]
+        );
+
+        let midnight = Some(utc(2024, 5, 1, 0, 0, 0, 0));
+        let req_3_stored = Some(utc(2024, 5, 1, 12, 0, 0, 123_000_000));
+        let just_after_req_3 = Some(utc(2024, 5, 1, 12, 0, 0, 123_000_001));
+        // `since` is inclusive, `until` exclusive.
+        assert_eq!(
+            brief(&totals(query(SpendGroup::Day, Some("acme"), midnight, req_3_stored)).await),
+            [total("2024-05-01", 1, 200)]
+        );
+        assert_eq!(
+            brief(&totals(query(SpendGroup::Model, Some("acme"), req_3_stored, None)).await),
+            [total("claude", 2, 800)]
+        );
+        // Bounds inside a millisecond compare with the stored (whole-millisecond) time exactly.
+        assert_eq!(
+            brief(
+                &totals(query(
+                    SpendGroup::Model,
+                    Some("acme"),
+                    just_after_req_3,
+                    None
+                ))
+                .await
+            ),
+            [total("claude", 1, 500)]
+        );
+        assert_eq!(
+            brief(
+                &totals(query(
+                    SpendGroup::Key,
+                    Some("acme"),
+                    midnight,
+                    just_after_req_3
+                ))
+                .await
+            ),
+            [total("key_a", 1, 200), total("key_b", 1, 300)]
+        );
+        assert_eq!(
+            brief(&totals(query(SpendGroup::User, Some("other"), None, None)).await),
+            [total("", 1, 1), total("alice", 1, 400)]
+        );
+        assert!(
+            totals(query(SpendGroup::Tenant, Some("nobody"), None, None))
+                .await
+                .is_empty()
+        );
+        assert!(
+            totals(query(SpendGroup::Tenant, None, just_after_req_3, midnight))
+                .await
+                .is_empty(),
+            "since after until"
+        );
+
+        // And every combination of group, tenant and range, against the reference.
+        for q in all_queries() {
+            assert_eq!(
+                store.spend_totals(&q).await.unwrap(),
+                expected_totals(&rows, &q),
+                "{q:?}"
+            );
+        }
+    }
+
+    pub async fn spend_sum_per_scope_since(fx: &Fixture) {
+        let store = fx.open().await;
+        let rows = ledger();
+        store.record_spend(&rows).await.unwrap();
+        let acme = || TenantId::new("acme");
+        let other = || TenantId::new("other");
+        let midnight = Some(utc(2024, 5, 1, 0, 0, 0, 0));
+        let req_3_stored = Some(utc(2024, 5, 1, 12, 0, 0, 123_000_000));
+        let just_after_req_3 = Some(utc(2024, 5, 1, 12, 0, 0, 123_000_001));
+        let cases = [
+            (SpendScope::Global, None, 1501),
+            (SpendScope::Global, midnight, 1400),
+            (SpendScope::Global, Some(utc(2100, 1, 1, 0, 0, 0, 0)), 0),
+            (SpendScope::Tenant(acme()), None, 1100),
+            (SpendScope::Tenant(acme()), midnight, 1000),
+            (SpendScope::Tenant(acme()), req_3_stored, 800),
+            (SpendScope::Tenant(acme()), just_after_req_3, 500),
+            (SpendScope::Tenant(TenantId::new("nobody")), None, 0),
+            // The same user id in two tenants is two users.
+            (SpendScope::User(acme(), UserId::new("alice")), None, 300),
+            (SpendScope::User(other(), UserId::new("alice")), None, 400),
+            (
+                SpendScope::User(acme(), UserId::new("alice")),
+                midnight,
+                200,
+            ),
+            (SpendScope::User(acme(), UserId::new("bob")), None, 500),
+            (SpendScope::User(acme(), UserId::new("nobody")), None, 0),
+            (SpendScope::Key(KeyId::new("key_a")), None, 300),
+            (SpendScope::Key(KeyId::new("key_c")), None, 401),
+            (
+                SpendScope::Key(KeyId::new("key_c")),
+                Some(DateTime::UNIX_EPOCH),
+                400,
+            ),
+            (SpendScope::Key(KeyId::new("key_none")), None, 0),
+            // Sessions, like users, are per tenant.
+            (SpendScope::Session(acme(), "s1".into()), None, 300),
+            (SpendScope::Session(other(), "s1".into()), None, 400),
+            (SpendScope::Session(acme(), "s2".into()), None, 500),
+            (SpendScope::Session(other(), "s2".into()), None, 0),
+            (SpendScope::Session(acme(), "s1".into()), midnight, 200),
+        ];
+        for (scope, since, cost) in cases {
+            assert_eq!(
+                store.spend_sum(&scope, since).await.unwrap(),
+                Micros(cost),
+                "{scope:?} since {since:?}"
+            );
+        }
+        for scope in all_scopes() {
+            for since in bounds() {
+                assert_eq!(
+                    store.spend_sum(&scope, since).await.unwrap(),
+                    expected_sum(&rows, &scope, since),
+                    "{scope:?} since {since:?}"
+                );
+            }
+        }
+    }
+
+    pub async fn spend_batch_of_500_in_one_call(fx: &Fixture) {
+        let store = fx.open().await;
+        let rows = generated_ledger(750);
+        let (first, second) = (&rows[..500], &rows[250..]);
+        store.record_spend(first).await.unwrap();
+        let by_day = SpendQuery {
+            group_by: SpendGroup::Day,
+            tenant: None,
+            since: None,
+            until: None,
+        };
+        let landed = store.spend_totals(&by_day).await.unwrap();
+        assert_eq!(landed, expected_totals(first, &by_day));
+        assert_eq!(landed.iter().map(|t| t.requests).sum::<u64>(), 500);
+        assert_eq!(
+            store.spend_sum(&SpendScope::Global, None).await.unwrap(),
+            expected_sum(first, &SpendScope::Global, None)
+        );
+
+        // The next batch of 500 overlaps the first by half: only the new 250 are added.
+        store.record_spend(second).await.unwrap();
+        let landed = store.spend_totals(&by_day).await.unwrap();
+        assert_eq!(landed, expected_totals(&rows, &by_day));
+        assert_eq!(landed.iter().map(|t| t.requests).sum::<u64>(), 750);
+        for scope in all_scopes() {
+            assert_eq!(
+                store.spend_sum(&scope, None).await.unwrap(),
+                expected_sum(&rows, &scope, None),
+                "{scope:?}"
+            );
+        }
+    }
 }
 
 /// Runs every case on SQLite and on PostgreSQL (when configured).
@@ -575,6 +1364,12 @@ macro_rules! conformance {
 }
 
 conformance!(
+    tier_none_and_some_round_trip,
+    first_release_database_upgrades_in_place,
+    spend_record_is_idempotent,
+    spend_totals_per_group_with_filters,
+    spend_sum_per_scope_since,
+    spend_batch_of_500_in_one_call,
     insert_then_get_by_hash_and_id,
     list_is_oldest_first_and_isolates_tenants,
     revoke_sets_time_once_and_reports_unknown,
@@ -614,15 +1409,19 @@ async fn sqlite_concurrent_opens_of_fresh_files_all_succeed() {
                 "round {round}"
             );
         }
-        // Migration 1 is recorded exactly once.
+        // Every migration is recorded exactly once.
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
-        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(applied, 1);
+        let (applied, distinct): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT version) FROM _sqlx_migrations")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+            .unwrap()
+            .count();
+        assert_eq!((applied, distinct), (files as i64, files as i64));
     }
 }
 
@@ -816,4 +1615,41 @@ async fn postgres_schemas_are_isolated() {
         ids(&store_b.list_keys(None).await.unwrap()),
         ["key_in_a", "key_in_b"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spend_results_are_identical_across_backends() {
+    let Some(pg) = Fixture::postgres() else {
+        return;
+    };
+    let sqlite = Fixture::sqlite();
+    let mut rows = ledger();
+    rows.extend(generated_ledger(500));
+    let (sqlite_store, pg_store) = (sqlite.open().await, pg.open().await);
+    let (a, b) = tokio::join!(
+        sqlite_store.record_spend(&rows),
+        pg_store.record_spend(&rows)
+    );
+    a.unwrap();
+    b.unwrap();
+
+    let (sqlite_totals, sqlite_sums) = every_answer(&sqlite_store).await;
+    let (pg_totals, pg_sums) = every_answer(&pg_store).await;
+    let queries = all_queries();
+    assert_eq!(sqlite_totals.len(), queries.len());
+    assert_eq!(pg_totals.len(), queries.len());
+    for ((query, from_sqlite), from_pg) in queries.iter().zip(&sqlite_totals).zip(&pg_totals) {
+        assert_eq!(from_sqlite, from_pg, "{query:?}");
+        assert_eq!(from_sqlite, &expected_totals(&rows, query), "{query:?}");
+    }
+    assert_eq!(sqlite_sums, pg_sums);
+    // Not vacuous: many answers have rows in them (the rest are empty ranges or an unknown
+    // tenant, on purpose).
+    let non_empty = sqlite_totals.iter().filter(|t| !t.is_empty()).count();
+    assert!(
+        non_empty > queries.len() / 4,
+        "{non_empty} of {}",
+        queries.len()
+    );
+    assert!(sqlite_sums.iter().filter(|s| **s != Micros::ZERO).count() > sqlite_sums.len() / 2);
 }

@@ -25,6 +25,7 @@ pub fn key_json(key: &ApiKey) -> Value {
         "tenant": key.tenant,
         "user": key.user,
         "prefix": key.prefix,
+        "tier": key.tier,
         "created_at": key.created_at.to_rfc3339(),
         "revoked_at": key.revoked_at.map(|t| t.to_rfc3339()),
     })
@@ -36,6 +37,8 @@ struct CreateKey {
     name: String,
     tenant: Option<String>,
     user: Option<String>,
+    /// The key's default tier; see `ApiKey::tier`.
+    tier: Option<String>,
 }
 
 pub async fn create_key(
@@ -47,9 +50,9 @@ pub async fn create_key(
         let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
         let value = parse_json(&bytes)?;
         let req: CreateKey = serde_json::from_value(value).map_err(|e| {
-            ApiError::invalid("invalid_key_request", format!("{e}; expected {{\"name\": string, \"tenant\"?: string, \"user\"?: string}}"))
+            ApiError::invalid("invalid_key_request", format!("{e}; expected {{\"name\": string, \"tenant\"?: string, \"user\"?: string, \"tier\"?: string}}"))
         })?;
-        let (key, secret) = issue(state.store.as_ref(), &req.name, req.tenant.as_deref(), req.user.as_deref(), None).await?;
+        let (key, secret) = issue(state.store.as_ref(), &req.name, req.tenant.as_deref(), req.user.as_deref(), req.tier.as_deref(), None).await?;
         let mut body = key_json(&key);
         body["key"] = Value::String(secret);
         Ok((StatusCode::CREATED, axum::Json(body)).into_response())

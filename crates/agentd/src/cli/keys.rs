@@ -29,6 +29,10 @@ enum KeysCommand {
         /// User inside the tenant (optional).
         #[arg(long)]
         user: Option<String>,
+        /// Default tier (e.g. `fast`, `quality`): the router picks a model from it when a
+        /// request through this key declares no tier of its own.
+        #[arg(long, value_name = "TIER", value_parser = parse_tier)]
+        tier: Option<String>,
         /// Import this secret instead of generating one (migrating clients from another
         /// gateway). Prefer `--secret-env VAR` so the secret stays out of shell history.
         #[arg(long, conflicts_with = "secret_env")]
@@ -48,6 +52,12 @@ enum KeysCommand {
     },
     /// Revoke a key by id (`key_…`); it stops working within `auth.key_cache_ttl_ms`.
     Revoke { id: String },
+}
+
+/// Checked at parse time, so a bad tier is a usage error (exit 2) before the store is opened.
+fn parse_tier(value: &str) -> Result<String, String> {
+    agentd_core::ids::validate_name("tier", value)?;
+    Ok(value.to_owned())
 }
 
 pub async fn open_store(config: &agentd_config::Config) -> anyhow::Result<Store> {
@@ -76,6 +86,7 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 name,
                 tenant,
                 user,
+                tier,
                 secret,
                 secret_env,
             } => {
@@ -91,13 +102,20 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                     &name,
                     Some(&tenant),
                     user.as_deref(),
+                    tier.as_deref(),
                     imported.as_deref(),
                 )
                 .await?;
                 println!("{secret}");
                 eprintln!(
-                    "Created {} ({}) for tenant {}; the secret above is shown only once",
-                    key.id, key.name, key.tenant
+                    "Created {} ({}) for tenant {}{}; the secret above is shown only once",
+                    key.id,
+                    key.name,
+                    key.tenant,
+                    key.tier
+                        .as_deref()
+                        .map(|tier| format!(", default tier {tier}"))
+                        .unwrap_or_default()
                 );
                 ExitCode::SUCCESS
             }
@@ -111,16 +129,18 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string_pretty(&data)?);
                 } else {
                     println!(
-                        "{:<22} {:<20} {:<12} {:<12} {:<20} {:<25} STATUS",
-                        "ID", "NAME", "TENANT", "USER", "PREFIX", "CREATED"
+                        "{:<22} {:<20} {:<12} {:<12} {:<10} {:<20} {:<25} STATUS",
+                        "ID", "NAME", "TENANT", "USER", "TIER", "PREFIX", "CREATED"
                     );
                     for k in &keys {
                         println!(
-                            "{:<22} {:<20} {:<12} {:<12} {:<20} {:<25} {}",
-                            k.id,
+                            "{:<22} {:<20} {:<12} {:<12} {:<10} {:<20} {:<25} {}",
+                            // `as_str`: the id types' `Display` ignores width.
+                            k.id.as_str(),
                             k.name,
-                            k.tenant,
+                            k.tenant.as_str(),
                             k.user.as_ref().map(|u| u.as_str()).unwrap_or("-"),
+                            k.tier.as_deref().unwrap_or("-"),
                             k.prefix,
                             k.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
                             if k.is_active() { "active" } else { "revoked" }
@@ -142,4 +162,40 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         store.close().await;
         Ok(code)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        keys: KeysArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<KeysCommand, clap::Error> {
+        let argv = std::iter::once("keys").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|cli| cli.keys.command)
+    }
+
+    #[test]
+    fn create_takes_an_optional_checked_tier() {
+        match parse(&["create", "--name", "bot", "--tier", "quality"]).unwrap() {
+            KeysCommand::Create { tier, .. } => assert_eq!(tier.as_deref(), Some("quality")),
+            KeysCommand::List { .. } | KeysCommand::Revoke { .. } => panic!("not create"),
+        }
+        match parse(&["create", "--name", "bot"]).unwrap() {
+            KeysCommand::Create { tier, .. } => assert_eq!(tier, None),
+            KeysCommand::List { .. } | KeysCommand::Revoke { .. } => panic!("not create"),
+        }
+        for bad in ["two words", "", "a/b"] {
+            let err = parse(&["create", "--name", "bot", "--tier", bad])
+                .err()
+                .unwrap_or_else(|| panic!("tier {bad:?} accepted"));
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+            assert!(err.to_string().contains("tier"), "{err}");
+        }
+    }
 }
