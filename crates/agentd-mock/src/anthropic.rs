@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::openai::saturating_u32;
+use crate::openai::{omit_usage, saturating_u32};
 use crate::text::{
     argument_fragments, count_tool, new_id, respond, Conversation, Finish, Limits, Reply, Tail,
     ToolChoice, ToolSpec,
@@ -369,7 +369,7 @@ pub(crate) fn plan_messages(body: &[u8], header: Option<&str>, opts: &MockOption
                 "input": call.input
             }]),
         };
-        let body = json!({
+        let mut body = json!({
             "id": id,
             "type": "message",
             "role": "assistant",
@@ -384,32 +384,43 @@ pub(crate) fn plan_messages(body: &[u8], header: Option<&str>, opts: &MockOption
                 "cache_read_input_tokens": 0
             }
         });
+        if d.no_usage {
+            omit_usage(&mut body);
+        }
         let generation = ttft + token_delay.saturating_mul(saturating_u32(output_tokens));
         let headers = vec![("request-id".to_owned(), new_id("req_01"))];
         return json_plan(body, headers, d, front.delay + generation);
     }
 
-    let mut frames = vec![event_frame(
-        "message_start",
-        &json!({
-            "type": "message_start",
-            "message": {
-                "id": id,
-                "type": "message",
-                "role": "assistant",
-                "model": request.model,
-                "content": [],
-                "stop_reason": null,
-                "stop_sequence": null,
-                "usage": {
-                    "input_tokens": input_tokens,
-                    "output_tokens": 1,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0
-                }
+    let mut message_start = json!({
+        "type": "message_start",
+        "message": {
+            "id": id,
+            "type": "message",
+            "role": "assistant",
+            "model": request.model,
+            "content": [],
+            "stop_reason": null,
+            "stop_sequence": null,
+            "usage": {
+                "input_tokens": input_tokens,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0
             }
-        }),
-    )];
+        }
+    });
+    let mut message_delta = json!({
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+        "usage": {"output_tokens": output_tokens}
+    });
+    if d.no_usage {
+        // A server without usage support: neither event carries a `usage` object.
+        omit_usage(&mut message_start["message"]);
+        omit_usage(&mut message_delta);
+    }
+    let mut frames = vec![event_frame("message_start", &message_start)];
     let block = match &reply {
         Reply::Text { .. } => json!({"type": "text", "text": ""}),
         Reply::ToolCall(call) => {
@@ -449,14 +460,7 @@ pub(crate) fn plan_messages(body: &[u8], header: Option<&str>, opts: &MockOption
         "content_block_stop",
         &json!({"type": "content_block_stop", "index": 0}),
     ));
-    frames.push(event_frame(
-        "message_delta",
-        &json!({
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-            "usage": {"output_tokens": output_tokens}
-        }),
-    ));
+    frames.push(event_frame("message_delta", &message_delta));
     frames.push(event_frame(
         "message_stop",
         &json!({"type": "message_stop"}),

@@ -26,6 +26,8 @@ pub(crate) struct Directives {
     pub malformed: bool,
     pub tool: Option<String>,
     pub echo: bool,
+    /// Answer without any usage, like servers that do not report it.
+    pub no_usage: bool,
 }
 
 /// A directive the mock recognises but whose value it cannot use. Unknown directive names are
@@ -92,6 +94,7 @@ impl Directives {
             "reset" => self.reset = flag(name, value)?,
             "malformed" => self.malformed = flag(name, value)?,
             "echo" => self.echo = flag(name, value)?,
+            "no_usage" => self.no_usage = flag(name, value)?,
             "tool" => match value {
                 Some(tool) if !tool.is_empty() => self.tool = Some(tool.to_owned()),
                 Some(_) | None => {
@@ -183,7 +186,7 @@ mod tests {
         let mut d = Directives::default();
         d.overlay_header(
             "status=503 retry_after=2 latency_ms=1 ttft_ms=2 token_delay_ms=3 tokens=4 reset \
-             cut_after=5 malformed tool=t echo",
+             cut_after=5 malformed tool=t echo no_usage",
         )
         .unwrap();
         assert_eq!(
@@ -200,6 +203,7 @@ mod tests {
                 malformed: true,
                 tool: Some("t".into()),
                 echo: true,
+                no_usage: true,
             }
         );
         d.overlay_header("reset=false").unwrap();

@@ -546,7 +546,7 @@ pub(crate) fn plan_chat(body: &[u8], header: Option<&str>, opts: &MockOptions) -
                 })
             })
             .collect();
-        let body = json!({
+        let mut body = json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
@@ -556,11 +556,16 @@ pub(crate) fn plan_chat(body: &[u8], header: Option<&str>, opts: &MockOptions) -
             "service_tier": "default",
             "system_fingerprint": SYSTEM_FINGERPRINT
         });
+        if d.no_usage {
+            omit_usage(&mut body);
+        }
         let generation = ttft + token_delay.saturating_mul(saturating_u32(reply.output_tokens()));
         let headers = vec![("x-request-id".to_owned(), new_id("req_"))];
         return json_plan(body, headers, d, front.delay + generation);
     }
 
+    // `no_usage` plays a server without usage support: not even the `usage: null` field.
+    let usage_chunk = request.include_usage && !d.no_usage;
     let chunk = |choices: Value| {
         let mut chunk = json!({
             "id": id,
@@ -571,7 +576,7 @@ pub(crate) fn plan_chat(body: &[u8], header: Option<&str>, opts: &MockOptions) -
             "system_fingerprint": SYSTEM_FINGERPRINT,
             "choices": choices
         });
-        if request.include_usage {
+        if usage_chunk {
             chunk["usage"] = Value::Null;
         }
         data_frame(&chunk)
@@ -624,7 +629,7 @@ pub(crate) fn plan_chat(body: &[u8], header: Option<&str>, opts: &MockOptions) -
         }
         frames.push(choice(index, json!({}), Some(finish_reason(&reply))));
     }
-    if request.include_usage {
+    if usage_chunk {
         let mut last = json!({
             "id": id,
             "object": "chat.completion.chunk",
@@ -642,6 +647,13 @@ pub(crate) fn plan_chat(body: &[u8], header: Option<&str>, opts: &MockOptions) -
         "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":<<malformed>>\n\n"
     ));
     stream_plan(frames, d, front.delay, ttft, token_delay, broken)
+}
+
+/// Drops `usage` from an answer body (the `no_usage` directive).
+pub(crate) fn omit_usage(body: &mut Value) {
+    if let Some(body) = body.as_object_mut() {
+        body.remove("usage");
+    }
 }
 
 pub(crate) fn saturating_u32(n: u64) -> u32 {
@@ -815,12 +827,15 @@ pub(crate) fn plan_embeddings(body: &[u8], header: Option<&str>, opts: &MockOpti
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "object": "list",
         "data": data,
         "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
     });
+    if front.directives.no_usage {
+        omit_usage(&mut body);
+    }
     let headers = vec![("x-request-id".to_owned(), new_id("req_"))];
     json_plan(body, headers, &front.directives, front.delay)
 }

@@ -505,3 +505,111 @@ async fn reset_and_latency_faults_and_clearing() {
         assert_eq!(response.status(), 400, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn no_usage_omits_usage_everywhere() {
+    let server = mock().await;
+
+    // OpenAI, plain: the answer is complete except for `usage`.
+    let body: Value = openai(&server, "/v1/chat/completions")
+        .json(&chat("count nothing mock:no_usage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("usage").is_none(), "{body}");
+    assert!(body["choices"][0]["message"]["content"].is_string());
+
+    // OpenAI, stream: no usage chunk even when asked for one, and no `usage: null` fields.
+    let mut request = chat_stream("count nothing mock:no_usage mock:tokens=4");
+    request["stream_options"] = json!({"include_usage": true});
+    let text = openai(&server, "/v1/chat/completions")
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let frames = parse_sse(&text);
+    assert_eq!(frames.last().unwrap().data, "[DONE]");
+    let chunks: Vec<Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| f.json())
+        .collect();
+    // role + 4 tokens + finish, and nothing else.
+    assert_eq!(chunks.len(), 6);
+    for chunk in &chunks {
+        assert!(chunk.get("usage").is_none(), "{chunk}");
+        assert_eq!(chunk["choices"].as_array().unwrap().len(), 1);
+    }
+    // Through the header too; without the directive the same request has its usage chunk.
+    let text = openai(&server, "/v1/chat/completions")
+        .header("x-mock", "no_usage")
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("\"usage\""), "{text}");
+    request["messages"][0]["content"] = json!("count mock:tokens=4");
+    let text = openai(&server, "/v1/chat/completions")
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"completion_tokens\":4"), "{text}");
+
+    // Anthropic, plain and stream: no `usage` object anywhere.
+    let messages = |stream: bool| {
+        json!({"model": "m", "max_tokens": 50, "stream": stream,
+               "messages": [{"role": "user", "content": "count nothing mock:no_usage"}]})
+    };
+    let body: Value = anthropic(&server)
+        .json(&messages(false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("usage").is_none(), "{body}");
+    assert_eq!(body["stop_reason"], "end_turn");
+    let text = anthropic(&server)
+        .json(&messages(true))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let frames = parse_sse(&text);
+    let kinds: Vec<String> = frames.iter().map(|f| f.event.clone().unwrap()).collect();
+    assert_eq!(kinds.first().unwrap(), "message_start");
+    assert_eq!(kinds.last().unwrap(), "message_stop");
+    assert!(kinds.iter().any(|k| k == "message_delta"));
+    for frame in &frames {
+        let event = frame.json();
+        assert!(event.get("usage").is_none(), "{event}");
+        assert!(event["message"].get("usage").is_none(), "{event}");
+    }
+
+    // Embeddings: vectors, no usage.
+    let body: Value = openai(&server, "/v1/embeddings")
+        .json(&json!({"model": "e", "input": "embed me mock:no_usage"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("usage").is_none(), "{body}");
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+}

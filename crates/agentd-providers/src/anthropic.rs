@@ -16,7 +16,8 @@ use crate::error::status_for_error_type;
 use crate::http::{self, HttpClient};
 use crate::openai::to_vec;
 use crate::sse::SseEvent;
-use crate::stream::Observed;
+use crate::stream::{Observed, Text};
+use crate::tokens::Generated;
 use crate::{set_model, translate, ApiFormat, ChatRequest, ChatResponse, ProviderError};
 
 /// A client for one Anthropic provider.
@@ -144,6 +145,34 @@ struct WireEvent<'a> {
     usage: Option<WireUsage>,
     #[serde(default)]
     error: Option<WireError>,
+    /// `content_block_start`'s block: a tool call's name, or a text block's opening text.
+    #[serde(default, borrow)]
+    content_block: Option<WireBlock<'a>>,
+    /// `content_block_delta`'s delta (`message_delta` has one too, with only stop fields).
+    #[serde(default, borrow)]
+    delta: Option<WireBlockDelta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireBlock<'a> {
+    #[serde(default, borrow)]
+    name: Text<'a>,
+    #[serde(default, borrow)]
+    text: Text<'a>,
+    #[serde(default, borrow)]
+    thinking: Text<'a>,
+}
+
+/// Text, tool-input JSON and thinking deltas: everything billed as output. Signature deltas
+/// are not text the model generated.
+#[derive(Deserialize)]
+struct WireBlockDelta<'a> {
+    #[serde(default, borrow)]
+    text: Text<'a>,
+    #[serde(default, borrow)]
+    partial_json: Text<'a>,
+    #[serde(default, borrow)]
+    thinking: Text<'a>,
 }
 
 #[derive(Deserialize)]
@@ -154,12 +183,15 @@ struct WireError {
     message: Option<String>,
 }
 
-/// Accounting for an Anthropic event stream: `message_start` carries the input side,
-/// `message_delta` the (cumulative) output count.
+/// Accounting for an Anthropic event stream: `message_start` carries the input side (and an
+/// opening output count of 1 or so), `message_delta` the final output count. The generated text
+/// is kept for streams that lack either.
 #[derive(Default)]
 pub(crate) struct StreamTracker {
     usage: Option<WireUsage>,
-    content_events: u64,
+    /// A `message_delta` reported the output count: it is final.
+    output_reported: bool,
+    generated: Generated,
 }
 
 impl StreamTracker {
@@ -182,6 +214,7 @@ impl StreamTracker {
             }
             "message_delta" => {
                 if let Some(delta) = parsed.usage {
+                    self.output_reported |= delta.output_tokens.is_some();
                     let usage = self.usage.get_or_insert_with(WireUsage::default);
                     // Newer API versions repeat the input side here: the later value wins.
                     for (field, value) in [
@@ -203,8 +236,20 @@ impl StreamTracker {
                 }
                 Observed::Other
             }
+            "content_block_start" => {
+                if let Some(block) = &parsed.content_block {
+                    for text in [&block.name, &block.text, &block.thinking] {
+                        self.generated.push(text.as_str());
+                    }
+                }
+                Observed::Other
+            }
             "content_block_delta" => {
-                self.content_events += 1;
+                if let Some(delta) = &parsed.delta {
+                    for text in [&delta.text, &delta.partial_json, &delta.thinking] {
+                        self.generated.push(text.as_str());
+                    }
+                }
                 Observed::Content
             }
             "message_stop" => Observed::Done,
@@ -229,8 +274,18 @@ impl StreamTracker {
         self.usage.as_ref().map(to_usage)
     }
 
-    pub(crate) fn content_events(&self) -> u64 {
-        self.content_events
+    pub(crate) fn input_reported(&self) -> bool {
+        self.usage
+            .as_ref()
+            .is_some_and(|u| u.input_tokens.is_some())
+    }
+
+    pub(crate) fn output_reported(&self) -> bool {
+        self.output_reported
+    }
+
+    pub(crate) fn generated(&self) -> &Generated {
+        &self.generated
     }
 }
 
@@ -278,6 +333,11 @@ mod tests {
             t.observe(&event("content_block_delta", delta)).unwrap(),
             Observed::Content
         );
+        assert!(t.input_reported());
+        assert!(
+            !t.output_reported(),
+            "message_start's output count is not final"
+        );
         let md = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}"#;
         t.observe(&event("message_delta", md)).unwrap();
         assert_eq!(
@@ -293,7 +353,57 @@ mod tests {
                 cached_input_tokens: 5
             })
         );
-        assert_eq!(t.content_events(), 1);
+        assert!(t.output_reported());
+        assert_eq!(t.generated().tokens(), 1, "Hi");
+    }
+
+    #[test]
+    fn tracker_keeps_text_tool_input_and_thinking() {
+        let mut t = StreamTracker::default();
+        let events = [
+            (
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","content":[],"model":"x"}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Weather? "}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"c2lnbmF0dXJl"}}"#,
+            ),
+            (
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"get_weather","input":{}}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":""}}"#,
+            ),
+            (
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Paris\"}"}}"#,
+            ),
+            (
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null}}"#,
+            ),
+            ("message_stop", r#"{"type":"message_stop"}"#),
+        ];
+        for (name, data) in events {
+            t.observe(&event(name, data)).unwrap();
+        }
+        assert_eq!(t.usage(), None);
+        assert!(!t.input_reported() && !t.output_reported());
+        assert_eq!(
+            t.generated().tokens(),
+            crate::count_tokens("Weather? get_weather{\"city\": \"Paris\"}")
+        );
     }
 
     #[test]

@@ -231,8 +231,16 @@ impl HttpClient {
         body: Vec<u8>,
         deadlines: Deadlines,
     ) -> Result<ChatResponse, ProviderError> {
+        let body = Bytes::from(body);
         let request_len = body.len();
-        let resp = self.post(uri, Bytes::from(body), &deadlines).await?;
+        // A stream keeps the request (the same bytes, no copy) to count its prompt in case the
+        // provider reports no usage.
+        let request = if req.stream {
+            body.clone()
+        } else {
+            Bytes::new()
+        };
+        let resp = self.post(uri, body, &deadlines).await?;
         if !req.stream {
             let body = read_body(resp.into_body(), &deadlines).await?;
             return stream::complete(upstream, req, body, request_len).map(ChatResponse::Complete);
@@ -249,7 +257,7 @@ impl HttpClient {
             Upstream::new(upstream),
             Output::new(upstream, req),
             &deadlines,
-            request_len,
+            request,
         );
         stream.prefetch().await.map(ChatResponse::Stream)
     }

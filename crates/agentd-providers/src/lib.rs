@@ -10,6 +10,13 @@
 //!
 //! Failures are [`ProviderError`]s carrying the upstream facts; the gateway shows them to the
 //! client through [`ProviderError::to_api_error`], and ends broken streams with [`error_frame`].
+//!
+//! Token counts come from the provider's own usage reports whenever it sends them. When it does
+//! not (a server without usage support, a stream cut before its usage event), a stream's output
+//! is counted with the o200k_base tokenizer over the text it generated and its input over the
+//! prompt, and [`ChatStream::usage_estimated`] says so; before a call,
+//! [`estimate_prompt_tokens`] gives a cheap upper bound for budget admission. [`tokens`] lists
+//! which numbers are exact and which estimated.
 
 pub mod anthropic;
 pub mod error;
@@ -18,11 +25,13 @@ pub mod mock;
 pub mod openai;
 pub mod sse;
 pub mod stream;
+pub mod tokens;
 pub mod translate;
 pub mod validate;
 
 pub use error::{error_frame, ProviderError, TimeoutPhase};
 pub use stream::ChatStream;
+pub use tokens::{count_tokens, estimate_prompt_tokens, max_output_tokens};
 
 use agentd_config::{ProviderConfig, ProviderKind};
 use agentd_core::Usage;

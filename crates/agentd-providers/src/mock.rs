@@ -62,10 +62,11 @@ impl MockProvider {
                 Api::AnthropicMessages
             }
         };
-        let bytes = to_vec(&body)?;
+        let bytes = Bytes::from(to_vec(&body)?);
         let request_len = bytes.len();
         let plan = agentd_mock::plan(api, &bytes, None, &self.opts);
-        drop(bytes);
+        // Only a stream needs the request later (to count its prompt if it reports no usage).
+        let request = if req.stream { bytes } else { Bytes::new() };
         match self.play(plan, req.format, req.stream, &deadlines).await? {
             Played::Json { body, usage } => Ok(ChatResponse::Complete(JsonResponse {
                 body,
@@ -83,7 +84,7 @@ impl MockProvider {
                     Upstream::new(req.format),
                     Output::new(req.format, &req),
                     &deadlines,
-                    request_len,
+                    request,
                 );
                 stream.prefetch().await.map(ChatResponse::Stream)
             }

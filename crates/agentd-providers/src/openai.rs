@@ -5,19 +5,18 @@
 //! are translated. Streams always ask the upstream for the usage chunk so we can account tokens;
 //! it is dropped again when the client did not ask for it.
 
-use std::borrow::Cow;
-
 use ::http::Uri;
 use agentd_config::ProviderConfig;
 use agentd_core::Usage;
-use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::status_for_error_type;
 use crate::http::{self, HttpClient};
 use crate::sse::SseEvent;
-use crate::stream::Observed;
+use crate::stream::{Observed, Text};
+use crate::tokens::Generated;
 use crate::{
     set_model, translate, ApiFormat, ChatRequest, ChatResponse, JsonResponse, ProviderError,
 };
@@ -185,12 +184,45 @@ struct WireChoice<'a> {
     delta: Option<WireDelta<'a>>,
 }
 
+/// The parts of a delta that are generated text. `reasoning_content` (vLLM, DeepSeek) and
+/// `reasoning` (Ollama, OpenRouter) are billed as output too.
 #[derive(Deserialize)]
 struct WireDelta<'a> {
     #[serde(default, borrow)]
-    content: Option<Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<IgnoredAny>,
+    content: Text<'a>,
+    #[serde(default, borrow)]
+    reasoning_content: Text<'a>,
+    #[serde(default, borrow)]
+    reasoning: Text<'a>,
+    #[serde(default, borrow)]
+    refusal: Text<'a>,
+    /// Read in a second pass (see [`WireToolCall`]): whatever its shape, the chunk stays valid.
+    #[serde(default, borrow)]
+    tool_calls: Option<&'a RawValue>,
+    /// The pre-tools `function_call` delta.
+    #[serde(default, borrow)]
+    function_call: Option<WireFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall<'a> {
+    #[serde(default, borrow)]
+    function: Option<WireFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction<'a> {
+    #[serde(default, borrow)]
+    name: Text<'a>,
+    #[serde(default, borrow)]
+    arguments: Text<'a>,
+}
+
+impl WireFunction<'_> {
+    fn record(&self, generated: &mut Generated) {
+        generated.push(self.name.as_str());
+        generated.push(self.arguments.as_str());
+    }
 }
 
 #[derive(Deserialize)]
@@ -214,11 +246,14 @@ impl WireError {
     }
 }
 
-/// Accounting for an OpenAI chunk stream.
+/// Accounting for an OpenAI chunk stream: the usage chunk, and the generated text in case
+/// there is none.
 #[derive(Default)]
 pub(crate) struct StreamTracker {
     usage: Option<Usage>,
-    content_events: u64,
+    input_reported: bool,
+    output_reported: bool,
+    generated: Generated,
 }
 
 impl StreamTracker {
@@ -240,34 +275,72 @@ impl StreamTracker {
         }
         let has_usage = chunk.usage.is_some();
         if let Some(usage) = chunk.usage {
+            self.input_reported |= usage.prompt_tokens.is_some();
+            self.output_reported |= usage.completion_tokens.is_some();
             self.usage = Some(usage.into());
         }
         match chunk.choices {
             Some(choices) if !choices.is_empty() => {
-                let content = choices.iter().any(|c| {
-                    c.delta.as_ref().is_some_and(|d| {
-                        d.content.as_deref().is_some_and(|s| !s.is_empty())
-                            || d.tool_calls.is_some()
-                    })
-                });
-                if content {
-                    self.content_events += 1;
-                    Ok(Observed::Content)
-                } else {
-                    Ok(Observed::Other)
+                let mut content = false;
+                for delta in choices.iter().filter_map(|c| c.delta.as_ref()) {
+                    content |= self.record(delta);
                 }
+                Ok(if content {
+                    Observed::Content
+                } else {
+                    Observed::Other
+                })
             }
             Some(_) | None if has_usage => Ok(Observed::UsageOnly),
             Some(_) | None => Ok(Observed::Other),
         }
     }
 
+    /// Keeps the delta's generated text; true if it had any (or a tool call).
+    fn record(&mut self, delta: &WireDelta<'_>) -> bool {
+        let mut content = false;
+        for text in [
+            &delta.content,
+            &delta.reasoning_content,
+            &delta.reasoning,
+            &delta.refusal,
+        ] {
+            let text = text.as_str();
+            if !text.is_empty() {
+                self.generated.push(text);
+                content = true;
+            }
+        }
+        if let Some(raw) = delta.tool_calls {
+            // A shape we cannot read still counts as a content event; its text is lost.
+            if let Ok(calls) = serde_json::from_str::<Vec<WireToolCall<'_>>>(raw.get()) {
+                for function in calls.iter().filter_map(|c| c.function.as_ref()) {
+                    function.record(&mut self.generated);
+                }
+            }
+            content = true;
+        }
+        if let Some(function) = &delta.function_call {
+            function.record(&mut self.generated);
+            content = true;
+        }
+        content
+    }
+
     pub(crate) fn usage(&self) -> Option<Usage> {
         self.usage
     }
 
-    pub(crate) fn content_events(&self) -> u64 {
-        self.content_events
+    pub(crate) fn input_reported(&self) -> bool {
+        self.input_reported
+    }
+
+    pub(crate) fn output_reported(&self) -> bool {
+        self.output_reported
+    }
+
+    pub(crate) fn generated(&self) -> &Generated {
+        &self.generated
     }
 }
 
@@ -316,7 +389,52 @@ mod tests {
                 cached_input_tokens: 4
             })
         );
-        assert_eq!(t.content_events(), 2);
+        assert!(t.input_reported() && t.output_reported());
+        assert_eq!(
+            t.generated().tokens(),
+            crate::count_tokens(" hi \"there\"{\"")
+        );
+    }
+
+    #[test]
+    fn tracker_keeps_every_kind_of_generated_text() {
+        let mut t = StreamTracker::default();
+        for data in [
+            r#"{"choices":[{"index":0,"delta":{"reasoning_content":"Think."}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"reasoning":" More."}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Paris\"}"}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"function_call":{"name":"f","arguments":"{}"}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"refusal":" No."}}]}"#,
+        ] {
+            assert_eq!(
+                t.observe(&event(data)).unwrap(),
+                Observed::Content,
+                "{data}"
+            );
+        }
+        // Unexpected shapes are content the client can read: never a stream failure.
+        for data in [
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":{"odd":true}}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"function":{"name":"g","arguments":{"a":1}}}]}}]}"#,
+        ] {
+            assert_eq!(
+                t.observe(&event(data)).unwrap(),
+                Observed::Content,
+                "{data}"
+            );
+        }
+        assert_eq!(
+            t.observe(&event(r#"{"choices":[{"index":0,"delta":{"content":7}}]}"#))
+                .unwrap(),
+            Observed::Other
+        );
+        assert_eq!(t.usage(), None);
+        assert!(!t.input_reported() && !t.output_reported());
+        assert_eq!(
+            t.generated().tokens(),
+            crate::count_tokens("Think. More.get_weather{\"city\":\"Paris\"}f{} No.g")
+        );
     }
 
     #[test]

@@ -2,10 +2,16 @@
 //! with token accounting, the first-token and whole-stream timeouts, and cut detection.
 //!
 //! Each upstream event goes through two stages: an [`Upstream`] tracker that parses just what
-//! accounting needs (usage, content events, the terminal event, error events) and rejects invalid
-//! JSON, then an [`Output`] that either forwards the event as is (same format) or hands it to a
-//! translator. Keeping the tracker separate means usage is computed the same way whether or not
-//! we translate.
+//! accounting needs (usage, the generated text, the terminal event, error events) and rejects
+//! invalid JSON, then an [`Output`] that either forwards the event as is (same format) or hands
+//! it to a translator. Keeping the tracker separate means usage is computed the same way whether
+//! or not we translate.
+//!
+//! Usage is the provider's when it reports it. The tracker also keeps the text generated so far
+//! (appending borrowed slices into one `String`), so that a stream without usage, or cut before
+//! its usage event, is still accounted: its output is tokenized when [`ChatStream::usage`] is
+//! asked, and its input counted from the request, which the stream holds (a reference to the
+//! bytes already sent, no copy) until the provider reports the input side.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -18,11 +24,14 @@ use agentd_core::Usage;
 use bytes::Bytes;
 use futures::Stream;
 use hyper::body::{Body as _, Incoming};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 
 use crate::http::Deadlines;
 use crate::sse::{self, SseEvent, SseParser};
+use crate::tokens::{self, Generated};
 use crate::translate::{self, AnthropicToOpenAiStream, OpenAiToAnthropicStream};
 use crate::{anthropic, openai, ApiFormat, ChatRequest, JsonResponse, ProviderError, TimeoutPhase};
 
@@ -32,7 +41,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(20);
 /// What a tracker saw in one upstream event.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Observed {
-    /// A content delta (text or tool call): counted when usage must be estimated.
+    /// A content delta (text, reasoning or tool call); its text went to the tracker's
+    /// [`Generated`].
     Content,
     /// Anything else worth forwarding (role chunk, block start/stop, ping, …).
     Other,
@@ -65,6 +75,15 @@ impl Upstream {
         }
     }
 
+    /// The wire format of the upstream's events (and of the request it was sent).
+    fn format(&self) -> ApiFormat {
+        match self {
+            Upstream::OpenAi(_) => ApiFormat::OpenAi,
+            Upstream::Anthropic(_) => ApiFormat::Anthropic,
+        }
+    }
+
+    /// What the provider reported so far; fields it did not report are 0.
     fn usage(&self) -> Option<Usage> {
         match self {
             Upstream::OpenAi(t) => t.usage(),
@@ -72,11 +91,101 @@ impl Upstream {
         }
     }
 
-    fn content_events(&self) -> u64 {
+    /// The provider reported the input side.
+    fn input_reported(&self) -> bool {
         match self {
-            Upstream::OpenAi(t) => t.content_events(),
-            Upstream::Anthropic(t) => t.content_events(),
+            Upstream::OpenAi(t) => t.input_reported(),
+            Upstream::Anthropic(t) => t.input_reported(),
         }
+    }
+
+    /// The provider reported the final output count (not just Anthropic's opening estimate).
+    fn output_reported(&self) -> bool {
+        match self {
+            Upstream::OpenAi(t) => t.output_reported(),
+            Upstream::Anthropic(t) => t.output_reported(),
+        }
+    }
+
+    fn generated(&self) -> &Generated {
+        match self {
+            Upstream::OpenAi(t) => t.generated(),
+            Upstream::Anthropic(t) => t.generated(),
+        }
+    }
+}
+
+/// A text field of a stream event, read leniently: a string (borrowed when it has no escapes),
+/// or anything else (number, object, …) taken as no text. Accounting must never fail a stream
+/// that the client could read just because a field has an unexpected type.
+#[derive(Debug, Default)]
+pub(crate) struct Text<'a>(pub(crate) Option<std::borrow::Cow<'a, str>>);
+
+impl Text<'_> {
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Text(Some(std::borrow::Cow::Borrowed(v))))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Text(Some(std::borrow::Cow::Owned(v.to_owned()))))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Text(Some(std::borrow::Cow::Owned(v))))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Text(None))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Text(None))
     }
 }
 
@@ -227,13 +336,17 @@ pub struct ChatStream {
     /// The end of the body was awaited after the terminal event (see `poll_drain`).
     drain_started: bool,
     drained: bool,
-    request_len: usize,
+    /// The request as sent upstream (a reference to the same bytes, no copy), to count the
+    /// prompt if the provider never reports it. Released as soon as it does.
+    request: Bytes,
 }
 
 impl fmt::Debug for ChatStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not `usage()`: formatting must not run the tokenizer.
         f.debug_struct("ChatStream")
-            .field("usage", &self.usage())
+            .field("reported_usage", &self.upstream.usage())
+            .field("usage_estimated", &self.usage_estimated())
             .field("complete", &self.complete)
             .field("finished", &self.finished)
             .finish_non_exhaustive()
@@ -246,7 +359,7 @@ impl ChatStream {
         upstream: Upstream,
         output: Output,
         deadlines: &Deadlines,
-        request_len: usize,
+        request: Bytes,
     ) -> Self {
         let (deadline, phase) = deadlines.before_first_byte();
         Self {
@@ -265,19 +378,54 @@ impl ChatStream {
             yielded: 0,
             drain_started: false,
             drained: false,
-            request_len,
+            request,
         }
     }
 
-    /// Token usage so far; final once the stream ended. From the provider's own usage reports;
-    /// if the stream carried none, estimated (input: a quarter of the request's bytes, output:
-    /// one token per content event) until a real tokenizer exists.
+    /// Token usage so far; final once the stream ended (completed, failed, or dropped when the
+    /// client went away). Each side is the provider's own report when it sent one. Otherwise:
+    /// the output is the o200k_base count of the text generated so far (or, when the provider
+    /// reported an opening count but not the final one, the larger of the two), and the input
+    /// the o200k_base count of the prompt plus the chat format's overhead (see [`tokens`]).
+    ///
+    /// Counting runs the tokenizer (and builds it on first use: about 250 ms and 45 MB, once
+    /// per process), so call this once, when the stream is over; a stream whose provider
+    /// reported usage costs nothing here.
     pub fn usage(&self) -> Usage {
-        self.upstream.usage().unwrap_or_else(|| Usage {
-            input_tokens: estimate_tokens(self.request_len),
-            output_tokens: self.upstream.content_events(),
-            cached_input_tokens: 0,
-        })
+        let reported = self.upstream.usage().unwrap_or_default();
+        let input_tokens = if self.upstream.input_reported() {
+            reported.input_tokens
+        } else {
+            self.prompt_tokens()
+        };
+        let output_tokens = if self.upstream.output_reported() {
+            reported.output_tokens
+        } else {
+            reported
+                .output_tokens
+                .max(self.upstream.generated().tokens())
+        };
+        Usage {
+            input_tokens,
+            output_tokens,
+            cached_input_tokens: reported.cached_input_tokens,
+        }
+    }
+
+    /// Whether [`usage`](Self::usage) counted or estimated any side itself instead of taking
+    /// the provider's numbers: the provider sent no usage, or the stream ended (cut, timed out,
+    /// client gone) before the event with the final counts.
+    pub fn usage_estimated(&self) -> bool {
+        !(self.upstream.input_reported() && self.upstream.output_reported())
+    }
+
+    /// The prompt's tokens, counted from the request sent upstream.
+    fn prompt_tokens(&self) -> u64 {
+        match serde_json::from_slice::<Value>(&self.request) {
+            Ok(body) => tokens::count_prompt_tokens(self.upstream.format(), &body),
+            // We serialized it ourselves; if it is unreadable anyway, fall back to its size.
+            Err(_) => estimate_tokens(self.request.len()),
+        }
     }
 
     /// Whether the stream reached its terminal event (or a forwarded upstream error event).
@@ -387,6 +535,10 @@ impl ChatStream {
                 Ok(observed) => observed,
                 Err(err) => return self.fail(err),
             };
+            if !self.request.is_empty() && self.upstream.input_reported() {
+                // Anthropic reports the input at the start: the prompt is no longer needed.
+                self.request = Bytes::new();
+            }
             if let Observed::Error { status, message } = &observed {
                 self.complete = true;
                 self.finished = true;

@@ -9,8 +9,8 @@ use agentd_config::{Config, Overrides, ProviderConfig};
 use agentd_core::{ErrorKind, Usage};
 use agentd_mock::{Api, MockOptions, MockServer, Plan};
 use agentd_providers::{
-    ApiFormat, ChatRequest, ChatResponse, ChatStream, JsonResponse, Provider, ProviderError,
-    TimeoutPhase,
+    count_tokens, ApiFormat, ChatRequest, ChatResponse, ChatStream, JsonResponse, Provider,
+    ProviderError, TimeoutPhase,
 };
 use base64::Engine as _;
 use bytes::Bytes;
@@ -282,12 +282,15 @@ struct Streamed {
     answer: Answer,
     /// OpenAI: the usage-only chunk, if present.
     usage_chunk: Option<Usage>,
+    /// Anthropic: `message_delta`'s `usage.output_tokens`, if present.
+    delta_output_tokens: Option<u64>,
     frames: usize,
 }
 
 fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
     let mut answer = Answer::default();
     let mut usage_chunk = None;
+    let mut delta_output_tokens = None;
     let mut ended = false;
     match format {
         ApiFormat::OpenAi => {
@@ -387,7 +390,7 @@ fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
                     "message_delta" => {
                         answer.finish =
                             finish_from_anthropic(v["delta"]["stop_reason"].as_str().unwrap());
-                        assert!(v["usage"]["output_tokens"].as_u64().is_some());
+                        delta_output_tokens = v["usage"]["output_tokens"].as_u64();
                     }
                     "message_stop" => {
                         assert_eq!(i, frames.len() - 1, "message_stop is last");
@@ -416,6 +419,7 @@ fn parse_stream(format: ApiFormat, frames: &[Bytes]) -> Streamed {
     Streamed {
         answer,
         usage_chunk,
+        delta_output_tokens,
         frames: frames.len(),
     }
 }
@@ -437,7 +441,13 @@ async fn stream(provider: &Provider, req: ChatRequest) -> ChatStream {
 }
 
 /// Drains a stream: the frames, and the error it ended with (if any). Checks it ends after one error.
-async fn drain(mut s: ChatStream) -> (Vec<Bytes>, Option<ProviderError>, Usage) {
+async fn drain(s: ChatStream) -> (Vec<Bytes>, Option<ProviderError>, Usage) {
+    let (frames, error, s) = drain_keeping(s).await;
+    (frames, error, s.usage())
+}
+
+/// [`drain`], handing back the ended stream itself (for `usage_estimated`).
+async fn drain_keeping(mut s: ChatStream) -> (Vec<Bytes>, Option<ProviderError>, ChatStream) {
     let mut frames = Vec::new();
     let mut error = None;
     while let Some(item) = s.next().await {
@@ -448,8 +458,7 @@ async fn drain(mut s: ChatStream) -> (Vec<Bytes>, Option<ProviderError>, Usage) 
         }
     }
     assert!(s.next().await.is_none(), "stays ended");
-    let usage = s.usage();
-    (frames, error, usage)
+    (frames, error, s)
 }
 
 // ---- what the mock itself says ---------------------------------------------------------------
@@ -570,12 +579,17 @@ async fn matrix(kind: Kind, format: ApiFormat) {
             "the stream says what the complete answer says"
         );
         assert_eq!(usage, expected_usage, "usage of the stream");
-        if format == ApiFormat::OpenAi {
-            assert_eq!(
+        match format {
+            ApiFormat::OpenAi => assert_eq!(
                 streamed.usage_chunk,
                 Some(expected_usage),
                 "include_usage chunk"
-            );
+            ),
+            ApiFormat::Anthropic => assert_eq!(
+                streamed.delta_output_tokens,
+                Some(expected_usage.output_tokens),
+                "message_delta usage"
+            ),
         }
         let sent = recorded(&mock).await;
         assert_eq!(sent[0]["body"]["stream"], true);
@@ -1570,7 +1584,7 @@ async fn streams_split_anywhere_are_reassembled_into_the_same_frames() {
 }
 
 #[tokio::test]
-async fn streams_without_usage_are_estimated() {
+async fn streams_without_usage_are_counted_with_the_tokenizer() {
     let upstream = scripted(Script::ok("text/event-stream", OPENAI_STREAM)).await;
     let provider = scripted_provider(Kind::OpenAi, &upstream, "");
     let s = stream(
@@ -1578,17 +1592,17 @@ async fn streams_without_usage_are_estimated() {
         request(ApiFormat::OpenAi, PROMPT, true, false, false),
     )
     .await;
-    let (_, error, usage) = drain(s).await;
+    let (_, error, s) = drain_keeping(s).await;
     assert!(error.is_none());
-    let sent_len = upstream.received.lock().unwrap()[0].len() as u64;
+    assert!(s.usage_estimated());
     assert_eq!(
-        usage,
+        s.usage(),
         Usage {
-            input_tokens: sent_len.div_ceil(4),
-            output_tokens: 3,
+            input_tokens: prompt_count(PROMPT),
+            output_tokens: count_tokens("Grüße aus Paris"),
             cached_input_tokens: 0
         },
-        "input: request bytes / 4; output: one per content delta"
+        "input: the prompt's o200k tokens + chat overhead; output: the streamed text's"
     );
 }
 
@@ -2047,5 +2061,191 @@ fn base_urls_that_cannot_be_request_targets_are_config_errors() {
         assert!(message.contains("providers.bad.base_url"), "{message}");
         assert!(message.contains(expected), "{message}");
         assert!(!message.contains("pw"), "{message}");
+    }
+}
+
+// ---- token accounting when the provider reports no usage -----------------------------------------
+
+/// The o200k count of the test prompt (system "You are terse." + one user message, no tools)
+/// with the chat overhead: 3 per message, 3 to prime the reply.
+fn prompt_count(user_text: &str) -> u64 {
+    count_tokens(&format!("You are terse.\n{user_text}")) + 2 * 3 + 3
+}
+
+/// The text the model generated, as far as the client's frames show it (the stream may be
+/// cut): content, tool names and argument fragments.
+fn streamed_text(format: ApiFormat, frames: &[Bytes]) -> String {
+    let mut text = String::new();
+    for frame in frames {
+        let (_, data) = split_frame(frame);
+        let Ok(v) = serde_json::from_str::<Value>(&data) else {
+            assert_eq!(data, "[DONE]");
+            continue;
+        };
+        match format {
+            ApiFormat::OpenAi => {
+                for choice in v["choices"].as_array().into_iter().flatten() {
+                    let delta = &choice["delta"];
+                    text.push_str(delta["content"].as_str().unwrap_or_default());
+                    for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                        text.push_str(call["function"]["name"].as_str().unwrap_or_default());
+                        text.push_str(call["function"]["arguments"].as_str().unwrap_or_default());
+                    }
+                }
+            }
+            ApiFormat::Anthropic => match v["type"].as_str().unwrap() {
+                "content_block_start" => {
+                    let block = &v["content_block"];
+                    text.push_str(block["name"].as_str().unwrap_or_default());
+                    text.push_str(block["text"].as_str().unwrap_or_default());
+                }
+                "content_block_delta" => {
+                    let delta = &v["delta"];
+                    text.push_str(delta["text"].as_str().unwrap_or_default());
+                    text.push_str(delta["partial_json"].as_str().unwrap_or_default());
+                }
+                _ => {}
+            },
+        }
+    }
+    text
+}
+
+/// Every way a stream reaches us: both HTTP clients against the mock server, and the
+/// in-process mock, each with both client formats. (label, provider, upstream format, format)
+fn every_stream_path(server: &MockServer) -> Vec<(String, Provider, ApiFormat, ApiFormat)> {
+    let mut paths = Vec::new();
+    for kind in [Kind::OpenAi, Kind::Anthropic] {
+        for format in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
+            paths.push((
+                format!("{kind:?} client, {format:?} request"),
+                http_provider(kind, server, ""),
+                native_format(kind),
+                format,
+            ));
+        }
+    }
+    for format in [ApiFormat::OpenAi, ApiFormat::Anthropic] {
+        paths.push((
+            format!("in-process mock, {format:?} request"),
+            mock_provider(""),
+            format,
+            format,
+        ));
+    }
+    paths
+}
+
+#[tokio::test]
+async fn streams_without_usage_count_the_streamed_text() {
+    let server = mock_server().await;
+    let text = "hi mock:no_usage";
+    for (label, provider, upstream, format) in every_stream_path(&server) {
+        for tools in [false, true] {
+            let s = stream(&provider, request(format, text, true, tools, true)).await;
+            let (frames, error, s) = drain_keeping(s).await;
+            assert!(error.is_none(), "{label}: {error:?}");
+            let streamed = parse_stream(format, &frames);
+            if upstream == format {
+                // Passed through: no usage chunk, since the upstream sent none.
+                assert_eq!(streamed.usage_chunk, None, "{label}");
+            }
+            assert!(s.usage_estimated(), "{label}");
+            let usage = s.usage();
+            let generated = streamed_text(format, &frames);
+            if tools {
+                assert!(
+                    generated.starts_with("get_weather{"),
+                    "{label}: {generated}"
+                );
+            } else {
+                assert!(
+                    generated.starts_with("Mock reply to: hi."),
+                    "{label}: {generated}"
+                );
+                assert_eq!(usage.input_tokens, prompt_count(text), "{label}");
+            }
+            assert_eq!(
+                usage.output_tokens,
+                count_tokens(&generated),
+                "{label} tools={tools}: {generated:?}"
+            );
+            assert!(usage.output_tokens > 0 && usage.input_tokens > 0);
+            assert_eq!(usage.cached_input_tokens, 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_with_usage_keep_the_providers_numbers() {
+    let server = mock_server().await;
+    for (label, provider, upstream, format) in every_stream_path(&server) {
+        let req = request(format, PROMPT, true, false, false);
+        // What the mock counts for this conversation, in the format it received it.
+        let upstream_body = match (format, upstream) {
+            (ApiFormat::OpenAi, ApiFormat::Anthropic) => {
+                agentd_providers::translate::openai_to_anthropic_request(&req.body, UPSTREAM_MODEL)
+                    .unwrap()
+            }
+            (ApiFormat::Anthropic, ApiFormat::OpenAi) => {
+                agentd_providers::translate::anthropic_to_openai_request(&req.body, UPSTREAM_MODEL)
+                    .unwrap()
+            }
+            (ApiFormat::OpenAi, ApiFormat::OpenAi)
+            | (ApiFormat::Anthropic, ApiFormat::Anthropic) => req.body.clone(),
+        };
+        let api = match upstream {
+            ApiFormat::OpenAi => Api::OpenAiChat,
+            ApiFormat::Anthropic => Api::AnthropicMessages,
+        };
+        let expected = mock_usage(api, &upstream_body);
+        let (frames, error, s) = drain_keeping(stream(&provider, req).await).await;
+        assert!(error.is_none(), "{label}: {error:?}");
+        assert!(!s.usage_estimated(), "{label}");
+        assert_eq!(s.usage(), expected, "{label}");
+        // The mock's own count, not the tokenizer's: they differ for this text.
+        assert_ne!(
+            expected.output_tokens,
+            count_tokens(&streamed_text(format, &frames)),
+            "{label}: the test must tell the two apart"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cut_streams_count_the_tokens_generated_so_far() {
+    let server = mock_server().await;
+    let text = "hi mock:cut_after=5";
+    for (label, provider, upstream, format) in every_stream_path(&server) {
+        let (frames, error, s) =
+            drain_keeping(stream(&provider, request(format, text, true, false, false)).await).await;
+        assert!(
+            matches!(error, Some(ProviderError::StreamCut(_))),
+            "{label}: {error:?}"
+        );
+        assert!(s.usage_estimated(), "{label}: the final counts never came");
+        let usage = s.usage();
+        let generated = streamed_text(format, &frames);
+        // OpenAI: role chunk + 4 tokens; Anthropic: message_start, block start, ping + 2 tokens.
+        let expected_text = match upstream {
+            ApiFormat::OpenAi => "Mock reply to: hi.",
+            ApiFormat::Anthropic => "Mock reply",
+        };
+        assert_eq!(generated, expected_text, "{label}");
+        assert_eq!(usage.output_tokens, count_tokens(expected_text), "{label}");
+        match upstream {
+            // No usage at all: the prompt is counted.
+            ApiFormat::OpenAi => assert_eq!(usage.input_tokens, prompt_count(text), "{label}"),
+            // message_start reported the input side: the mock's count stands (asked here with
+            // a text of the same length, without the directive: the mock counts characters).
+            ApiFormat::Anthropic => {
+                let same_length = "x".repeat(text.chars().count());
+                let reported = mock_usage(
+                    Api::AnthropicMessages,
+                    &anthropic_body(&same_length, false, false),
+                );
+                assert_eq!(usage.input_tokens, reported.input_tokens, "{label}");
+            }
+        }
     }
 }
