@@ -61,13 +61,15 @@ pub fn store_error(err: StoreError) -> ApiError {
 /// Shortest secret accepted when importing one.
 const MIN_IMPORTED_SECRET_LEN: usize = 20;
 
-/// Creates a key and returns it with its secret, which is shown only this once. `secret`
-/// imports an existing secret (migrating clients from another gateway) instead of making one.
+/// Creates a key and returns it with its secret, which is shown only this once. `tier` is the
+/// key's default tier (see [`ApiKey::tier`]). `secret` imports an existing secret (migrating
+/// clients from another gateway) instead of making one.
 pub async fn issue(
     store: &dyn KeyStore,
     name: &str,
     tenant: Option<&str>,
     user: Option<&str>,
+    tier: Option<&str>,
     secret: Option<&str>,
 ) -> Result<(ApiKey, String), IssueError> {
     let name = name.trim();
@@ -80,6 +82,11 @@ pub async fn issue(
     validate_name("tenant", tenant).map_err(IssueError::Invalid)?;
     if let Some(user) = user {
         validate_name("user", user).map_err(IssueError::Invalid)?;
+    }
+    // Checked like a name, not against the configured tiers: a key outlives config changes, so
+    // an unknown tier is the router's question at request time, not a reason to refuse the key.
+    if let Some(tier) = tier {
+        validate_name("tier", tier).map_err(IssueError::Invalid)?;
     }
     let secret = match secret {
         Some(s) => {
@@ -108,6 +115,7 @@ pub async fn issue(
             user: user.map(UserId::new),
             prefix: format!("{}…", &secret[..shown]),
             hash: hash_secret(&secret),
+            tier: tier.map(str::to_owned),
             created_at: chrono::Utc::now(),
         })
         .await?;
@@ -120,6 +128,8 @@ pub struct Principal {
     pub key_id: KeyId,
     pub tenant: TenantId,
     pub user: Option<UserId>,
+    /// The key's default tier, used by routers when the request names none.
+    pub tier: Option<String>,
 }
 
 struct Cached {
@@ -159,6 +169,7 @@ impl KeyCache {
                 key_id: k.id,
                 tenant: k.tenant,
                 user: k.user,
+                tier: k.tier,
             });
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_CACHED {
@@ -209,6 +220,56 @@ mod tests {
             hash_secret("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// A directory under the system temp dir, removed when dropped (also when a test fails).
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(label: &str) -> TempDir {
+            let mut nonce = [0u8; 8];
+            rand::thread_rng().fill_bytes(&mut nonce);
+            TempDir(std::env::temp_dir().join(format!("agentd-{label}-{}", hex::encode(nonce))))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn issue_stores_the_tier_and_rejects_bad_ones_before_writing() {
+        let dir = TempDir::new("issue-tier");
+        let store = agentd_store::Store::open_sqlite(&dir.0.join("keys.db"))
+            .await
+            .unwrap();
+        let (fast, _) = issue(&store, "bot", Some("acme"), None, Some("fast"), None)
+            .await
+            .unwrap();
+        assert_eq!(fast.tier.as_deref(), Some("fast"));
+        let (plain, _) = issue(&store, "plain", None, None, None, None)
+            .await
+            .unwrap();
+        assert_eq!(plain.tier, None);
+        let read = store.key_by_id(&fast.id).await.unwrap().unwrap();
+        assert_eq!(read.tier.as_deref(), Some("fast"));
+
+        for bad in ["", "two words", "fast/quality", &"t".repeat(65)] {
+            match issue(&store, "bot", None, None, Some(bad), None).await {
+                Err(IssueError::Invalid(message)) => {
+                    assert!(message.contains("tier"), "{message}")
+                }
+                other => panic!("tier {bad:?}: expected Invalid, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            store.list_keys(None).await.unwrap().len(),
+            2,
+            "nothing written"
+        );
+        store.close().await;
     }
 
     #[test]

@@ -7,9 +7,15 @@
 //! (request ids, access log, metrics, auth) are middleware in `middleware.rs`, applied in the
 //! order STYLE.md gives.
 
+pub mod admission;
+pub mod alerts;
 pub mod body;
+pub mod cache;
+pub mod dispatch;
 pub mod error;
+pub mod health;
 pub mod keys;
+pub mod ledger;
 pub mod metrics;
 pub mod middleware;
 pub mod models;
@@ -37,14 +43,75 @@ pub struct AppState {
     pub in_flight: ::metrics::Gauge,
     /// Set when SIGTERM arrived: `/readyz` fails so load balancers stop sending work.
     pub draining: AtomicBool,
+    /// Budgets and rate limits; `None` when neither is configured (nothing to check).
+    pub controls: Option<Arc<admission::Controls>>,
+    /// The response cache; `None` when disabled.
+    pub cache: Option<Arc<cache::Cache>>,
+    pub ledger: Arc<ledger::Ledger>,
+    pub alerts: Arc<alerts::Alerts>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<Arc<AppState>> {
+    /// Builds the state, connecting to the counter and cache backends (Redis) when configured.
+    pub async fn new(config: Arc<Config>, store: Arc<Store>) -> anyhow::Result<Arc<AppState>> {
+        use agentd_config::{CacheBackend, CountersConfig};
         // The recorder first: the models table resolves its metric handles against it.
         let metrics = metrics::handle();
         let models = models::Models::from_config(&config)
             .map_err(|e| anyhow::anyhow!("cannot set up providers: {e}"))?;
+        let alerts = Arc::new(alerts::Alerts::new(config.budgets.alert_webhook.clone()));
+        let needs_counters = !config.budgets.limits.is_empty()
+            || config.budgets.max_request.is_some()
+            || config.rate_limits.any();
+        let controls = if needs_counters {
+            let counters: Arc<dyn agentd_core::Counters> = match &config.counters {
+                CountersConfig::Memory => Arc::new(agentd_counters::MemoryCounters::new()),
+                CountersConfig::Redis { url, prefix } => Arc::new(
+                    agentd_counters::RedisCounters::connect(url.expose(), prefix)
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "cannot connect to the counters' Redis (counters.url): {e}"
+                            )
+                        })?,
+                ),
+            };
+            Some(admission::Controls::new(
+                counters,
+                &config.budgets,
+                config.rate_limits,
+                store.clone(),
+                alerts.clone(),
+            ))
+        } else {
+            None
+        };
+        let cache = match &config.cache.backend {
+            None => None,
+            Some(backend) => {
+                let store: Arc<dyn agentd_core::ResponseCache> = match backend {
+                    CacheBackend::Memory { max_bytes } => {
+                        Arc::new(agentd_counters::MemoryCache::new(*max_bytes))
+                    }
+                    CacheBackend::Redis { url, prefix } => Arc::new(
+                        agentd_counters::RedisCache::connect(url.expose(), prefix)
+                            .await
+                            .map_err(|e| {
+                                anyhow::anyhow!(
+                                    "cannot connect to the cache's Redis (cache.url): {e}"
+                                )
+                            })?,
+                    ),
+                };
+                Some(Arc::new(cache::Cache {
+                    store,
+                    max_entry_bytes: config.cache.max_entry_bytes,
+                    chat_ttl: config.cache.chat_ttl,
+                    embeddings_ttl: config.cache.embeddings_ttl,
+                }))
+            }
+        };
+        let ledger = ledger::Ledger::start(store.clone(), &config.ledger);
         Ok(Arc::new(AppState {
             keys: keys::KeyCache::new(config.auth.key_cache_ttl),
             models,
@@ -52,6 +119,10 @@ impl AppState {
             http_metrics: metrics::HttpMetrics::default(),
             in_flight: ::metrics::gauge!(metrics::HTTP_INFLIGHT),
             draining: AtomicBool::new(false),
+            controls,
+            cache,
+            ledger,
+            alerts,
             config,
             store,
         }))
@@ -82,6 +153,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/admin/keys/{id}",
             get(routes::admin::get_key).delete(routes::admin::revoke_key),
         )
+        .route("/admin/spend", get(routes::control::spend))
+        .route("/admin/breakers", get(routes::control::breakers))
+        .route("/admin/budgets", get(routes::control::budgets))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::require_admin,
@@ -138,6 +212,9 @@ pub async fn serve(
             Ok(())
         }
     };
+    // Settlements and alerts first (they may queue ledger rows), then the ledger's last rows.
+    state.alerts.wait().await;
+    state.ledger.close().await;
     state.store.close().await;
     info!("Stopped");
     result

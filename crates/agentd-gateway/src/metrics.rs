@@ -130,9 +130,12 @@ impl CallMetrics {
 }
 
 /// Request counters and latency histograms per (route, status), made on first use.
+/// Per route: each status seen, with its counter and the route's histogram.
+type ByRoute = HashMap<Box<str>, Vec<(u16, Counter, Histogram)>>;
+
 #[derive(Default)]
 pub struct HttpMetrics {
-    by_route: RwLock<HashMap<Box<str>, Vec<(u16, Counter, Histogram)>>>,
+    by_route: RwLock<ByRoute>,
 }
 
 impl HttpMetrics {

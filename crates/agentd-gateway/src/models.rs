@@ -1,44 +1,73 @@
-//! The table of public model names and the deployments behind each.
+//! The table of public model names, the deployments behind each, and the tiering routers.
 //!
-//! Built once from the config. Picking a deployment is a weighted random choice; the
-//! resilience work (breakers, least latency, fallbacks) replaces [`ModelRoute::pick`] without
-//! touching the handlers.
+//! Built once from the config. Each deployment carries its own health: a circuit breaker, a
+//! latency EWMA (for least-latency balancing) and a retry budget. Each model carries its
+//! fallback chain, resolved at start-up (the model itself, then its fallbacks and theirs, each
+//! once), and the highest price anywhere on that chain, which budget reservations use as the
+//! worst case.
 
+use crate::health::{self, Breaker, BreakerSettings, LatencyEwma, RetryBudget};
 use crate::metrics::CallMetrics;
-use agentd_config::Config;
+use agentd_config::{Balance, Config, FallbackOn, RouterConfig};
+use agentd_core::Price;
 use agentd_providers::{Provider, ProviderError};
-use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+pub const BREAKER_STATE: &str = "agentd_breaker_state";
+pub const BREAKER_TRANSITIONS: &str = "agentd_breaker_transitions_total";
 
 pub struct Deployment {
     pub provider: Arc<Provider>,
     pub model: String,
     pub weight: u32,
+    pub price: Option<Price>,
     /// Metric handles labelled with this deployment's provider and the public model name.
     pub metrics: Arc<CallMetrics>,
+    pub breaker: Arc<Breaker>,
+    pub latency: Arc<LatencyEwma>,
+    pub retry_budget: RetryBudget,
+}
+
+impl Deployment {
+    /// `provider/model`, as the admin API and logs name it.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.provider.name(), self.model)
+    }
 }
 
 pub struct ModelRoute {
     pub name: String,
     pub owned_by: String,
-    pub deployments: Vec<Deployment>,
-    total_weight: u32,
+    pub deployments: Vec<Arc<Deployment>>,
+    pub balance: Balance,
+    pub fallback_on: FallbackOn,
+    pub max_retries: u32,
+    pub max_output_tokens: u64,
+    /// Names of the models to try after this one, in order (resolved into [`Models::chain`]).
+    pub fallbacks: Vec<String>,
+    /// The highest input, output and cached-input prices over the whole fallback chain.
+    pub worst_price: Price,
 }
 
 impl ModelRoute {
-    pub fn pick(&self) -> &Deployment {
-        if self.deployments.len() == 1 {
-            return &self.deployments[0];
-        }
-        let mut ticket = rand::thread_rng().gen_range(0..self.total_weight);
-        for d in &self.deployments {
-            if ticket < d.weight {
-                return d;
-            }
-            ticket -= d.weight;
-        }
-        &self.deployments[self.deployments.len() - 1]
+    /// Deployment indices in the order to try them.
+    pub fn order(&self) -> Vec<usize> {
+        let candidates: Vec<health::Candidate> = self
+            .deployments
+            .iter()
+            .map(|d| health::Candidate {
+                weight: d.weight,
+                score: d.latency.score(),
+                // True also for an open breaker whose period is over: that is the probe.
+                available: d.breaker.is_available(),
+            })
+            .collect();
+        let balance = match self.balance {
+            Balance::Weighted => health::Balance::Weighted,
+            Balance::LeastLatency => health::Balance::LeastLatency,
+        };
+        health::order(balance, &candidates)
     }
 }
 
@@ -46,6 +75,10 @@ pub struct Models {
     by_name: HashMap<String, Arc<ModelRoute>>,
     /// Config order, for `/v1/models`.
     pub ordered: Vec<Arc<ModelRoute>>,
+    /// Tiering routers, config order.
+    pub routers: Vec<RouterConfig>,
+    /// For each model, itself followed by its fallback models (transitively, each once).
+    chains: HashMap<String, Vec<Arc<ModelRoute>>>,
     /// Unix time the table was built, reported as `created`.
     pub created: i64,
 }
@@ -56,41 +89,140 @@ impl Models {
         for p in &config.providers {
             providers.insert(p.name.as_str(), Arc::new(Provider::from_config(p)?));
         }
+        let routing = &config.routing;
+        let b = &routing.breaker;
+        let settings = BreakerSettings {
+            enabled: b.enabled,
+            consecutive_failures: b.consecutive_failures,
+            error_rate_percent: b.error_rate_percent,
+            min_requests: b.min_requests,
+            window: b.window,
+            open_for: b.open_for,
+            slow_ttft: b.slow_ttft,
+            half_open_probes: b.half_open_probes,
+        };
         let mut by_name = HashMap::new();
         let mut ordered = Vec::new();
         for m in &config.models {
-            let deployments: Vec<Deployment> = m
-                .deployments
-                .iter()
-                .map(|d| {
-                    let provider =
-                        providers.get(d.provider.as_str()).cloned().ok_or_else(|| {
-                            // Config validation guarantees this; keep a clear error if it ever doesn't.
-                            ProviderError::Config(format!(
-                                "model {:?} names unknown provider {:?}",
-                                m.name, d.provider
-                            ))
-                        })?;
-                    Ok(Deployment {
-                        metrics: Arc::new(CallMetrics::new(provider.name(), &m.name)),
-                        provider,
-                        model: d.model.clone(),
-                        weight: d.weight.max(1),
-                    })
-                })
-                .collect::<Result<_, ProviderError>>()?;
+            let mut deployments = Vec::with_capacity(m.deployments.len());
+            for d in &m.deployments {
+                let shared = providers.get(d.provider.as_str()).cloned().ok_or_else(|| {
+                    // Config validation guarantees this; keep a clear error if it ever doesn't.
+                    ProviderError::Config(format!(
+                        "model {:?} names unknown provider {:?}",
+                        m.name, d.provider
+                    ))
+                })?;
+                // Timeouts overridden for this deployment: it gets its own client (and pool).
+                let provider = if d.connect_timeout.is_some()
+                    || d.first_token_timeout.is_some()
+                    || d.timeout.is_some()
+                {
+                    let base = config.provider(&d.provider).ok_or_else(|| {
+                        ProviderError::Config(format!("unknown provider {:?}", d.provider))
+                    })?;
+                    let mut cfg = base.clone();
+                    cfg.connect_timeout = d.connect_timeout.unwrap_or(cfg.connect_timeout);
+                    cfg.first_token_timeout =
+                        d.first_token_timeout.unwrap_or(cfg.first_token_timeout);
+                    cfg.timeout = d.timeout.unwrap_or(cfg.timeout);
+                    Arc::new(Provider::from_config(&cfg)?)
+                } else {
+                    shared
+                };
+                let label = format!("{}/{}", provider.name(), d.model);
+                let gauge = metrics::gauge!(BREAKER_STATE, "deployment" => label.clone(), "model" => m.name.clone());
+                gauge.set(0.0);
+                let (log_label, model_name) = (label.clone(), m.name.clone());
+                let breaker = Breaker::new(settings.clone()).on_transition(move |t| {
+                    gauge.set(t.to.gauge_value());
+                    metrics::counter!(BREAKER_TRANSITIONS, "deployment" => log_label.clone(), "to" => t.to.as_str())
+                        .increment(1);
+                    tracing::warn!(
+                        deployment = %log_label,
+                        model = %model_name,
+                        from = t.from.as_str(),
+                        to = t.to.as_str(),
+                        reason = t.reason.as_str(),
+                        "Circuit breaker changed state"
+                    );
+                });
+                deployments.push(Arc::new(Deployment {
+                    metrics: Arc::new(CallMetrics::new(provider.name(), &m.name)),
+                    provider,
+                    model: d.model.clone(),
+                    weight: d.weight.max(1),
+                    price: d.price,
+                    breaker: Arc::new(breaker),
+                    latency: Arc::new(LatencyEwma::new()),
+                    retry_budget: RetryBudget::new(
+                        routing.retry_budget_ratio,
+                        routing.retry_min_per_sec,
+                        100,
+                    ),
+                }));
+            }
             let route = Arc::new(ModelRoute {
                 name: m.name.clone(),
                 owned_by: m.owned_by.clone(),
-                total_weight: deployments.iter().map(|d| d.weight).sum(),
                 deployments,
+                balance: m.balance,
+                fallback_on: m.fallback_on,
+                max_retries: m.max_retries,
+                max_output_tokens: m.max_output_tokens,
+                fallbacks: m.fallbacks.clone(),
+                worst_price: Price::FREE,
             });
             by_name.insert(m.name.clone(), route.clone());
             ordered.push(route);
         }
+        // Second pass: chains and their worst prices.
+        let mut chains = HashMap::new();
+        let mut worst = HashMap::new();
+        for route in &ordered {
+            let chain = chain_of(route, &by_name);
+            let mut price = Price::FREE;
+            for r in &chain {
+                for d in &r.deployments {
+                    let p = d.price.unwrap_or(Price::FREE);
+                    price.input = price.input.max(p.input);
+                    price.output = price.output.max(p.output);
+                    price.cached_input = price.cached_input.max(p.cached_input);
+                }
+            }
+            worst.insert(route.name.clone(), price);
+            chains.insert(route.name.clone(), chain);
+        }
+        // Routes are immutable once shared; rebuild them with their worst price.
+        let mut rebuilt: HashMap<String, Arc<ModelRoute>> = HashMap::new();
+        for route in &ordered {
+            let r = ModelRoute {
+                name: route.name.clone(),
+                owned_by: route.owned_by.clone(),
+                deployments: route.deployments.clone(),
+                balance: route.balance,
+                fallback_on: route.fallback_on,
+                max_retries: route.max_retries,
+                max_output_tokens: route.max_output_tokens,
+                fallbacks: route.fallbacks.clone(),
+                worst_price: worst[&route.name],
+            };
+            rebuilt.insert(route.name.clone(), Arc::new(r));
+        }
+        let ordered: Vec<Arc<ModelRoute>> =
+            ordered.iter().map(|r| rebuilt[&r.name].clone()).collect();
+        let chains = chains
+            .into_iter()
+            .map(|(name, chain): (String, Vec<Arc<ModelRoute>>)| {
+                let chain = chain.iter().map(|r| rebuilt[&r.name].clone()).collect();
+                (name, chain)
+            })
+            .collect();
         Ok(Models {
-            by_name,
+            by_name: rebuilt,
             ordered,
+            routers: config.routers.clone(),
+            chains,
             created: chrono::Utc::now().timestamp(),
         })
     }
@@ -98,4 +230,61 @@ impl Models {
     pub fn get(&self, name: &str) -> Option<&Arc<ModelRoute>> {
         self.by_name.get(name)
     }
+
+    /// The model a request is served by: `name` itself, or what the router named `name` picks
+    /// from the caller's tier, the presence of tools and the estimated prompt size.
+    pub fn resolve(
+        &self,
+        name: &str,
+        tier: Option<&str>,
+        tools: bool,
+        prompt_tokens: u64,
+    ) -> Option<Arc<ModelRoute>> {
+        if let Some(route) = self.by_name.get(name) {
+            return Some(route.clone());
+        }
+        let router = self.routers.iter().find(|r| r.name == name)?;
+        let picked = router
+            .rules
+            .iter()
+            .find(|rule| {
+                rule.tier.as_deref().is_none_or(|t| Some(t) == tier)
+                    && rule.tools.is_none_or(|t| t == tools)
+                    && rule
+                        .min_prompt_tokens
+                        .is_none_or(|min| prompt_tokens >= min)
+                    && rule
+                        .max_prompt_tokens
+                        .is_none_or(|max| prompt_tokens <= max)
+            })
+            .map_or(router.default.as_str(), |rule| rule.use_model.as_str());
+        self.by_name.get(picked).cloned()
+    }
+
+    /// The model followed by its fallbacks.
+    pub fn chain(&self, route: &ModelRoute) -> &[Arc<ModelRoute>] {
+        self.chains.get(&route.name).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn chain_of(
+    route: &Arc<ModelRoute>,
+    by_name: &HashMap<String, Arc<ModelRoute>>,
+) -> Vec<Arc<ModelRoute>> {
+    let mut chain = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![route.clone()];
+    // Depth-first in declaration order: a's fallbacks [b, c] with b → d gives a, b, d, c.
+    while let Some(r) = stack.pop() {
+        if !seen.insert(r.name.clone()) {
+            continue;
+        }
+        for f in r.fallbacks.iter().rev() {
+            if let Some(next) = by_name.get(f) {
+                stack.push(next.clone());
+            }
+        }
+        chain.push(r);
+    }
+    chain
 }

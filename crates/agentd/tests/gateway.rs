@@ -74,6 +74,7 @@ async fn provider_keys_in_the_environment_add_their_models() {
             ("OPENAI_API_KEY", "sk-openai-env-secret-123456".into()),
             ("ANTHROPIC_API_KEY", "sk-ant-env-secret-123456".into()),
         ],
+        data_dir: None,
     });
     let key = server.create_key("env-test", None);
     let models: Value = client()
@@ -312,7 +313,12 @@ async fn bad_input_gets_clear_errors_and_the_server_keeps_serving() {
     let mock = agentd_mock::spawn(agentd_mock::MockOptions::default())
         .await
         .unwrap();
-    let server = Server::start(Some(&config_with_upstream(&mock.url(), "")));
+    // Each provider error below must reach the client as such, so no breaker may open on them
+    // (the breaker has its own tests in resilience.rs).
+    let server = Server::start(Some(&config_with_upstream(
+        &mock.url(),
+        "[routing.breaker]\nenabled = false\n",
+    )));
     let key = server.create_key("bad-input", None);
     let c = client();
     let post = |path: &str, body: Vec<u8>| {

@@ -1,11 +1,17 @@
 //! The chat call path shared by `/v1/chat/completions` and `/v1/messages`:
 //! read → validate → route → call the provider → answer (JSON or SSE) → record metrics.
 
+use crate::admission::{Caller, Reservation, TokenTicket};
 use crate::body::{parse_json, read_limited};
+use crate::cache;
+use crate::dispatch;
 use crate::error::ErrorResponse;
+use crate::keys::Principal;
 use crate::metrics::{self as m, CallMetrics};
+use crate::middleware::RequestId;
+use crate::models::Deployment;
 use crate::AppState;
-use agentd_core::{ApiError, ErrorKind};
+use agentd_core::{ApiError, ErrorKind, Micros, Price, SpendRecord, Usage};
 use agentd_providers::{
     error_frame, ApiFormat, ChatRequest, ChatResponse, ChatStream, ProviderError,
 };
@@ -14,6 +20,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
+use serde_json::Value;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,13 +37,134 @@ pub fn model_not_found(model: &str) -> ApiError {
     .with_param("model")
 }
 
+/// Who is calling and the request's identity, for admission and the ledger.
+pub struct Ctx {
+    pub principal: Principal,
+    pub request_id: Arc<str>,
+    pub session: Option<String>,
+    pub tier: Option<String>,
+    pub cache_wish: cache::Wish,
+}
+
+pub const SESSION_HEADER: &str = "x-agentd-session";
+pub const TIER_HEADER: &str = "x-agentd-tier";
+
+impl Ctx {
+    pub fn from_parts(
+        principal: Principal,
+        request_id: Option<RequestId>,
+        headers: &HeaderMap,
+    ) -> Result<Ctx, ApiError> {
+        let header = |name: &str| -> Result<Option<String>, ApiError> {
+            match headers.get(name) {
+                None => Ok(None),
+                Some(v) => {
+                    let v = v.to_str().unwrap_or("").trim();
+                    if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(ApiError::invalid(
+                            "invalid_header",
+                            format!("the {name} header must be 1 to 128 visible ASCII characters"),
+                        ));
+                    }
+                    Ok(Some(v.to_owned()))
+                }
+            }
+        };
+        let session = header(SESSION_HEADER)?;
+        let tier = header(TIER_HEADER)?.or_else(|| principal.tier.clone());
+        Ok(Ctx {
+            request_id: request_id.map(|r| r.0).unwrap_or_else(|| Arc::from("")),
+            session,
+            tier,
+            cache_wish: cache::wish(headers),
+            principal,
+        })
+    }
+
+    pub fn caller(&self) -> Caller<'_> {
+        Caller {
+            principal: &self.principal,
+            session: self.session.as_deref(),
+        }
+    }
+
+    /// The ledger row of a call, without the outcome fields.
+    pub fn row(&self, model: &str, deployment: Option<&Deployment>) -> SpendRecord {
+        SpendRecord {
+            id: self.request_id.to_string(),
+            at: chrono::Utc::now(),
+            key_id: Some(self.principal.key_id.clone()),
+            tenant: self.principal.tenant.clone(),
+            user: self.principal.user.clone(),
+            session: self.session.clone(),
+            model: model.to_owned(),
+            provider: deployment
+                .map(|d| d.provider.name().to_owned())
+                .unwrap_or_default(),
+            deployment: deployment.map(|d| d.model.clone()).unwrap_or_default(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            usage_estimated: false,
+            cost: Micros::ZERO,
+            latency_ms: 0,
+            cache_hit: false,
+            status: String::new(),
+        }
+    }
+}
+
+/// What happens when a call ends, however it ends: settle the budget reservation and the
+/// token-per-minute draw, write the ledger row, store the answer in the cache.
+pub struct Finish {
+    pub state: Arc<AppState>,
+    pub row: SpendRecord,
+    pub price: Option<Price>,
+    pub reservation: Option<Reservation>,
+    pub tokens: Option<TokenTicket>,
+    pub started: Instant,
+    pub cache: Option<(String, cache::Kind)>,
+}
+
+impl Finish {
+    /// `usage` is what the call consumed (zero when it failed before any answer).
+    pub fn done(mut self, usage: Usage, estimated: bool, status: &str, body: Option<&[u8]>) {
+        let cost = self.price.map(|p| p.cost(&usage)).unwrap_or(Micros::ZERO);
+        if let Some(r) = self.reservation.take() {
+            r.settle(cost);
+        }
+        if let (Some(t), Some(controls)) = (self.tokens.take(), self.state.controls.as_ref()) {
+            t.settle(controls, usage.total());
+        }
+        if status == "ok" {
+            if let (Some((key, kind)), Some(cache), Some(body)) =
+                (self.cache.take(), self.state.cache.as_ref(), body)
+            {
+                cache.put(key, kind, usage, body);
+            }
+        }
+        let mut row = self.row;
+        row.at = chrono::Utc::now();
+        row.input_tokens = usage.input_tokens;
+        row.output_tokens = usage.output_tokens;
+        row.cached_input_tokens = usage.cached_input_tokens;
+        row.usage_estimated = estimated;
+        row.cost = cost;
+        row.latency_ms = self.started.elapsed().as_millis() as u64;
+        row.status = status.to_owned();
+        self.state.ledger.record(row);
+    }
+}
+
 pub async fn handle(
     state: Arc<AppState>,
     format: ApiFormat,
+    principal: Principal,
+    request_id: Option<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match call(state, format, headers, body).await {
+    match call(state, format, principal, request_id, headers, body).await {
         Ok(resp) => resp,
         Err(error) => ErrorResponse { format, error }.into_response(),
     }
@@ -45,6 +173,8 @@ pub async fn handle(
 async fn call(
     state: Arc<AppState>,
     format: ApiFormat,
+    principal: Principal,
+    request_id: Option<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -54,41 +184,156 @@ async fn call(
         ApiFormat::OpenAi => agentd_providers::validate::openai_chat(&json)?,
         ApiFormat::Anthropic => agentd_providers::validate::anthropic_messages(&json)?,
     };
+    let ctx = Ctx::from_parts(principal, request_id, &headers)?;
+    let prompt_tokens = agentd_providers::tokens::estimate_prompt_tokens(format, &json);
+    let has_tools = json
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
     let route = state
         .models
-        .get(&info.model)
+        .resolve(&info.model, ctx.tier.as_deref(), has_tools, prompt_tokens)
         .ok_or_else(|| model_not_found(&info.model))?;
-    let deployment = route.pick();
-    let labels = deployment.metrics.clone();
     let started = Instant::now();
-    let result = deployment
-        .provider
-        .chat(ChatRequest {
-            format,
-            body: json,
-            stream: info.stream,
-            include_usage: info.include_usage,
-            public_model: route.name.clone(),
-            upstream_model: deployment.model.clone(),
-        })
-        .await;
-    match result {
-        Ok(ChatResponse::Complete(done)) => {
-            labels.outcome("ok", started.elapsed());
-            labels.tokens(done.usage);
-            Ok(json_response(done.body))
+
+    let tokens = match &state.controls {
+        Some(c) => c.rate_limit(&ctx.caller(), prompt_tokens).await?,
+        None => None,
+    };
+    let kind = cache::Kind::Chat(format);
+    let cache_key = state
+        .cache
+        .as_ref()
+        .and_then(|_| cache::key(kind, &json, ctx.cache_wish, &route.name));
+    if let (Some(key), Some(cache)) = (&cache_key, &state.cache) {
+        if let Some((usage, body)) = cache.get(key).await {
+            let mut row = ctx.row(&route.name, None);
+            row.cache_hit = true;
+            let finish = Finish {
+                state: state.clone(),
+                row,
+                price: None,
+                reservation: None,
+                tokens,
+                started,
+                cache: None,
+            };
+            finish.done(usage, false, "ok", None);
+            let resp = if info.stream {
+                sse_response(Body::from(body))
+            } else {
+                json_response(body)
+            };
+            return Ok(with_cache_header(resp, "hit"));
         }
-        Ok(ChatResponse::Stream(stream)) => Ok(sse_response(MeteredStream::new(
-            stream, format, labels, started,
-        ))),
-        Err(err) => {
-            labels.outcome(outcome_of(&err), started.elapsed());
-            Err(err.to_api_error(deployment.provider.name()))
+    }
+
+    let reservation = match &state.controls {
+        Some(c) if c.has_budgets() => {
+            let max_out = agentd_providers::tokens::max_output_tokens(format, &json)
+                .unwrap_or(route.max_output_tokens);
+            let worst = route.worst_price.worst_case(prompt_tokens, max_out);
+            match c.reserve(&ctx.caller(), worst).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let (Some(t), Some(c)) = (tokens, state.controls.as_ref()) {
+                        t.settle(c, 0);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+
+    let request = ChatRequest {
+        format,
+        body: json,
+        stream: info.stream,
+        include_usage: info.include_usage,
+        public_model: route.name.clone(),
+        upstream_model: String::new(),
+    };
+    let result = dispatch::chat(&state, &route, request).await;
+    let cache_state = if cache_key.is_some() { "miss" } else { "skip" };
+    match result {
+        Ok(served) => {
+            let deployment = served.deployment;
+            let finish = Finish {
+                row: ctx.row(&route.name, Some(&deployment)),
+                price: deployment.price,
+                reservation,
+                tokens,
+                started,
+                cache: cache_key.map(|k| (k, kind)),
+                state: state.clone(),
+            };
+            match served.response {
+                ChatResponse::Complete(done) => {
+                    deployment.metrics.outcome("ok", served.started.elapsed());
+                    deployment.metrics.tokens(done.usage);
+                    finish.done(done.usage, false, "ok", Some(&done.body));
+                    Ok(with_cache_header(json_response(done.body), cache_state))
+                }
+                ChatResponse::Stream(stream) => {
+                    let capture = state
+                        .cache
+                        .as_ref()
+                        .filter(|_| finish.cache.is_some())
+                        .map(|c| c.max_entry_bytes);
+                    let metered = MeteredStream::new(
+                        stream,
+                        format,
+                        deployment.metrics.clone(),
+                        served.started,
+                        finish,
+                        capture,
+                    );
+                    Ok(with_cache_header(
+                        sse_response(Body::from_stream(metered)),
+                        cache_state,
+                    ))
+                }
+            }
+        }
+        Err(failed) => {
+            let finish = Finish {
+                row: ctx.row(&route.name, failed.deployment.as_deref()),
+                price: None,
+                reservation,
+                tokens,
+                started,
+                cache: None,
+                state: state.clone(),
+            };
+            if failed.deployment.is_some() {
+                finish.done(Usage::default(), false, failed.outcome, None);
+            } else {
+                // Never reached a provider: release without a ledger row.
+                let Finish {
+                    reservation,
+                    tokens,
+                    ..
+                } = finish;
+                if let Some(r) = reservation {
+                    r.release();
+                }
+                if let (Some(t), Some(c)) = (tokens, state.controls.as_ref()) {
+                    t.settle(c, 0);
+                }
+            }
+            Err(failed.error)
         }
     }
 }
 
-fn outcome_of(err: &ProviderError) -> &'static str {
+pub fn with_cache_header(mut resp: Response, state: &'static str) -> Response {
+    resp.headers_mut()
+        .insert(cache::CACHE_HEADER, HeaderValue::from_static(state));
+    resp
+}
+
+pub fn outcome_of(err: &ProviderError) -> &'static str {
     match err {
         ProviderError::Timeout { .. } => "timeout",
         ProviderError::Status { status: 429, .. } => "rate_limited",
@@ -111,8 +356,8 @@ pub fn json_response(body: Bytes) -> Response {
     resp
 }
 
-fn sse_response(stream: MeteredStream) -> Response {
-    let mut resp = Response::new(Body::from_stream(stream));
+fn sse_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
     h.insert(
@@ -159,6 +404,11 @@ struct MeteredStream {
     fresh: bool,
     empty_yields: u8,
     yielding: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Settles budgets and writes the ledger row when the stream ends (or is dropped).
+    finish: Option<Finish>,
+    /// A copy of every byte sent, for the cache; `None` when not caching or over the limit.
+    capture: Option<BytesMut>,
+    capture_limit: usize,
 }
 
 impl MeteredStream {
@@ -167,8 +417,13 @@ impl MeteredStream {
         format: ApiFormat,
         labels: Arc<CallMetrics>,
         started: Instant,
+        finish: Finish,
+        capture_limit: Option<usize>,
     ) -> Self {
         MeteredStream {
+            finish: Some(finish),
+            capture: capture_limit.map(|_| BytesMut::new()),
+            capture_limit: capture_limit.unwrap_or(0),
             inner,
             format,
             labels,
@@ -185,7 +440,19 @@ impl MeteredStream {
 
     fn take_batch(&mut self) -> Poll<Option<Result<Bytes, Infallible>>> {
         self.empty_yields = 0;
-        Poll::Ready(Some(Ok(self.batch.split().freeze())))
+        let out = self.batch.split().freeze();
+        self.captured(&out);
+        Poll::Ready(Some(Ok(out)))
+    }
+
+    fn captured(&mut self, bytes: &[u8]) {
+        if let Some(c) = self.capture.as_mut() {
+            if c.len() + bytes.len() > self.capture_limit {
+                self.capture = None;
+            } else {
+                c.extend_from_slice(bytes);
+            }
+        }
     }
 }
 
@@ -213,6 +480,7 @@ impl Stream for MeteredStream {
                     if !this.first_sent {
                         this.first_sent = true;
                         this.labels.first_token(this.started.elapsed());
+                        this.captured(&frame);
                         return Poll::Ready(Some(Ok(frame)));
                     }
                     this.batch.extend_from_slice(&frame);
@@ -252,6 +520,16 @@ impl Drop for MeteredStream {
             "client_disconnected"
         };
         self.labels.outcome(outcome, self.started.elapsed());
-        self.labels.tokens(self.inner.usage());
+        let usage = self.inner.usage();
+        self.labels.tokens(usage);
+        if let Some(finish) = self.finish.take() {
+            let body = self.capture.take();
+            finish.done(
+                usage,
+                self.inner.usage_estimated(),
+                outcome,
+                body.as_deref(),
+            );
+        }
     }
 }

@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod anthropic;
 pub mod chat;
+pub mod control;
 pub mod openai;
 pub mod ops;

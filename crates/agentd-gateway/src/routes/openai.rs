@@ -1,8 +1,12 @@
 //! The OpenAI-compatible surface: chat completions, embeddings, models.
 
-use super::chat::{self, json_response, model_not_found};
+use super::chat::{self, json_response, model_not_found, Ctx, Finish};
 use crate::body::{parse_json, read_limited};
+use crate::cache;
+use crate::dispatch;
 use crate::error::ErrorResponse;
+use crate::keys::Principal;
+use crate::middleware::RequestId;
 use crate::models::ModelRoute;
 use crate::AppState;
 use agentd_core::ApiError;
@@ -11,70 +15,169 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    chat::handle(state, ApiFormat::OpenAi, headers, body).await
+    chat::handle(
+        state,
+        ApiFormat::OpenAi,
+        principal,
+        request_id.map(|e| e.0),
+        headers,
+        body,
+    )
+    .await
 }
 
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    request_id: Option<Extension<RequestId>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match embed(state, headers, body).await {
+    match embed(state, principal, request_id.map(|e| e.0), headers, body).await {
         Ok(resp) => resp,
         Err(e) => ErrorResponse::openai(e).into_response(),
     }
 }
 
-async fn embed(state: Arc<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn embed(
+    state: Arc<AppState>,
+    principal: Principal,
+    request_id: Option<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
     let json = parse_json(&bytes)?;
     let info = agentd_providers::validate::openai_embeddings(&json)?;
+    let ctx = Ctx::from_parts(principal, request_id, &headers)?;
     let route = state
         .models
-        .get(&info.model)
+        .resolve(&info.model, ctx.tier.as_deref(), false, 0)
         .ok_or_else(|| model_not_found(&info.model))?;
-    let deployment = route.pick();
-    let metrics = &deployment.metrics;
+    // Embeddings inputs are plain text: a third of their bytes bounds the token count.
+    let prompt_tokens = (bytes.len() as u64).div_ceil(3);
     let started = Instant::now();
-    let result = deployment
-        .provider
-        .embeddings(&deployment.model, json)
-        .await;
-    metrics.outcome(
-        if result.is_ok() { "ok" } else { "error" },
-        started.elapsed(),
-    );
-    let done = result.map_err(|e| e.to_api_error(&metrics.provider))?;
-    metrics.tokens(done.usage);
-    Ok(json_response(done.body))
+    let tokens = match &state.controls {
+        Some(c) => c.rate_limit(&ctx.caller(), prompt_tokens).await?,
+        None => None,
+    };
+    let kind = cache::Kind::Embeddings;
+    let cache_key = state
+        .cache
+        .as_ref()
+        .and_then(|_| cache::key(kind, &json, ctx.cache_wish, &route.name));
+    if let (Some(key), Some(cache)) = (&cache_key, &state.cache) {
+        if let Some((usage, body)) = cache.get(key).await {
+            let mut row = ctx.row(&route.name, None);
+            row.cache_hit = true;
+            Finish {
+                state: state.clone(),
+                row,
+                price: None,
+                reservation: None,
+                tokens,
+                started,
+                cache: None,
+            }
+            .done(usage, false, "ok", None);
+            return Ok(chat::with_cache_header(json_response(body), "hit"));
+        }
+    }
+    let reservation = match &state.controls {
+        Some(c) if c.has_budgets() => {
+            let worst = route.worst_price.worst_case(prompt_tokens, 0);
+            match c.reserve(&ctx.caller(), worst).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let (Some(t), Some(c)) = (tokens, state.controls.as_ref()) {
+                        t.settle(c, 0);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    let result = dispatch::embeddings(&state, &route, json).await;
+    let cache_state = if cache_key.is_some() { "miss" } else { "skip" };
+    match result {
+        Ok(served) => {
+            let d = served.deployment;
+            let done = served.response;
+            d.metrics.outcome("ok", served.started.elapsed());
+            d.metrics.tokens(done.usage);
+            Finish {
+                row: ctx.row(&route.name, Some(&d)),
+                price: d.price,
+                reservation,
+                tokens,
+                started,
+                cache: cache_key.map(|k| (k, kind)),
+                state: state.clone(),
+            }
+            .done(done.usage, false, "ok", Some(&done.body));
+            Ok(chat::with_cache_header(
+                json_response(done.body),
+                cache_state,
+            ))
+        }
+        Err(failed) => {
+            let finish = Finish {
+                row: ctx.row(&route.name, failed.deployment.as_deref()),
+                price: None,
+                reservation,
+                tokens,
+                started,
+                cache: None,
+                state: state.clone(),
+            };
+            finish.done(agentd_core::Usage::default(), false, failed.outcome, None);
+            Err(failed.error)
+        }
+    }
 }
 
-fn model_object(route: &ModelRoute, created: i64) -> Value {
-    json!({"id": route.name, "object": "model", "created": created, "owned_by": route.owned_by})
+fn model_object(name: &str, owned_by: &str, created: i64) -> Value {
+    json!({"id": name, "object": "model", "created": created, "owned_by": owned_by})
 }
 
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Response {
-    let data: Vec<Value> = state
+    let created = state.models.created;
+    let mut data: Vec<Value> = state
         .models
         .ordered
         .iter()
-        .map(|r| model_object(r, state.models.created))
+        .map(|r: &Arc<ModelRoute>| model_object(&r.name, &r.owned_by, created))
         .collect();
+    data.extend(
+        state
+            .models
+            .routers
+            .iter()
+            .map(|r| model_object(&r.name, "agentd", created)),
+    );
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 pub async fn get_model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match state.models.get(&id) {
-        Some(route) => axum::Json(model_object(route, state.models.created)).into_response(),
-        None => ErrorResponse::openai(model_not_found(&id)).into_response(),
+    let created = state.models.created;
+    if let Some(route) = state.models.get(&id) {
+        return axum::Json(model_object(&route.name, &route.owned_by, created)).into_response();
     }
+    if state.models.routers.iter().any(|r| r.name == id) {
+        return axum::Json(model_object(&id, "agentd", created)).into_response();
+    }
+    ErrorResponse::openai(model_not_found(&id)).into_response()
 }

@@ -90,7 +90,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             agentd_config::StoreConfig::Postgres { .. } => info!("Store: PostgreSQL"),
         }
         describe(&config);
-        let state = AppState::new(config.clone(), store)?;
+        let state = AppState::new(config.clone(), store).await?;
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;

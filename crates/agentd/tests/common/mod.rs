@@ -34,11 +34,14 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub config: Option<PathBuf>,
     pub logs: Arc<Mutex<Vec<String>>>,
+    data_dir_override: Option<PathBuf>,
 }
 
 pub struct Options<'a> {
     pub config: Option<&'a str>,
     pub env: Vec<(&'a str, String)>,
+    /// Reuse this data directory (a restart) instead of a fresh one.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Options<'_> {
@@ -46,6 +49,7 @@ impl Default for Options<'_> {
         Options {
             config: None,
             env: vec![("AGENTD_ADMIN_KEY", ADMIN_KEY.to_string())],
+            data_dir: None,
         }
     }
 }
@@ -66,7 +70,10 @@ impl Server {
             path
         });
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
-        let data_dir = dir.path().join("data");
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
         let data_dir_s = data_dir.to_str().unwrap().to_owned();
         args.extend(["--data-dir", &data_dir_s]);
         let cfg_s;
@@ -119,6 +126,7 @@ impl Server {
             dir,
             config,
             logs,
+            data_dir_override: opts.data_dir,
         }
     }
 
@@ -127,7 +135,9 @@ impl Server {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data_dir_override
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// Runs `agentd ARGS` against this server's config and data dir.

@@ -1,0 +1,321 @@
+//! Walking a model's fallback chain: pick a deployment (balancing), ask its breaker, call,
+//! retry with backoff on the same deployment while the retry budget allows, move on to the
+//! next deployment, then to the fallback models — all before any byte of the answer has
+//! reached the client. Providers return a stream only once its first event is ready, so a
+//! failure before that is an `Err` here and can still be retried; after it, the stream is the
+//! client's and a failure ends it with an error event (see `routes/chat.rs`).
+
+use crate::health::{backoff, Outcome};
+use crate::models::{Deployment, ModelRoute};
+use crate::routes::chat::outcome_of;
+use crate::AppState;
+use agentd_config::FallbackOn;
+use agentd_core::{ApiError, ErrorKind};
+use agentd_providers::{ChatRequest, ChatResponse, JsonResponse, ProviderError};
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const RETRIES: &str = "agentd_retries_total";
+pub const FALLBACKS: &str = "agentd_fallbacks_total";
+
+/// A successful call.
+pub struct Served<T> {
+    pub response: T,
+    pub deployment: Arc<Deployment>,
+    /// When the successful attempt started (time to first token is measured from here).
+    pub started: Instant,
+}
+
+/// Every option failed, or the failure was not one to retry.
+pub struct Failed {
+    pub error: ApiError,
+    /// The deployment of the last attempt; `None` when no provider was called at all.
+    pub deployment: Option<Arc<Deployment>>,
+    /// The ledger / metrics outcome label.
+    pub outcome: &'static str,
+}
+
+/// Which `fallback_on` class a failure belongs to, and whether it says the deployment is
+/// unhealthy (a context-window error moves on to a bigger model but is not the deployment's
+/// fault). `None`: the client's request is at fault; answer it as is.
+fn classify(err: &ProviderError) -> Option<(Class, bool)> {
+    match err {
+        ProviderError::Connect(_) => Some((Class::Connect, true)),
+        ProviderError::Timeout { .. } => Some((Class::Timeout, true)),
+        ProviderError::Malformed(_) | ProviderError::StreamCut(_) => {
+            Some((Class::ServerError, true))
+        }
+        ProviderError::Status {
+            status, message, ..
+        } => match status {
+            429 => Some((Class::RateLimit, true)),
+            400 | 413 | 422 if is_context_window(message) => Some((Class::ContextWindow, false)),
+            408 | 409 | 425 => Some((Class::ServerError, true)),
+            500..=599 if *status != 501 => Some((Class::ServerError, true)),
+            _ => None,
+        },
+        ProviderError::Unsupported(_)
+        | ProviderError::InvalidRequest(_)
+        | ProviderError::Config(_) => None,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    RateLimit,
+    ServerError,
+    Timeout,
+    Connect,
+    ContextWindow,
+}
+
+impl Class {
+    fn allowed(self, on: &FallbackOn) -> bool {
+        match self {
+            Class::RateLimit => on.rate_limit,
+            Class::ServerError => on.server_error,
+            Class::Timeout => on.timeout,
+            Class::Connect => on.connect,
+            Class::ContextWindow => on.context_window,
+        }
+    }
+}
+
+/// Providers word it differently: OpenAI `context_length_exceeded` / "maximum context length",
+/// Anthropic "prompt is too long", vLLM "maximum model length".
+fn is_context_window(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "context_length_exceeded",
+        "maximum context length",
+        "context window",
+        "prompt is too long",
+        "maximum model length",
+        "too many tokens",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+fn retry_after(err: &ProviderError) -> Option<Duration> {
+    match err {
+        ProviderError::Status { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+pub async fn chat(
+    state: &AppState,
+    route: &Arc<ModelRoute>,
+    request: ChatRequest,
+) -> Result<Served<ChatResponse>, Failed> {
+    run(state, route, |d| {
+        let mut req = request.clone();
+        req.upstream_model.clone_from(&d.model);
+        let provider = d.provider.clone();
+        async move { provider.chat(req).await }
+    })
+    .await
+}
+
+pub async fn embeddings(
+    state: &AppState,
+    route: &Arc<ModelRoute>,
+    body: Value,
+) -> Result<Served<JsonResponse>, Failed> {
+    run(state, route, |d| {
+        let body = body.clone();
+        let provider = d.provider.clone();
+        let model = d.model.clone();
+        async move { provider.embeddings(&model, body).await }
+    })
+    .await
+}
+
+async fn run<T, F, Fut>(
+    state: &AppState,
+    route: &Arc<ModelRoute>,
+    mut call: F,
+) -> Result<Served<T>, Failed>
+where
+    F: FnMut(&Deployment) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let routing = &state.config.routing;
+    let mut last: Option<(ProviderError, Arc<Deployment>)> = None;
+    for (hop, r) in state.models.chain(route).iter().enumerate() {
+        if hop > 0 {
+            metrics::counter!(FALLBACKS, "from" => route.name.clone(), "to" => r.name.clone())
+                .increment(1);
+        }
+        for i in r.order() {
+            let d = &r.deployments[i];
+            d.retry_budget.deposit();
+            let mut attempt = 0u32;
+            loop {
+                let Some(permit) = d.breaker.try_acquire() else {
+                    break;
+                };
+                let in_flight = d.latency.start();
+                let started = Instant::now();
+                let result = call(d).await;
+                drop(in_flight);
+                let elapsed = started.elapsed();
+                let err = match result {
+                    Ok(response) => {
+                        d.latency.observe(elapsed);
+                        // For a stream this is the time to its first event; for a whole
+                        // answer there is no first token to judge.
+                        permit.record(Outcome::Success {
+                            ttft: Some(elapsed),
+                        });
+                        return Ok(Served {
+                            response,
+                            deployment: d.clone(),
+                            started,
+                        });
+                    }
+                    Err(err) => err,
+                };
+                d.metrics.outcome(outcome_of(&err), elapsed);
+                let Some((class, unhealthy)) = classify(&err) else {
+                    // The request itself is wrong: says nothing about the deployment (the
+                    // permit is dropped unrecorded) and no other deployment would accept it.
+                    drop(permit);
+                    return Err(failed(err, d.clone()));
+                };
+                if unhealthy {
+                    d.latency.observe(elapsed);
+                    permit.record(Outcome::Failure);
+                } else {
+                    drop(permit);
+                }
+                if !class.allowed(&r.fallback_on) {
+                    return Err(failed(err, d.clone()));
+                }
+                let retry = class != Class::ContextWindow
+                    && attempt < r.max_retries
+                    && d.retry_budget.try_withdraw();
+                let wait = if retry {
+                    backoff(
+                        attempt,
+                        routing.retry_backoff,
+                        routing.retry_backoff_max,
+                        retry_after(&err),
+                        &mut rand::thread_rng(),
+                    )
+                } else {
+                    None
+                };
+                tracing::info!(
+                    model = %r.name,
+                    deployment = %d.label(),
+                    error = %err,
+                    retry_in_ms = wait.map(|w| w.as_millis() as u64),
+                    "Provider call failed; {}",
+                    if wait.is_some() { "retrying" } else { "moving on" }
+                );
+                last = Some((err, d.clone()));
+                match wait {
+                    Some(wait) => {
+                        metrics::counter!(RETRIES, "model" => r.name.clone(), "provider" => d.provider.name().to_owned())
+                            .increment(1);
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    match last {
+        Some((err, d)) => Err(failed(err, d)),
+        None => Err(Failed {
+            error: ApiError::new(
+                ErrorKind::Unavailable,
+                "no_deployment_available",
+                format!(
+                    "every deployment of model {:?} and of its fallbacks is unavailable (circuit breakers open; GET /admin/breakers shows them); retry shortly",
+                    route.name
+                ),
+            )
+            .with_retry_after(Duration::from_secs(1)),
+            deployment: None,
+            outcome: "breaker_open",
+        }),
+    }
+}
+
+fn failed(err: ProviderError, d: Arc<Deployment>) -> Failed {
+    Failed {
+        error: err.to_api_error(d.provider.name()),
+        outcome: outcome_of(&err),
+        deployment: Some(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentd_providers::TimeoutPhase;
+
+    fn status(status: u16, message: &str) -> ProviderError {
+        ProviderError::Status {
+            status,
+            message: message.to_owned(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn failures_are_classified_for_fallback_and_health() {
+        assert_eq!(
+            classify(&status(429, "slow down")),
+            Some((Class::RateLimit, true))
+        );
+        assert_eq!(
+            classify(&status(503, "busy")),
+            Some((Class::ServerError, true))
+        );
+        assert_eq!(classify(&status(501, "no")), None);
+        assert_eq!(classify(&status(400, "bad field")), None);
+        assert_eq!(classify(&status(401, "key")), None);
+        assert_eq!(
+            classify(&status(
+                400,
+                "This model's maximum context length is 128000 tokens"
+            )),
+            Some((Class::ContextWindow, false))
+        );
+        assert_eq!(
+            classify(&status(
+                400,
+                "prompt is too long: 210000 tokens > 200000 maximum"
+            )),
+            Some((Class::ContextWindow, false))
+        );
+        assert_eq!(
+            classify(&ProviderError::Timeout {
+                phase: TimeoutPhase::FirstToken
+            }),
+            Some((Class::Timeout, true))
+        );
+        assert_eq!(
+            classify(&ProviderError::Connect("refused".into())),
+            Some((Class::Connect, true))
+        );
+    }
+
+    #[test]
+    fn fallback_on_filters_classes() {
+        let only_429 = FallbackOn {
+            rate_limit: true,
+            ..FallbackOn::default()
+        };
+        assert!(Class::RateLimit.allowed(&only_429));
+        assert!(!Class::ServerError.allowed(&only_429));
+        assert!(Class::ContextWindow.allowed(&FallbackOn::ALL));
+    }
+}
