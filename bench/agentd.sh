@@ -2,7 +2,7 @@
 # file and agentd.toml.in into a scratch copy of the harness's targets/; nothing is written to
 # shared/. Auth and metrics are on: every request carries a key that agentd checks (hashed key
 # in its SQLite store, cached in memory), and /metrics records every request.
-DESCRIPTION="agentd gateway (auth + metrics on, SQLite store, access log at warn like tensorzero)"
+DESCRIPTION="agentd gateway (auth + metrics on, SQLite store, access log at warn like tensorzero; budgets, rate limits, ledger, breakers off)"
 export AGENTD_PORT=${AGENTD_PORT:-18096}
 PORT=$AGENTD_PORT
 target_available() {

@@ -17,14 +17,14 @@ while [[ $# -gt 0 ]]; do
     *) ARGS+=("$1"); shift ;;
   esac
 done
-export TARGETS=${TARGETS:-direct,nginx-proxy,agentd,litellm,portkey}
+export TARGETS=${TARGETS:-direct,nginx-proxy,agentd,agentd-controls,litellm,portkey}
 echo "== building agentd (release)" >&2
 (cd "$ROOT" && cargo build --release -p agentd)
 export AGENTD_BIN=$ROOT/target/release/agentd
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/agentd-bench.XXXXXX")
 trap 'rm -rf "$SCRATCH"' EXIT
 cp -r "$SHARED_BENCH/." "$SCRATCH/"
-cp "$ROOT/bench/agentd.sh" "$ROOT/bench/agentd.toml.in" "$SCRATCH/targets/"
+cp "$ROOT"/bench/agentd*.sh "$ROOT"/bench/agentd*.toml.in "$SCRATCH/targets/"
 mkdir -p "$OUT"
 echo "== running the harness (targets: $TARGETS)" >&2
 "$SCRATCH/run.sh" --out "$OUT" "${ARGS[@]}"
