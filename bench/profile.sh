@@ -22,7 +22,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 python3 "$SHARED_BENCH/lib/render.py" "$SHARED_BENCH/mock/nginx-mock.conf.in" "$RUN_DIR/mock.conf"
 taskset -c 1 nginx -c "$RUN_DIR/mock.conf" -p "$RUN_DIR/" -g 'daemon off;' & pids+=($!)
-python3 "$SHARED_BENCH/lib/render.py" "$ROOT/bench/agentd.toml.in" "$RUN_DIR/agentd.toml"
+# CONFIG=agentd-controls profiles the gateway with budgets, rate limits, ledger and breakers on.
+python3 "$SHARED_BENCH/lib/render.py" "$ROOT/bench/${CONFIG:-agentd}.toml.in" "$RUN_DIR/agentd.toml"
 KEY=sk-bench-client-0000000000000000
 "$BIN" keys create --name prof --secret "$KEY" -c "$RUN_DIR/agentd.toml" >/dev/null
 AGENTD_LOG=${AGENTD_LOG:-warn} taskset -c 0 "$BIN" serve -c "$RUN_DIR/agentd.toml" --listen 127.0.0.1:$PORT 2>"$OUT/agentd.log" & pids+=($!)

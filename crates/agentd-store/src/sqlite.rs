@@ -273,37 +273,36 @@ impl SpendStore for SqliteStore {
         if rows.is_empty() {
             return Ok(());
         }
-        // One transaction of one prepared statement run per row: SQLite is in-process, so the
-        // per-row cost is small, and the batch commits (one fsync) or not at all.
+        // One transaction of multi-row INSERTs: every statement is a round trip to sqlx's
+        // SQLite worker thread, which cost more than the insert itself when done per row
+        // (measured: a third of the ledger's CPU). 17 parameters a row, 100 rows a statement,
+        // far below SQLite's parameter limit.
         let mut tx = self.pool.begin().await.map_err(store_error)?;
-        for record in rows {
-            let row = SpendRow::new(record);
-            sqlx::query(concat!(
-                "INSERT INTO spend (",
-                spend_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) ",
-                "ON CONFLICT (id) DO NOTHING"
-            ))
-            .bind(&record.id)
-            .bind(row.at.timestamp_millis())
-            .bind(record.key_id.as_ref().map(KeyId::as_str))
-            .bind(record.tenant.as_str())
-            .bind(record.user.as_ref().map(UserId::as_str))
-            .bind(record.session.as_deref())
-            .bind(&record.model)
-            .bind(&record.provider)
-            .bind(&record.deployment)
-            .bind(row.input_tokens)
-            .bind(row.output_tokens)
-            .bind(row.cached_input_tokens)
-            .bind(record.usage_estimated)
-            .bind(record.cost.0)
-            .bind(row.latency_ms)
-            .bind(record.cache_hit)
-            .bind(&record.status)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
+        for chunk in rows.chunks(100) {
+            let mut sql =
+                QueryBuilder::<Sqlite>::new(concat!("INSERT INTO spend (", spend_columns!(), ") "));
+            sql.push_values(chunk, |mut b, record| {
+                let row = SpendRow::new(record);
+                b.push_bind(record.id.clone())
+                    .push_bind(row.at.timestamp_millis())
+                    .push_bind(record.key_id.as_ref().map(|k| k.as_str().to_owned()))
+                    .push_bind(record.tenant.as_str().to_owned())
+                    .push_bind(record.user.as_ref().map(|u| u.as_str().to_owned()))
+                    .push_bind(record.session.clone())
+                    .push_bind(record.model.clone())
+                    .push_bind(record.provider.clone())
+                    .push_bind(record.deployment.clone())
+                    .push_bind(row.input_tokens)
+                    .push_bind(row.output_tokens)
+                    .push_bind(row.cached_input_tokens)
+                    .push_bind(record.usage_estimated)
+                    .push_bind(record.cost.0)
+                    .push_bind(row.latency_ms)
+                    .push_bind(record.cache_hit)
+                    .push_bind(record.status.clone());
+            });
+            sql.push(" ON CONFLICT (id) DO NOTHING");
+            sql.build().execute(&mut *tx).await.map_err(store_error)?;
         }
         tx.commit().await.map_err(store_error)
     }

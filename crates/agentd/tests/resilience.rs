@@ -823,3 +823,82 @@ async fn rate_limits_and_the_cache_hold_across_replicas() {
     assert_eq!(a, b.bytes().await.unwrap());
     assert_eq!(mock_requests(&upstream).await.len(), before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_and_user_budgets_are_separate_per_session_and_user() {
+    let upstream = agentd_mock::spawn(Default::default()).await.unwrap();
+    // "hi" costs $0.024 and reserves $0.025 at $1000 per million tokens (see above).
+    let config = config_with_upstream(
+        &upstream.url(),
+        r#"
+[prices.mock]
+input = 1000
+output = 1000
+
+[[budgets.limits]]
+scope = "session"
+usd = "0.05"
+
+[[budgets.limits]]
+scope = "user"
+window = "day"
+usd = "0.1"
+"#,
+    );
+    let server = Server::start(Some(&config));
+    let out = server.cli(&["keys", "create", "--name", "alice", "--user", "alice"]);
+    assert!(out.status.success());
+    let alice = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let send = |session: Option<&'static str>| {
+        let (url, key) = (server.url("/v1/chat/completions"), alice.clone());
+        async move {
+            let mut req = client()
+                .post(url)
+                .bearer_auth(key)
+                .json(&chat("gpt-up", "hi"));
+            if let Some(s) = session {
+                req = req.header("x-agentd-session", s);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            (status, body)
+        }
+    };
+    // Session s1: two requests fit in $0.05, the third is refused naming the session budget.
+    assert_eq!(send(Some("s1")).await.0, 200);
+    assert_eq!(send(Some("s1")).await.0, 200);
+    let (status, body) = send(Some("s1")).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session-total"),
+        "{body}"
+    );
+    // Another session has its own budget; alice's day budget ($0.1) is now at $0.072.
+    assert_eq!(send(Some("s2")).await.0, 200);
+    // Without a session only the user budget applies: $0.096 after this one, and the next
+    // request's reserve would pass her $0.1 day budget.
+    assert_eq!(send(None).await.0, 200);
+    let (status, body) = send(None).await;
+    assert_eq!(status, 402, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user-day"),
+        "{body}"
+    );
+    // A bad session header is a 400, not a new budget.
+    let resp = client()
+        .post(server.url("/v1/chat/completions"))
+        .bearer_auth(&alice)
+        .header("x-agentd-session", "x".repeat(200))
+        .json(&chat("gpt-up", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

@@ -130,11 +130,14 @@ impl Finish {
     /// `usage` is what the call consumed (zero when it failed before any answer).
     pub fn done(mut self, usage: Usage, estimated: bool, status: &str, body: Option<&[u8]>) {
         let cost = self.price.map(|p| p.cost(&usage)).unwrap_or(Micros::ZERO);
-        if let Some(r) = self.reservation.take() {
-            r.settle(cost);
-        }
-        if let (Some(t), Some(controls)) = (self.tokens.take(), self.state.controls.as_ref()) {
-            t.settle(controls, usage.total());
+        if let Some(controls) = self.state.controls.as_ref() {
+            crate::admission::settle(
+                controls,
+                self.reservation.take(),
+                self.tokens.take(),
+                cost,
+                usage.total(),
+            );
         }
         if status == "ok" {
             if let (Some((key, kind)), Some(cache), Some(body)) =

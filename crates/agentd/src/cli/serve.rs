@@ -69,6 +69,35 @@ fn describe(config: &Config) {
     if config.is_default() && only_mock {
         warn!("No provider key in the environment: serving only the built-in mock models (mock, mock-embedding). Set OPENAI_API_KEY and/or ANTHROPIC_API_KEY, or pass -c agentd.toml with [providers.*] and [models.*] (see README), to add real providers");
     }
+    // A deployment without a price is free as far as budgets know: say so once, loudly, when
+    // budgets are on (mock deployments are free by nature).
+    if !config.budgets.limits.is_empty() || config.budgets.max_request.is_some() {
+        for m in &config.models {
+            for d in &m.deployments {
+                let is_mock = config
+                    .provider(&d.provider)
+                    .is_some_and(|p| p.kind == agentd_config::ProviderKind::Mock);
+                if d.price.is_none() && !is_mock {
+                    warn!(model = %m.name, provider = %d.provider, upstream_model = %d.model, "No price known for this deployment: budgets count it as free. Add [prices.\"{}\"] input/output (US$ per million tokens)", d.model);
+                }
+            }
+        }
+    }
+    info!(
+        counters = match &config.counters {
+            agentd_config::CountersConfig::Memory => "memory",
+            agentd_config::CountersConfig::Redis { .. } => "redis",
+        },
+        budgets = config.budgets.limits.len(),
+        rate_limits = config.rate_limits.any(),
+        cache = match &config.cache.backend {
+            None => "off",
+            Some(agentd_config::CacheBackend::Memory { .. }) => "memory",
+            Some(agentd_config::CacheBackend::Redis { .. }) => "redis",
+        },
+        ledger = config.ledger.enabled,
+        "Cost control"
+    );
     if config.auth.admin_key.is_none() {
         info!("Admin API disabled (set AGENTD_ADMIN_KEY to enable /admin); create keys with 'agentd keys create --name NAME'");
     }
