@@ -120,7 +120,7 @@ retry_backoff_ms = 1
 
 [routing.breaker]
 consecutive_failures = 3
-open_ms = 400
+open_ms = 1500
 half_open_probes = 1
 {extra}
 "#
@@ -174,7 +174,7 @@ async fn breaker_opens_traffic_falls_back_and_the_breaker_closes_on_recovery() {
 
     // The primary has recovered (its fault was for three requests). After open_ms the next
     // request is the half-open probe; it succeeds and closes the breaker.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let resp = post_chat(&server, &key, &chat("smart", "probe")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
@@ -210,7 +210,9 @@ async fn timeouts_retries_and_fallbacks_happen_before_the_first_byte_only() {
             r#"deployments = [{ provider = "primary", model = "mock" }]"#,
             r#"deployments = [{ provider = "primary", model = "mock", timeout_ms = 300 }]"#,
         )
-        .replace("max_retries = 0", "max_retries = 1");
+        .replace("max_retries = 0", "max_retries = 1")
+        // Three failures in a row happen below; this test is about retries, not the breaker.
+        .replace("consecutive_failures = 3", "consecutive_failures = 10");
     let server = Server::start(Some(&config));
     let key = server.create_key("timeouts", None);
 
