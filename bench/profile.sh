@@ -11,6 +11,9 @@ KIND=${1:-json} CONC=${2:-64} SECS=${3:-10}
 OUT=${OUT:-/tmp/agentd-profile}
 BIN=${AGENTD_BIN:-$ROOT/target/release/agentd}
 mkdir -p "$OUT"
+# A perf.data left by an earlier run would be reported again at the end (with NO_PERF too), and
+# perf's addr2line children would keep a core busy into the next measurement.
+rm -f "$OUT/perf.data" "$OUT/report.txt"
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/agentd-prof.XXXXXX")
 export RUN_DIR UPSTREAM_PORT=${UPSTREAM_PORT:-18180} SLOW_UPSTREAM_PORT=${SLOW_UPSTREAM_PORT:-18181}
 export SLOW_UPSTREAM_DELAY_MS=50 SLOW_UPSTREAM_DELAY_S=0.050 BENCH_DIR=$SHARED_BENCH
