@@ -95,6 +95,14 @@ pub struct BreakerConfig {
     pub half_open_probes: u32,
 }
 
+impl Default for BreakerConfig {
+    /// The documented defaults: on, 5 in a row, 50 % over 30 s after 20 requests, open 30 s,
+    /// no slow-TTFT rule, 1 probe.
+    fn default() -> Self {
+        defaults::breaker()
+    }
+}
+
 /// `[routers.<name>]`: model tiering.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouterConfig {

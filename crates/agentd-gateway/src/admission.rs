@@ -56,14 +56,16 @@ struct Applied {
     ttl: Option<Duration>,
     scope: SpendScope,
     since: Option<DateTime<Utc>>,
-    what: String,
+    /// The scope value (`acme`, `acme/alice`, a key id, `*`), for messages.
+    id: String,
 }
 
 /// An admitted request's hold on its budgets; settle or release it exactly once.
 #[must_use = "settle or release the reservation"]
 pub struct Reservation {
     controls: Arc<Controls>,
-    applied: Vec<(usize, String, Option<Duration>)>,
+    /// (budget index, counter key, ttl, scope value) per budget.
+    applied: Vec<(usize, String, Option<Duration>, String)>,
     amount: i64,
 }
 
@@ -227,22 +229,13 @@ impl Controls {
                 }
             }
             let (window_id, since, ttl) = window(b.window, now);
-            let what = match b.scope {
-                BudgetScope::Global => format!("{} window", b.window.as_str()),
-                BudgetScope::Tenant
-                | BudgetScope::User
-                | BudgetScope::Key
-                | BudgetScope::Session => {
-                    format!("{} {id}, {} window", b.scope.as_str(), b.window.as_str())
-                }
-            };
             out.push(Applied {
                 index,
                 key: format!("b:{}:{id}:{window_id}", b.name),
                 ttl,
                 scope,
                 since,
-                what,
+                id,
             });
         }
         out
@@ -318,13 +311,13 @@ impl Controls {
         {
             Reserve::Admitted(after) => {
                 for (a, value) in applied.iter().zip(after) {
-                    self.check_alerts(a.index, &a.key, &a.what, value, a.ttl);
+                    self.check_alerts(a.index, &a.key, &a.id, value, a.ttl);
                 }
                 Ok(Some(Reservation {
                     controls: self.clone(),
                     applied: applied
                         .into_iter()
-                        .map(|a| (a.index, a.key, a.ttl))
+                        .map(|a| (a.index, a.key, a.ttl, a.id))
                         .collect(),
                     amount: worst.0,
                 }))
@@ -333,14 +326,14 @@ impl Controls {
                 let a = &applied[index];
                 let b = &self.budgets[a.index];
                 metrics::counter!(BUDGET_REFUSALS, "budget" => b.name.clone()).increment(1);
-                self.fire(a.index, &a.key, &a.what, 100, current, a.ttl);
+                self.fire(a.index, &a.key, &a.id, 100, current, a.ttl);
                 Err(ApiError::new(
                     ErrorKind::Budget,
                     "budget_exceeded",
                     format!(
                         "budget \"{}\" ({}) is exhausted: ${} of ${} spent or reserved, and this request may cost up to ${worst}",
                         b.name,
-                        a.what,
+                        describe(b, &a.id),
                         Micros(current),
                         b.limit
                     ),
@@ -349,30 +342,22 @@ impl Controls {
         }
     }
 
-    fn check_alerts(&self, index: usize, key: &str, what: &str, value: i64, ttl: Option<Duration>) {
+    fn check_alerts(&self, index: usize, key: &str, id: &str, value: i64, ttl: Option<Duration>) {
         let limit = self.budgets[index].limit.0;
         for pct in THRESHOLDS {
             if limit > 0 && value.saturating_mul(100) >= limit.saturating_mul(pct) {
-                self.fire(index, key, what, pct, value, ttl);
+                self.fire(index, key, id, pct, value, ttl);
             }
         }
     }
 
     /// Sends the alert for `pct` unless some replica already did for this window.
-    fn fire(
-        &self,
-        index: usize,
-        key: &str,
-        what: &str,
-        pct: i64,
-        value: i64,
-        ttl: Option<Duration>,
-    ) {
+    fn fire(&self, index: usize, key: &str, id: &str, pct: i64, value: i64, ttl: Option<Duration>) {
         let budget = self.budgets[index].clone();
         let counters = self.counters.clone();
         let alerts = self.alerts.clone();
         let once_key = format!("alert:{key}:{pct}");
-        let what = what.to_owned();
+        let what = describe(&budget, id);
         // Windows without an end still get a bounded dedupe key.
         let ttl = ttl.unwrap_or(Duration::from_secs(400 * 24 * 3600));
         let tracker = alerts.tracker().clone();
@@ -408,14 +393,13 @@ impl Reservation {
         let keys: Vec<(String, Option<Duration>)> = self
             .applied
             .iter()
-            .map(|(_, k, ttl)| (k.clone(), *ttl))
+            .map(|(_, k, ttl, _)| (k.clone(), *ttl))
             .collect();
         match controls.counters.adjust(&keys, delta).await {
             Ok(after) => {
                 if delta > 0 {
-                    for ((index, key, ttl), value) in self.applied.iter().zip(after) {
-                        let what = controls.budgets[*index].name.clone();
-                        controls.check_alerts(*index, key, &what, value, *ttl);
+                    for ((index, key, ttl, id), value) in self.applied.iter().zip(after) {
+                        controls.check_alerts(*index, key, id, value, *ttl);
                     }
                 }
             }
@@ -471,6 +455,16 @@ pub fn settle(
             t.settle_now(&counters, total_tokens).await;
         }
     });
+}
+
+/// What a budget counter is of, for messages and alerts: `tenant acme, day window`.
+fn describe(b: &BudgetLimit, id: &str) -> String {
+    match b.scope {
+        BudgetScope::Global => format!("{} window", b.window.as_str()),
+        BudgetScope::Tenant | BudgetScope::User | BudgetScope::Key | BudgetScope::Session => {
+            format!("{} {id}, {} window", b.scope.as_str(), b.window.as_str())
+        }
+    }
 }
 
 /// The window's id (part of the counter key), its start, and how long its counter must live.

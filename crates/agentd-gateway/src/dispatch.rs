@@ -41,25 +41,33 @@ pub struct Failed {
 /// unhealthy (a context-window error moves on to a bigger model but is not the deployment's
 /// fault). `None`: the client's request is at fault; answer it as is.
 fn classify(err: &ProviderError) -> Option<(Class, bool)> {
-    match err {
-        ProviderError::Connect(_) => Some((Class::Connect, true)),
-        ProviderError::Timeout { .. } => Some((Class::Timeout, true)),
-        ProviderError::Malformed(_) | ProviderError::StreamCut(_) => {
-            Some((Class::ServerError, true))
+    if let ProviderError::Status {
+        status: 400 | 413 | 422,
+        message,
+        ..
+    } = err
+    {
+        if is_context_window(message) {
+            return Some((Class::ContextWindow, false));
         }
-        ProviderError::Status {
-            status, message, ..
-        } => match status {
-            429 => Some((Class::RateLimit, true)),
-            400 | 413 | 422 if is_context_window(message) => Some((Class::ContextWindow, false)),
-            408 | 409 | 425 => Some((Class::ServerError, true)),
-            500..=599 if *status != 501 => Some((Class::ServerError, true)),
-            _ => None,
-        },
+    }
+    // Which failures are the provider's and transient is `is_retryable`'s call; here they are
+    // only sorted into the `fallback_on` classes.
+    if !err.is_retryable() {
+        return None;
+    }
+    let class = match err {
+        ProviderError::Connect(_) => Class::Connect,
+        ProviderError::Timeout { .. } => Class::Timeout,
+        ProviderError::Status { status: 429, .. } => Class::RateLimit,
+        ProviderError::Status { .. }
+        | ProviderError::Malformed(_)
+        | ProviderError::StreamCut(_) => Class::ServerError,
         ProviderError::Unsupported(_)
         | ProviderError::InvalidRequest(_)
-        | ProviderError::Config(_) => None,
-    }
+        | ProviderError::Config(_) => return None,
+    };
+    Some((class, true))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

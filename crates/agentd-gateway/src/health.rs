@@ -33,45 +33,12 @@ use tokio::time::Instant;
 // Circuit breaker
 // ---------------------------------------------------------------------------------------------
 
-/// When a deployment's breaker trips and how it recovers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BreakerSettings {
-    /// A disabled breaker admits every request and keeps no counts.
-    pub enabled: bool,
-    /// Trip after this many failures in a row; 0 turns this rule off.
-    pub consecutive_failures: u32,
-    /// Trip when failures are at least this share (in percent) of the outcomes in `window`...
-    pub error_rate_percent: u32,
-    /// ...once the window holds at least this many outcomes, so three requests at night cannot
-    /// open the breaker on a 66 % error rate.
-    pub min_requests: u32,
-    /// The sliding window for the error rate. It moves in tenths, so the oldest outcome it
-    /// counts is between 0.9 and 1.0 `window` old.
-    pub window: Duration,
-    /// How long an open breaker refuses requests before letting probes through.
-    pub open_for: Duration,
-    /// A success whose time to first token is above this counts as a failure: a deployment
-    /// that answers after a minute is as useless to an interactive client as one that errors.
-    pub slow_ttft: Option<Duration>,
-    /// How many probes a half-open breaker lets through, and how many must succeed to close it.
-    /// 0 is treated as 1.
-    pub half_open_probes: u32,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        BreakerSettings {
-            enabled: true,
-            consecutive_failures: 5,
-            error_rate_percent: 50,
-            min_requests: 20,
-            window: Duration::from_secs(30),
-            open_for: Duration::from_secs(30),
-            slow_ttft: None,
-            half_open_probes: 1,
-        }
-    }
-}
+/// When a deployment's breaker trips and how it recovers: `[routing.breaker]` of the config
+/// (`agentd_config::BreakerConfig`, whose `Default` is the documented defaults). Semantics the
+/// breaker adds: `consecutive_failures = 0` turns that rule off; the error-rate window moves in
+/// tenths, so the oldest outcome it counts is between 0.9 and 1.0 `window` old; a success slower
+/// than `slow_ttft` to its first token counts as a failure; `half_open_probes = 0` is treated as 1.
+pub use agentd_config::BreakerConfig as BreakerSettings;
 
 /// The externally visible state of a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -698,15 +665,9 @@ impl Drop for InFlight {
 // Balancing
 // ---------------------------------------------------------------------------------------------
 
-/// How to order a model's deployments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Balance {
-    /// Random in proportion to the configured weights.
-    #[default]
-    Weighted,
-    /// Prefer the lowest [`LatencyEwma::score`].
-    LeastLatency,
-}
+/// How to order a model's deployments (`models.<name>.balance`): `Weighted` is random in
+/// proportion to the weights, `LeastLatency` prefers the lowest [`LatencyEwma::score`].
+pub use agentd_config::Balance;
 
 /// One deployment as [`order`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]

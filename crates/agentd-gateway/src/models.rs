@@ -6,7 +6,7 @@
 //! once), and the highest price anywhere on that chain, which budget reservations use as the
 //! worst case.
 
-use crate::health::{self, Breaker, BreakerSettings, LatencyEwma, RetryBudget};
+use crate::health::{self, Breaker, LatencyEwma, RetryBudget};
 use crate::metrics::CallMetrics;
 use agentd_config::{Balance, Config, FallbackOn, RouterConfig};
 use agentd_core::Price;
@@ -63,11 +63,7 @@ impl ModelRoute {
                 available: d.breaker.is_available(),
             })
             .collect();
-        let balance = match self.balance {
-            Balance::Weighted => health::Balance::Weighted,
-            Balance::LeastLatency => health::Balance::LeastLatency,
-        };
-        health::order(balance, &candidates)
+        health::order(self.balance, &candidates)
     }
 }
 
@@ -90,17 +86,6 @@ impl Models {
             providers.insert(p.name.as_str(), Arc::new(Provider::from_config(p)?));
         }
         let routing = &config.routing;
-        let b = &routing.breaker;
-        let settings = BreakerSettings {
-            enabled: b.enabled,
-            consecutive_failures: b.consecutive_failures,
-            error_rate_percent: b.error_rate_percent,
-            min_requests: b.min_requests,
-            window: b.window,
-            open_for: b.open_for,
-            slow_ttft: b.slow_ttft,
-            half_open_probes: b.half_open_probes,
-        };
         let mut by_name = HashMap::new();
         let mut ordered = Vec::new();
         for m in &config.models {
@@ -134,7 +119,7 @@ impl Models {
                 let gauge = metrics::gauge!(BREAKER_STATE, "deployment" => label.clone(), "model" => m.name.clone());
                 gauge.set(0.0);
                 let (log_label, model_name) = (label.clone(), m.name.clone());
-                let breaker = Breaker::new(settings.clone()).on_transition(move |t| {
+                let breaker = Breaker::new(routing.breaker.clone()).on_transition(move |t| {
                     gauge.set(t.to.gauge_value());
                     metrics::counter!(BREAKER_TRANSITIONS, "deployment" => log_label.clone(), "to" => t.to.as_str())
                         .increment(1);
@@ -171,55 +156,24 @@ impl Models {
                 max_retries: m.max_retries,
                 max_output_tokens: m.max_output_tokens,
                 fallbacks: m.fallbacks.clone(),
-                worst_price: Price::FREE,
+                worst_price: worst_price(&chain_of(config, &m.name), config),
             });
             by_name.insert(m.name.clone(), route.clone());
             ordered.push(route);
         }
-        // Second pass: chains and their worst prices.
-        let mut chains = HashMap::new();
-        let mut worst = HashMap::new();
-        for route in &ordered {
-            let chain = chain_of(route, &by_name);
-            let mut price = Price::FREE;
-            for r in &chain {
-                for d in &r.deployments {
-                    let p = d.price.unwrap_or(Price::FREE);
-                    price.input = price.input.max(p.input);
-                    price.output = price.output.max(p.output);
-                    price.cached_input = price.cached_input.max(p.cached_input);
-                }
-            }
-            worst.insert(route.name.clone(), price);
-            chains.insert(route.name.clone(), chain);
-        }
-        // Routes are immutable once shared; rebuild them with their worst price.
-        let mut rebuilt: HashMap<String, Arc<ModelRoute>> = HashMap::new();
-        for route in &ordered {
-            let r = ModelRoute {
-                name: route.name.clone(),
-                owned_by: route.owned_by.clone(),
-                deployments: route.deployments.clone(),
-                balance: route.balance,
-                fallback_on: route.fallback_on,
-                max_retries: route.max_retries,
-                max_output_tokens: route.max_output_tokens,
-                fallbacks: route.fallbacks.clone(),
-                worst_price: worst[&route.name],
-            };
-            rebuilt.insert(route.name.clone(), Arc::new(r));
-        }
-        let ordered: Vec<Arc<ModelRoute>> =
-            ordered.iter().map(|r| rebuilt[&r.name].clone()).collect();
-        let chains = chains
-            .into_iter()
-            .map(|(name, chain): (String, Vec<Arc<ModelRoute>>)| {
-                let chain = chain.iter().map(|r| rebuilt[&r.name].clone()).collect();
-                (name, chain)
+        let chains = config
+            .models
+            .iter()
+            .map(|m| {
+                let chain = chain_of(config, &m.name)
+                    .iter()
+                    .filter_map(|name| by_name.get(*name).cloned())
+                    .collect();
+                (m.name.clone(), chain)
             })
             .collect();
         Ok(Models {
-            by_name: rebuilt,
+            by_name,
             ordered,
             routers: config.routers.clone(),
             chains,
@@ -267,24 +221,38 @@ impl Models {
     }
 }
 
-fn chain_of(
-    route: &Arc<ModelRoute>,
-    by_name: &HashMap<String, Arc<ModelRoute>>,
-) -> Vec<Arc<ModelRoute>> {
+/// The names of `model` and its fallback models, transitively, each once. Depth-first in
+/// declaration order: a's fallbacks [b, c] with b → d gives a, b, d, c.
+fn chain_of<'a>(config: &'a Config, model: &'a str) -> Vec<&'a str> {
     let mut chain = Vec::new();
     let mut seen = HashSet::new();
-    let mut stack = vec![route.clone()];
-    // Depth-first in declaration order: a's fallbacks [b, c] with b → d gives a, b, d, c.
-    while let Some(r) = stack.pop() {
-        if !seen.insert(r.name.clone()) {
+    let mut stack = vec![model];
+    while let Some(name) = stack.pop() {
+        let Some(m) = config.model(name) else {
+            continue;
+        };
+        if !seen.insert(name) {
             continue;
         }
-        for f in r.fallbacks.iter().rev() {
-            if let Some(next) = by_name.get(f) {
-                stack.push(next.clone());
-            }
-        }
-        chain.push(r);
+        stack.extend(m.fallbacks.iter().rev().map(String::as_str));
+        chain.push(name);
     }
     chain
+}
+
+/// The highest input, output and cached-input prices over every deployment of `chain`
+/// (deployments without a price count as free).
+fn worst_price(chain: &[&str], config: &Config) -> Price {
+    let mut worst = Price::FREE;
+    for d in chain
+        .iter()
+        .filter_map(|name| config.model(name))
+        .flat_map(|m| &m.deployments)
+    {
+        let p = d.price.unwrap_or(Price::FREE);
+        worst.input = worst.input.max(p.input);
+        worst.output = worst.output.max(p.output);
+        worst.cached_input = worst.cached_input.max(p.cached_input);
+    }
+    worst
 }

@@ -159,6 +159,69 @@ impl Finish {
     }
 }
 
+impl Finish {
+    /// A call that failed: its ledger row when a provider was called (`outcome` says how it
+    /// failed), and in any case the reservation and the token draw given back.
+    pub fn failed(self, reached_provider: bool, outcome: &str) {
+        if reached_provider {
+            self.done(Usage::default(), false, outcome, None);
+        } else if let Some(controls) = self.state.controls.as_ref() {
+            crate::admission::settle(controls, self.reservation, self.tokens, Micros::ZERO, 0);
+        }
+    }
+}
+
+/// Looks `key` up in the cache. A hit is recorded (a free ledger row, the token draw settled)
+/// and its usage and bytes returned; a miss hands the token draw back.
+pub async fn from_cache(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    model: &str,
+    key: Option<&String>,
+    tokens: Option<TokenTicket>,
+    started: Instant,
+) -> Result<Bytes, Option<TokenTicket>> {
+    let (Some(key), Some(cache)) = (key, state.cache.as_ref()) else {
+        return Err(tokens);
+    };
+    let Some((usage, body)) = cache.get(key).await else {
+        return Err(tokens);
+    };
+    let mut row = ctx.row(model, None);
+    row.cache_hit = true;
+    Finish {
+        state: state.clone(),
+        row,
+        price: None,
+        reservation: None,
+        tokens,
+        started,
+        cache: None,
+    }
+    .done(usage, false, "ok", None);
+    Ok(body)
+}
+
+/// Reserves `worst` against the caller's budgets when any are configured; a refusal also gives
+/// the token draw back.
+pub async fn reserve(
+    state: &Arc<AppState>,
+    ctx: &Ctx,
+    worst: impl FnOnce() -> Micros,
+    tokens: Option<TokenTicket>,
+) -> Result<(Option<Reservation>, Option<TokenTicket>), ApiError> {
+    let Some(controls) = state.controls.as_ref().filter(|c| c.has_budgets()) else {
+        return Ok((None, tokens));
+    };
+    match controls.reserve(&ctx.caller(), worst()).await {
+        Ok(reservation) => Ok((reservation, tokens)),
+        Err(e) => {
+            crate::admission::settle(controls, None, tokens, Micros::ZERO, 0);
+            Err(e)
+        }
+    }
+}
+
 pub async fn handle(
     state: Arc<AppState>,
     format: ApiFormat,
@@ -208,20 +271,17 @@ async fn call(
         .cache
         .as_ref()
         .and_then(|_| cache::key(kind, &json, ctx.cache_wish, &route.name));
-    if let (Some(key), Some(cache)) = (&cache_key, &state.cache) {
-        if let Some((usage, body)) = cache.get(key).await {
-            let mut row = ctx.row(&route.name, None);
-            row.cache_hit = true;
-            let finish = Finish {
-                state: state.clone(),
-                row,
-                price: None,
-                reservation: None,
-                tokens,
-                started,
-                cache: None,
-            };
-            finish.done(usage, false, "ok", None);
+    let tokens = match from_cache(
+        &state,
+        &ctx,
+        &route.name,
+        cache_key.as_ref(),
+        tokens,
+        started,
+    )
+    .await
+    {
+        Ok(body) => {
             let resp = if info.stream {
                 sse_response(Body::from(body))
             } else {
@@ -229,25 +289,19 @@ async fn call(
             };
             return Ok(with_cache_header(resp, "hit"));
         }
-    }
-
-    let reservation = match &state.controls {
-        Some(c) if c.has_budgets() => {
+        Err(tokens) => tokens,
+    };
+    let (reservation, tokens) = reserve(
+        &state,
+        &ctx,
+        || {
             let max_out = agentd_providers::tokens::max_output_tokens(format, &json)
                 .unwrap_or(route.max_output_tokens);
-            let worst = route.worst_price.worst_case(prompt_tokens, max_out);
-            match c.reserve(&ctx.caller(), worst).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if let (Some(t), Some(c)) = (tokens, state.controls.as_ref()) {
-                        t.settle(c, 0);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        _ => None,
-    };
+            route.worst_price.worst_case(prompt_tokens, max_out)
+        },
+        tokens,
+    )
+    .await?;
 
     let request = ChatRequest {
         format,
@@ -309,22 +363,7 @@ async fn call(
                 cache: None,
                 state: state.clone(),
             };
-            if failed.deployment.is_some() {
-                finish.done(Usage::default(), false, failed.outcome, None);
-            } else {
-                // Never reached a provider: release without a ledger row.
-                let Finish {
-                    reservation,
-                    tokens,
-                    ..
-                } = finish;
-                if let Some(r) = reservation {
-                    r.release();
-                }
-                if let (Some(t), Some(c)) = (tokens, state.controls.as_ref()) {
-                    t.settle(c, 0);
-                }
-            }
+            finish.failed(failed.deployment.is_some(), failed.outcome);
             Err(failed.error)
         }
     }

@@ -78,38 +78,26 @@ async fn embed(
         .cache
         .as_ref()
         .and_then(|_| cache::key(kind, &json, ctx.cache_wish, &route.name));
-    if let (Some(key), Some(cache)) = (&cache_key, &state.cache) {
-        if let Some((usage, body)) = cache.get(key).await {
-            let mut row = ctx.row(&route.name, None);
-            row.cache_hit = true;
-            Finish {
-                state: state.clone(),
-                row,
-                price: None,
-                reservation: None,
-                tokens,
-                started,
-                cache: None,
-            }
-            .done(usage, false, "ok", None);
-            return Ok(chat::with_cache_header(json_response(body), "hit"));
-        }
-    }
-    let reservation = match &state.controls {
-        Some(c) if c.has_budgets() => {
-            let worst = route.worst_price.worst_case(prompt_tokens, 0);
-            match c.reserve(&ctx.caller(), worst).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if let (Some(t), Some(c)) = (tokens, state.controls.as_ref()) {
-                        t.settle(c, 0);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        _ => None,
+    let tokens = match chat::from_cache(
+        &state,
+        &ctx,
+        &route.name,
+        cache_key.as_ref(),
+        tokens,
+        started,
+    )
+    .await
+    {
+        Ok(body) => return Ok(chat::with_cache_header(json_response(body), "hit")),
+        Err(tokens) => tokens,
     };
+    let (reservation, tokens) = chat::reserve(
+        &state,
+        &ctx,
+        || route.worst_price.worst_case(prompt_tokens, 0),
+        tokens,
+    )
+    .await?;
     let result = dispatch::embeddings(&state, &route, json).await;
     let cache_state = if cache_key.is_some() { "miss" } else { "skip" };
     match result {
@@ -143,7 +131,7 @@ async fn embed(
                 cache: None,
                 state: state.clone(),
             };
-            finish.done(agentd_core::Usage::default(), false, failed.outcome, None);
+            finish.failed(failed.deployment.is_some(), failed.outcome);
             Err(failed.error)
         }
     }
