@@ -54,6 +54,10 @@ pub enum StoreError {
     Conflict,
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The input cannot be stored (a NUL character, which PostgreSQL text rejects); the message
+    /// names the field. Backends agree: SQLite refuses what PostgreSQL cannot store.
+    #[error("invalid input: {0}")]
+    Invalid(String),
     #[error("store error: {0}")]
     Backend(String),
 }

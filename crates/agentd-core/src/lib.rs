@@ -13,7 +13,9 @@ pub mod money;
 pub mod spend;
 pub mod usage;
 
-pub use counters::{Charge, CounterError, Counters, Reserve, ResponseCache};
+pub use counters::{
+    Admission, Admit, BudgetState, Charge, CounterError, Counters, Hold, RateCharge, ResponseCache,
+};
 pub use error::{ApiError, ErrorKind, Fault};
 pub use ids::{KeyId, TenantId, UserId};
 pub use keys::{ApiKey, KeyStore, NewKey, StoreError};
