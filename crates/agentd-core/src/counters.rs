@@ -140,7 +140,8 @@ pub trait Counters: Send + Sync {
         ttl: Option<Duration>,
     ) -> Result<bool, CounterError>;
     /// Each budget counter's parts (live holds only); `None` when it does not exist.
-    async fn budget_state(&self, keys: &[String]) -> Result<Vec<Option<BudgetState>>, CounterError>;
+    async fn budget_state(&self, keys: &[String])
+        -> Result<Vec<Option<BudgetState>>, CounterError>;
     /// True for the first caller only, per `key`, for `ttl` (one alert per threshold crossing,
     /// also across replicas).
     async fn once(&self, key: &str, ttl: Duration) -> Result<bool, CounterError>;

@@ -55,7 +55,8 @@ pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The input cannot be stored (a NUL character, which PostgreSQL text rejects); the message
-    /// names the field. Backends agree: SQLite refuses what PostgreSQL cannot store.
+    /// names the field. Backends agree: SQLite refuses what PostgreSQL cannot store (ledger rows
+    /// are the exception: `record_spend` replaces a NUL rather than lose the row).
     #[error("invalid input: {0}")]
     Invalid(String),
     #[error("store error: {0}")]

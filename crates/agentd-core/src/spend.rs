@@ -114,7 +114,8 @@ pub enum SpendScope {
 
 #[async_trait]
 pub trait SpendStore: Send + Sync {
-    /// Appends rows; a row whose `id` is already stored is skipped (idempotent retries).
+    /// Appends rows; a row whose `id` is already stored is skipped (idempotent retries). A NUL
+    /// in a text field is replaced by U+FFFD (PostgreSQL cannot store it; the row is kept).
     async fn record_spend(&self, rows: &[SpendRecord]) -> Result<(), StoreError>;
     /// Totals per group, ordered by group ascending.
     async fn spend_totals(&self, query: &SpendQuery) -> Result<Vec<SpendTotal>, StoreError>;

@@ -1,17 +1,24 @@
-//! The in-process backends: counters in one mutex-guarded map, the response cache in a
+//! The in-process backends: counters in one mutex-guarded state, the response cache in a
 //! size-bounded `moka` cache.
 //!
-//! For a single gateway process (the default deployment). Atomicity of
-//! [`Counters::reserve`] comes from doing the whole check-then-apply under one
+//! For a single gateway process (the default deployment). Atomicity of every
+//! [`Counters`] operation comes from doing the whole check-then-apply under one
 //! `std::sync::Mutex`; the lock is never held across an `.await`, so a plain mutex is both
 //! correct and cheaper than an async one. Nothing is shared with other processes: replicas
 //! need the Redis backend.
+//!
+//! The semantics are the Redis backend's, with one difference of resolution: time here is a
+//! `tokio::time::Instant` (nanoseconds, and paused time in tests), in Redis whole
+//! milliseconds of the server's clock.
 
-use agentd_core::{Charge, CounterError, Counters, Reserve, ResponseCache};
+use crate::MAX_PERIOD;
+use agentd_core::{
+    Admission, Admit, BudgetState, CounterError, Counters, RateCharge, ResponseCache,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use moka::Expiry;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -19,10 +26,13 @@ use tokio::time::Instant;
 /// A sweep of expired entries runs at most this often (in operations), so small maps are not
 /// rescanned on every call.
 const MIN_OPS_BETWEEN_SWEEPS: usize = 1024;
+/// Hold ttls are capped here (about a century), so an absurd one cannot overflow the clock.
+const MAX_HOLD_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Budget and rate-limit counters for one process.
 ///
-/// Expiry uses `tokio::time::Instant`, so tests can drive windows with paused time.
+/// Expiry uses `tokio::time::Instant`, so tests can drive windows, holds and refills with
+/// paused time.
 #[derive(Debug, Default)]
 pub struct MemoryCounters {
     state: Mutex<State>,
@@ -30,27 +40,167 @@ pub struct MemoryCounters {
 
 #[derive(Debug, Default)]
 struct State {
-    entries: HashMap<String, Entry>,
+    budgets: HashMap<String, Budget>,
+    /// Only buckets that are not full: a missing bucket is a full one.
+    buckets: HashMap<String, Bucket>,
+    /// `once` keys and when each expires (`None`: never).
+    once: HashMap<String, Option<Instant>>,
     /// Operations since the last sweep of expired entries.
     ops_since_sweep: usize,
-    /// Entries left after the last sweep: the next sweep waits for at least that many
-    /// operations, so sweeping costs O(1) amortised per operation while expired entries can
-    /// never outnumber live ones by more than a constant factor.
+    /// Entries (counters, holds, buckets, once keys) left after the last sweep: the next sweep
+    /// waits for at least that many operations, so sweeping costs O(1) amortised per operation
+    /// while expired entries can never outnumber live ones by more than a constant factor.
     live_after_sweep: usize,
 }
 
 #[derive(Debug)]
-struct Entry {
-    value: i64,
-    /// `None`: lives until removed. An entry whose instant has passed is treated as absent
+struct Budget {
+    spent: i64,
+    /// The sum of `holds`' amounts.
+    held: i64,
+    holds: HashMap<String, Held>,
+    /// The same holds by expiry, earliest first, so dropping the expired ones costs only them.
+    by_expiry: BTreeSet<(Instant, String)>,
+    /// `None`: lives until the process ends. A counter whose instant has passed is missing
     /// everywhere, whether or not a sweep has removed it yet.
     expires: Option<Instant>,
 }
 
-impl Entry {
-    fn is_expired(&self, now: Instant) -> bool {
-        self.expires.is_some_and(|at| at <= now)
+#[derive(Debug)]
+struct Held {
+    amount: i64,
+    expires: Instant,
+}
+
+impl Budget {
+    fn new(spent: i64, expires: Option<Instant>) -> Budget {
+        Budget {
+            spent,
+            held: 0,
+            holds: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            expires,
+        }
     }
+
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|at| at > now)
+    }
+
+    /// Drops the holds whose expiry has come (an expiry equal to `now` has come, as in Redis).
+    fn purge(&mut self, now: Instant) {
+        while self.by_expiry.first().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, id)) = self.by_expiry.pop_first() {
+                self.release(&id);
+            }
+        }
+    }
+
+    /// Removes hold `id` if present. Amounts are never negative, so `held` stays the sum of
+    /// the remaining ones.
+    fn release(&mut self, id: &str) {
+        if let Some(hold) = self.holds.remove(id) {
+            self.by_expiry.remove(&(hold.expires, id.to_owned()));
+            self.held = self.held.saturating_sub(hold.amount);
+        }
+    }
+
+    /// Adds `amount` to hold `id` (created if needed: the same hold placed twice on a counter
+    /// holds both amounts) and moves its expiry to `expires`. The caller checked that `held`
+    /// cannot overflow.
+    fn place(&mut self, id: &str, amount: i64, expires: Instant) {
+        let hold = self
+            .holds
+            .entry(id.to_owned())
+            .or_insert(Held { amount: 0, expires });
+        self.by_expiry.remove(&(hold.expires, id.to_owned()));
+        hold.amount = hold.amount.saturating_add(amount);
+        hold.expires = expires;
+        self.by_expiry.insert((expires, id.to_owned()));
+        self.held = self.held.saturating_add(amount);
+    }
+
+    /// `spent + held` for reports. Saturates instead of failing: only a value beyond ±9.2e18
+    /// (far past any budget) would be inexact, and every check uses checked arithmetic.
+    fn value(&self) -> i64 {
+        self.spent.saturating_add(self.held)
+    }
+}
+
+/// A token bucket that is not full.
+///
+/// Tokens are kept multiplied by the period in nanoseconds, so that a refill of `elapsed`
+/// nanoseconds is exactly `elapsed × capacity` and nothing is ever rounded up. Saturating
+/// i128 arithmetic: a capacity of `i64::MAX` over a century still fits.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// Tokens × `period`; negative when in debt (see [`Counters::correct`]).
+    scaled: i128,
+    /// The period the tokens are scaled by, in ns.
+    period: i128,
+    capacity: i64,
+    /// Refilled up to this instant.
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(capacity: i64, period: i128, at: Instant) -> Bucket {
+        Bucket {
+            scaled: i128::from(capacity).saturating_mul(period),
+            period,
+            capacity,
+            at,
+        }
+    }
+
+    fn full_scaled(&self) -> i128 {
+        i128::from(self.capacity).saturating_mul(self.period)
+    }
+
+    fn is_full(&self) -> bool {
+        self.scaled >= self.full_scaled()
+    }
+
+    /// The bucket at `now`, seen through a charge's `capacity` and `period`. A changed period
+    /// (a config reload) keeps the whole tokens only, rounding down; a lowered capacity caps
+    /// the tokens.
+    fn refilled(mut self, capacity: i64, period: i128, now: Instant) -> Bucket {
+        if self.period != period {
+            self.scaled = self.scaled.div_euclid(self.period).saturating_mul(period);
+            self.period = period;
+        }
+        self.capacity = capacity;
+        if now > self.at {
+            let elapsed = i128::try_from((now - self.at).as_nanos()).unwrap_or(i128::MAX);
+            self.scaled = self
+                .scaled
+                .saturating_add(elapsed.saturating_mul(i128::from(capacity)));
+            self.at = now;
+        }
+        self.scaled = self.scaled.min(self.full_scaled());
+        self
+    }
+
+    /// How long until the bucket holds `amount` tokens (at least a millisecond, as in Redis);
+    /// one period when it never will (`amount` above the capacity).
+    fn wait_for(&self, amount: i64, period: Duration) -> Duration {
+        if amount > self.capacity || self.capacity == 0 {
+            return period.min(MAX_PERIOD);
+        }
+        let missing = i128::from(amount)
+            .saturating_mul(self.period)
+            .saturating_sub(self.scaled);
+        let capacity = i128::from(self.capacity);
+        // Ceiling division of a positive by a positive.
+        let nanos = (missing + capacity - 1) / capacity;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            .clamp(Duration::from_millis(1), MAX_PERIOD)
+    }
+}
+
+/// At most [`MAX_PERIOD`], so that `capacity × period` fits an i128 for any capacity.
+fn period_ns(period: Duration) -> i128 {
+    i128::try_from(period.min(MAX_PERIOD).as_nanos()).unwrap_or(i128::MAX)
 }
 
 impl State {
@@ -58,54 +208,163 @@ impl State {
     fn tick(&mut self, now: Instant) {
         self.ops_since_sweep += 1;
         if self.ops_since_sweep >= MIN_OPS_BETWEEN_SWEEPS.max(self.live_after_sweep) {
-            self.entries.retain(|_, entry| !entry.is_expired(now));
-            self.ops_since_sweep = 0;
-            self.live_after_sweep = self.entries.len();
+            self.sweep(now);
         }
     }
 
-    fn live(&self, key: &str, now: Instant) -> Option<&Entry> {
-        self.entries.get(key).filter(|entry| !entry.is_expired(now))
+    fn sweep(&mut self, now: Instant) {
+        self.budgets.retain(|_, budget| budget.is_live(now));
+        for budget in self.budgets.values_mut() {
+            budget.purge(now);
+        }
+        self.buckets.retain(|_, bucket| {
+            !bucket
+                .refilled(bucket.capacity, bucket.period, now)
+                .is_full()
+        });
+        self.once
+            .retain(|_, expires| expires.is_none_or(|at| at > now));
+        let holds: usize = self.budgets.values().map(|budget| budget.holds.len()).sum();
+        self.live_after_sweep = self.budgets.len() + holds + self.buckets.len() + self.once.len();
+        self.ops_since_sweep = 0;
     }
 
-    fn value(&self, key: &str, now: Instant) -> i64 {
-        self.live(key, now).map_or(0, |entry| entry.value)
+    /// The live counter `key` with its expired holds dropped.
+    fn budget(&mut self, key: &str, now: Instant) -> Option<&mut Budget> {
+        let budget = self.budgets.get_mut(key).filter(|b| b.is_live(now))?;
+        budget.purge(now);
+        Some(budget)
     }
 
-    /// Writes `value` to `key`, creating it (or replacing an expired one) if needed. A `ttl`
-    /// starts the clock only on an entry that has none, so a window's length counts from its
-    /// creation and later writes never extend it.
-    fn store(&mut self, key: &str, value: i64, ttl: Option<Duration>, now: Instant) {
-        match self.entries.get_mut(key) {
-            Some(entry) if !entry.is_expired(now) => {
-                entry.value = value;
-                if entry.expires.is_none() {
-                    entry.expires = deadline(now, ttl);
+    /// Bucket `rate.key` at `now` as this call sees it: its earlier charges in `pending`
+    /// first, then the stored bucket, else a full one.
+    fn bucket(&self, pending: &HashMap<&str, Bucket>, rate: &RateCharge, now: Instant) -> Bucket {
+        let period = period_ns(rate.period);
+        match pending
+            .get(rate.key.as_str())
+            .or_else(|| self.buckets.get(&rate.key))
+        {
+            Some(bucket) => bucket.refilled(rate.capacity, period, now),
+            None => Bucket::full(rate.capacity, period, now),
+        }
+    }
+
+    fn store_buckets(&mut self, pending: HashMap<&str, Bucket>) {
+        for (key, bucket) in pending {
+            if bucket.is_full() {
+                self.buckets.remove(key);
+            } else {
+                self.buckets.insert(key.to_owned(), bucket);
+            }
+        }
+    }
+
+    fn admit(&mut self, admission: &Admission<'_>, now: Instant) -> Admit {
+        let missing: Vec<usize> = admission
+            .budgets
+            .iter()
+            .enumerate()
+            .filter(|(_, charge)| self.budget(&charge.key, now).is_none())
+            .map(|(index, _)| index)
+            .collect();
+        if !missing.is_empty() {
+            return Admit::Missing(missing);
+        }
+
+        // Check everything before the first write; `buckets` and `budgets` hold this call's
+        // state so far, so a key named twice sees its earlier charges.
+        let mut buckets: HashMap<&str, Bucket> = HashMap::new();
+        for (index, rate) in admission.rates.iter().enumerate() {
+            let mut bucket = self.bucket(&buckets, rate, now);
+            let need = i128::from(rate.amount).saturating_mul(bucket.period);
+            if bucket.scaled < need {
+                let retry_after = bucket.wait_for(rate.amount, rate.period);
+                return Admit::RateLimited { index, retry_after };
+            }
+            bucket.scaled -= need;
+            buckets.insert(&rate.key, bucket);
+        }
+        // (value, held) per counter, including this call's earlier charges.
+        let mut budgets: HashMap<&str, (i64, i64)> = HashMap::new();
+        let mut after = Vec::with_capacity(admission.budgets.len());
+        for (index, charge) in admission.budgets.iter().enumerate() {
+            let (current, held) = match budgets.get(charge.key.as_str()) {
+                Some(pending) => *pending,
+                // Present: no counter was missing, and nothing expires within one `now`.
+                None => self
+                    .budgets
+                    .get(&charge.key)
+                    .map_or((0, 0), |budget| (budget.value(), budget.held)),
+            };
+            match (
+                current.checked_add(charge.amount),
+                held.checked_add(charge.amount),
+            ) {
+                (Some(next), Some(held)) if next <= charge.limit => {
+                    budgets.insert(&charge.key, (next, held));
+                    after.push(next);
+                }
+                // An overflow is far above any limit: refuse like any other.
+                _ => return Admit::OverBudget { index, current },
+            }
+        }
+
+        self.store_buckets(buckets);
+        if let Some(hold) = admission.hold {
+            let expires = now + hold.ttl.min(MAX_HOLD_TTL);
+            for charge in admission.budgets {
+                if let Some(budget) = self.budgets.get_mut(&charge.key) {
+                    budget.place(&hold.id, charge.amount, expires);
                 }
             }
-            Some(_) | None => {
-                let expires = deadline(now, ttl);
-                self.entries
-                    .insert(key.to_owned(), Entry { value, expires });
-            }
         }
+        Admit::Admitted(after)
     }
 
-    /// Inserts only when `key` is absent or expired; returns whether it did.
-    fn insert_if_absent(
+    fn settle(
         &mut self,
-        key: &str,
-        value: i64,
-        ttl: Option<Duration>,
+        hold_id: &str,
+        keys: &[(String, Option<Duration>)],
+        actual: i64,
         now: Instant,
-    ) -> bool {
-        if self.live(key, now).is_some() {
-            return false;
+    ) -> Result<Vec<Option<i64>>, CounterError> {
+        // Every addition is checked before the first write, so an overflow changes nothing.
+        let mut spent: HashMap<&str, i64> = HashMap::new();
+        for (key, _) in keys {
+            let current = match spent.get(key.as_str()) {
+                Some(pending) => *pending,
+                None => match self.budget(key, now) {
+                    Some(budget) => budget.spent,
+                    None => continue,
+                },
+            };
+            let next = current.checked_add(actual).ok_or_else(|| {
+                CounterError::Backend(format!("counter {key} would overflow adding {actual}"))
+            })?;
+            spent.insert(key, next);
         }
-        let expires = deadline(now, ttl);
-        self.entries
-            .insert(key.to_owned(), Entry { value, expires });
-        true
+        Ok(keys
+            .iter()
+            .map(|(key, _)| {
+                let budget = self.budgets.get_mut(key).filter(|b| b.is_live(now))?;
+                budget.release(hold_id);
+                budget.spent = budget.spent.saturating_add(actual);
+                Some(budget.value())
+            })
+            .collect())
+    }
+
+    fn correct(&mut self, rates: &[RateCharge], now: Instant) {
+        let mut buckets: HashMap<&str, Bucket> = HashMap::new();
+        for rate in rates {
+            let mut bucket = self.bucket(&buckets, rate, now);
+            bucket.scaled = bucket
+                .scaled
+                .saturating_sub(i128::from(rate.amount).saturating_mul(bucket.period))
+                .min(bucket.full_scaled());
+            buckets.insert(&rate.key, bucket);
+        }
+        self.store_buckets(buckets);
     }
 }
 
@@ -119,104 +378,97 @@ impl MemoryCounters {
         MemoryCounters::default()
     }
 
-    /// No critical section can leave the map half-updated (every check happens before the
+    /// No critical section can leave the state half-updated (every check happens before the
     /// first write, and the writes cannot panic), so a poisoned lock is still consistent.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self, now: Instant) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.tick(now);
+        state
     }
 
     /// Entries stored, live or expired-but-not-yet-swept (tests of the sweep).
     #[cfg(test)]
     fn stored_entries(&self) -> usize {
-        self.lock().entries.len()
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let holds: usize = state
+            .budgets
+            .values()
+            .map(|budget| budget.holds.len())
+            .sum();
+        state.budgets.len() + holds + state.buckets.len() + state.once.len()
     }
 }
 
 #[async_trait]
 impl Counters for MemoryCounters {
-    /// A key that appears twice in `charges` is checked against its value including the
-    /// earlier charges of the same call, so one reservation cannot overshoot a limit by
-    /// naming a counter twice (the Redis script does the same).
-    async fn reserve(&self, charges: &[Charge]) -> Result<Reserve, CounterError> {
+    async fn admit(&self, admission: &Admission<'_>) -> Result<Admit, CounterError> {
+        crate::validate_admission(admission)?;
         let now = Instant::now();
-        let mut state = self.lock();
-        state.tick(now);
-
-        // Check every charge before touching anything: `after[i]` is charge i's value once
-        // it and all earlier charges are applied.
-        let mut after: Vec<i64> = Vec::with_capacity(charges.len());
-        for (index, charge) in charges.iter().enumerate() {
-            let current = charges[..index]
-                .iter()
-                .zip(&after)
-                .rev()
-                .find(|(earlier, _)| earlier.key == charge.key)
-                .map_or_else(|| state.value(&charge.key, now), |(_, value)| *value);
-            match current.checked_add(charge.amount) {
-                Some(next) if next <= charge.limit => after.push(next),
-                // An overflow is far above any limit: refuse like any other.
-                Some(_) | None => return Ok(Reserve::Refused { index, current }),
-            }
-        }
-        for (charge, value) in charges.iter().zip(&after) {
-            state.store(&charge.key, *value, charge.ttl, now);
-        }
-        Ok(Reserve::Admitted(after))
+        Ok(self.lock(now).admit(admission, now))
     }
 
-    async fn adjust(
+    async fn settle(
         &self,
-        keys: &[(String, Option<Duration>)],
-        delta: i64,
-    ) -> Result<Vec<i64>, CounterError> {
+        hold_id: &str,
+        budgets: &[(String, Option<Duration>)],
+        actual: i64,
+    ) -> Result<Vec<Option<i64>>, CounterError> {
         let now = Instant::now();
-        let mut state = self.lock();
-        state.tick(now);
-
-        // Computed in full first so an overflow changes nothing.
-        let mut after: Vec<i64> = Vec::with_capacity(keys.len());
-        for (index, (key, _)) in keys.iter().enumerate() {
-            let current = keys[..index]
-                .iter()
-                .zip(&after)
-                .rev()
-                .find(|((earlier, _), _)| earlier == key)
-                .map_or_else(|| state.value(key, now), |(_, value)| *value);
-            let next = current.checked_add(delta).ok_or_else(|| {
-                CounterError::Backend(format!("counter {key} would overflow adding {delta}"))
-            })?;
-            after.push(next);
-        }
-        for ((key, ttl), value) in keys.iter().zip(&after) {
-            state.store(key, *value, *ttl, now);
-        }
-        Ok(after)
+        self.lock(now).settle(hold_id, budgets, actual, now)
     }
 
-    async fn get(&self, keys: &[String]) -> Result<Vec<i64>, CounterError> {
+    async fn correct(&self, rates: &[RateCharge]) -> Result<(), CounterError> {
+        crate::validate_buckets(rates)?;
         let now = Instant::now();
-        let mut state = self.lock();
-        state.tick(now);
-        Ok(keys.iter().map(|key| state.value(key, now)).collect())
+        self.lock(now).correct(rates, now);
+        Ok(())
     }
 
     async fn init(
         &self,
         key: &str,
-        value: i64,
+        spent: i64,
         ttl: Option<Duration>,
     ) -> Result<bool, CounterError> {
         let now = Instant::now();
-        let mut state = self.lock();
-        state.tick(now);
-        Ok(state.insert_if_absent(key, value, ttl, now))
+        let mut state = self.lock(now);
+        if state.budget(key, now).is_some() {
+            return Ok(false);
+        }
+        let budget = Budget::new(spent, deadline(now, ttl));
+        state.budgets.insert(key.to_owned(), budget);
+        Ok(true)
+    }
+
+    async fn budget_state(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<BudgetState>>, CounterError> {
+        let now = Instant::now();
+        let mut state = self.lock(now);
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let budget = state.budget(key, now)?;
+                Some(BudgetState {
+                    spent: budget.spent,
+                    held: budget.held,
+                })
+            })
+            .collect())
     }
 
     async fn once(&self, key: &str, ttl: Duration) -> Result<bool, CounterError> {
         let now = Instant::now();
-        let mut state = self.lock();
-        state.tick(now);
-        Ok(state.insert_if_absent(key, 1, Some(ttl), now))
+        let mut state = self.lock(now);
+        let taken = state
+            .once
+            .get(key)
+            .is_some_and(|expires| expires.is_none_or(|at| at > now));
+        if !taken {
+            state.once.insert(key.to_owned(), deadline(now, Some(ttl)));
+        }
+        Ok(!taken)
     }
 
     fn backend(&self) -> &'static str {
@@ -320,82 +572,243 @@ impl ResponseCache for MemoryCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentd_core::{Charge, Hold};
 
-    fn charge(key: &str, amount: i64, limit: i64, ttl: Option<Duration>) -> Charge {
+    fn charge(key: &str, amount: i64, limit: i64) -> Charge {
         Charge {
             key: key.to_owned(),
             amount,
             limit,
+            ttl: None,
+        }
+    }
+
+    fn rate(key: &str, amount: i64, capacity: i64, period: Duration) -> RateCharge {
+        RateCharge {
+            key: key.to_owned(),
+            amount,
+            capacity,
+            period,
+        }
+    }
+
+    fn hold(id: &str, ttl: Duration) -> Hold {
+        Hold {
+            id: id.to_owned(),
             ttl,
         }
+    }
+
+    async fn admit(
+        counters: &MemoryCounters,
+        rates: &[RateCharge],
+        hold: Option<&Hold>,
+        budgets: &[Charge],
+    ) -> Admit {
+        let admission = Admission {
+            rates,
+            hold,
+            budgets,
+        };
+        counters.admit(&admission).await.unwrap()
+    }
+
+    async fn held(counters: &MemoryCounters, key: &str) -> i64 {
+        let state = counters.budget_state(&[key.to_owned()]).await.unwrap();
+        state[0].expect("counter exists").held
     }
 
     #[tokio::test(start_paused = true)]
     async fn expired_entries_are_swept_so_memory_stays_bounded() {
         let counters = MemoryCounters::new();
-        let ttl = Some(Duration::from_secs(1));
-        for i in 0..5000 {
-            let charges = [charge(&format!("old:{i}"), 1, 10, ttl)];
-            counters.reserve(&charges).await.unwrap();
+        let second = Some(Duration::from_secs(1));
+        assert!(counters.init("forever", 0, None).await.unwrap());
+        for i in 0..2000 {
+            counters.init(&format!("old:{i}"), 1, second).await.unwrap();
+            // Holds that are never settled (their owners died) on a counter that stays.
+            let h = hold(&format!("call-{i}"), Duration::from_secs(1));
+            let budgets = [charge("forever", 1, i64::MAX)];
+            admit(&counters, &[], Some(&h), &budgets).await;
+            let rates = [rate(&format!("rl:{i}"), 1, 10, Duration::from_secs(1))];
+            admit(&counters, &rates, None, &[]).await;
         }
-        assert_eq!(counters.stored_entries(), 5000);
+        assert_eq!(counters.stored_entries(), 1 + 3 * 2000);
 
         tokio::time::advance(Duration::from_secs(2)).await;
-        // As many operations as there were live entries at the last sweep (4096) are enough
-        // to trigger the next one, which drops every expired entry.
-        for i in 0..5000 {
+        // As many operations as there were entries at the last sweep are enough to trigger the
+        // next one, which drops every expired counter and hold and every refilled bucket.
+        for i in 0..7000 {
             counters
-                .adjust(&[(format!("new:{i}"), None)], 1)
+                .once(&format!("new:{i}"), Duration::from_secs(60))
                 .await
                 .unwrap();
         }
-        let stored = counters.stored_entries();
-        assert_eq!(stored, 5000, "only the 5000 live entries remain");
-        let olds: Vec<String> = (0..5000).map(|i| format!("old:{i}")).collect();
-        assert!(counters.get(&olds).await.unwrap().iter().all(|v| *v == 0));
+        assert_eq!(
+            counters.stored_entries(),
+            1 + 7000,
+            "only live entries remain"
+        );
+        let state = counters
+            .budget_state(&["forever".into(), "old:1".into()])
+            .await;
+        assert_eq!(
+            state.unwrap(),
+            [Some(BudgetState { spent: 0, held: 0 }), None]
+        );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn expired_entry_reads_as_absent_before_any_sweep() {
+    async fn a_hold_stops_counting_exactly_at_its_expiry() {
+        let counters = MemoryCounters::new();
+        counters.init("k", 0, None).await.unwrap();
+        let h = hold("h", Duration::from_millis(100));
+        let admitted = admit(&counters, &[], Some(&h), &[charge("k", 5, 10)]).await;
+        assert_eq!(admitted, Admit::Admitted(vec![5]));
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert_eq!(held(&counters, "k").await, 5);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(held(&counters, "k").await, 0);
+        // Settling it afterwards adds the cost only.
+        let settled = counters
+            .settle("h", &[("k".into(), None)], 3)
+            .await
+            .unwrap();
+        assert_eq!(settled, [Some(3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_counter_is_missing_before_any_sweep() {
         let counters = MemoryCounters::new();
         let ttl = Some(Duration::from_millis(100));
-        counters.reserve(&[charge("k", 5, 10, ttl)]).await.unwrap();
+        counters.init("k", 5, ttl).await.unwrap();
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(counters.get(&["k".into()]).await.unwrap(), [0]);
-        // A new window starts from zero with a fresh ttl.
-        let admitted = counters.reserve(&[charge("k", 10, 10, ttl)]).await.unwrap();
-        assert_eq!(admitted, Reserve::Admitted(vec![10]));
-        tokio::time::advance(Duration::from_millis(99)).await;
-        assert_eq!(counters.get(&["k".into()]).await.unwrap(), [10]);
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(counters.get(&["k".into()]).await.unwrap(), [0]);
+        let h = hold("h", Duration::from_secs(1));
+        let refused = admit(&counters, &[], Some(&h), &[charge("k", 1, 10)]).await;
+        assert_eq!(refused, Admit::Missing(vec![0]));
+        assert!(
+            counters.init("k", 7, ttl).await.unwrap(),
+            "rebuilt after expiry"
+        );
+        assert_eq!(held(&counters, "k").await, 0);
+    }
+
+    /// 7 tokens per second: the 8th waits exactly ceil(1 s / 7), not a nanosecond less.
+    #[tokio::test(start_paused = true)]
+    async fn refill_is_exact_and_never_rounds_up() {
+        let counters = MemoryCounters::new();
+        let second = Duration::from_secs(1);
+        let one = [rate("r", 1, 7, second)];
+        for _ in 0..7 {
+            assert_eq!(
+                admit(&counters, &one, None, &[]).await,
+                Admit::Admitted(vec![])
+            );
+        }
+        let refused = admit(&counters, &one, None, &[]).await;
+        let per_token = Duration::from_nanos(142_857_143);
+        assert_eq!(
+            refused,
+            Admit::RateLimited {
+                index: 0,
+                retry_after: per_token
+            }
+        );
+        tokio::time::advance(per_token - Duration::from_nanos(1)).await;
+        let refused = admit(&counters, &one, None, &[]).await;
+        // Less than a millisecond away still says one millisecond, as Redis does.
+        assert_eq!(
+            refused,
+            Admit::RateLimited {
+                index: 0,
+                retry_after: Duration::from_millis(1)
+            }
+        );
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        assert_eq!(
+            admit(&counters, &one, None, &[]).await,
+            Admit::Admitted(vec![])
+        );
+    }
+
+    /// Frequent calls must not lose the fractions of a token refilled between them.
+    #[tokio::test(start_paused = true)]
+    async fn frequent_calls_do_not_stall_the_refill() {
+        let counters = MemoryCounters::new();
+        let one = [rate("r", 1, 1, Duration::from_secs(1))];
+        assert_eq!(
+            admit(&counters, &one, None, &[]).await,
+            Admit::Admitted(vec![])
+        );
+        for _ in 0..9_999 {
+            tokio::time::advance(Duration::from_micros(100)).await;
+            assert!(matches!(
+                admit(&counters, &one, None, &[]).await,
+                Admit::RateLimited { .. }
+            ));
+        }
+        tokio::time::advance(Duration::from_micros(100)).await;
+        assert_eq!(
+            admit(&counters, &one, None, &[]).await,
+            Admit::Admitted(vec![])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_period_keeps_whole_tokens_only() {
+        let counters = MemoryCounters::new();
+        let minute = Duration::from_secs(60);
+        admit(&counters, &[rate("r", 8, 10, minute)], None, &[]).await;
+        // 2 tokens left; the half token refilled over these 3 s is dropped with the change,
+        // and the 3 s refill at the new rate instead (1/120 of a token).
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let hour = Duration::from_secs(3600);
+        let drained = admit(&counters, &[rate("r", 2, 10, hour)], None, &[]).await;
+        assert_eq!(drained, Admit::Admitted(vec![]));
+        let refused = admit(&counters, &[rate("r", 1, 10, hour)], None, &[]).await;
+        assert_eq!(
+            refused,
+            Admit::RateLimited {
+                index: 0,
+                retry_after: Duration::from_secs(357)
+            }
+        );
     }
 
     #[tokio::test]
-    async fn overflow_refuses_reserve_and_fails_adjust_without_changes() {
+    async fn an_overflowing_settle_changes_nothing() {
         let counters = MemoryCounters::new();
+        counters.init("small", 0, None).await.unwrap();
         counters.init("big", i64::MAX - 1, None).await.unwrap();
-        let refused = counters
-            .reserve(&[
-                charge("small", 1, 10, None),
-                charge("big", 5, i64::MAX, None),
-            ])
-            .await
-            .unwrap();
-        assert_eq!(
-            refused,
-            Reserve::Refused {
-                index: 1,
-                current: i64::MAX - 1
-            }
-        );
+        let h = hold("h", Duration::from_secs(60));
+        admit(&counters, &[], Some(&h), &[charge("small", 4, 10)]).await;
         let keys = [("small".to_owned(), None), ("big".to_owned(), None)];
-        let err = counters.adjust(&keys, 5).await.unwrap_err();
+        let err = counters.settle("h", &keys, 5).await.unwrap_err();
         assert!(
             matches!(err, CounterError::Backend(ref m) if m.contains("overflow")),
             "{err:?}"
         );
-        let values = counters.get(&["small".into(), "big".into()]).await.unwrap();
-        assert_eq!(values, [0, i64::MAX - 1]);
+        let state = counters
+            .budget_state(&["small".into(), "big".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            state,
+            [
+                Some(BudgetState { spent: 0, held: 4 }),
+                Some(BudgetState {
+                    spent: i64::MAX - 1,
+                    held: 0
+                })
+            ]
+        );
+        // An admission that would overflow is refused like any other over-budget one.
+        let refused = admit(&counters, &[], Some(&h), &[charge("big", 5, i64::MAX)]).await;
+        assert_eq!(
+            refused,
+            Admit::OverBudget {
+                index: 0,
+                current: i64::MAX - 1
+            }
+        );
     }
 }

@@ -1,25 +1,50 @@
 //! The Redis backends: counters and the response cache shared by every gateway replica.
 //!
 //! Atomicity across processes comes from Redis running each Lua script to completion before
-//! any other command: [`Counters::reserve`] is one script that checks every charge and only
-//! then increments them all. Scripts are sent with EVALSHA and loaded on a NOSCRIPT reply, so a
-//! restarted or flushed Redis needs no setup.
+//! any other command: every [`Counters`] operation is one script, and every script checks
+//! everything before its first write, so a refusal or an error changes nothing (apart from
+//! dropping expired holds, which no longer count anyway). Scripts are sent with EVALSHA and
+//! loaded on a NOSCRIPT reply, so a restarted or flushed Redis needs no setup. Time comes from
+//! Redis's own `TIME` inside the scripts, so replicas with skewed clocks agree. Needs Redis 5
+//! or later (scripts replicated by their effects, which `TIME` requires).
 //!
-//! Two limits of the design, both harmless for micro-dollar budgets and request counts:
-//! - Lua numbers are doubles, so the *comparison* `current + amount <= limit` is exact only
-//!   for magnitudes below 2^53 (about nine billion dollars in micro-dollars). The stored values
-//!   themselves are Redis integers and always exact.
-//! - A call that times out may still have been applied by Redis. For `reserve` that errs on the
-//!   safe side (budget held, never overspent); the caller sees `Unavailable` either way.
+//! Key layout, for a counter or bucket `key` under the configured prefix `P`:
+//! - `P:key`, a budget counter: a HASH with `spent`, `held` and one `h:<hold id>` field per
+//!   live hold (its amount). The HASH existing is what "the counter exists" means; only `init`
+//!   creates it, with its ttl, which nothing extends.
+//! - `{P:key}:x`, that counter's holds: a ZSET of hold ids scored by expiry (Unix ms). It is
+//!   given the counter's remaining ttl when created, and `init` deletes a leftover one first.
+//!   The braces keep both keys in one cluster slot, and no `P:…` key can start with `{`.
+//! - `P:key`, a rate bucket: a HASH with `tok` (tokens × `per`), `ts` (Unix ms it was refilled
+//!   to) and `per` (the period in ms). Its ttl is the time until it is full again plus one
+//!   period; a full bucket is deleted (a missing bucket is full).
+//! - `P:key`, a `once` key: a string set with `SET NX PX`.
+//!
+//! Limits of the design, all harmless for micro-dollar budgets and request counts:
+//! - Lua numbers are doubles, so the *comparisons* (`spent + held + amount <= limit`, tokens
+//!   against a charge) are exact only below 2^53 (about nine billion dollars in
+//!   micro-dollars; for buckets, `capacity × period in ms` below 2^53, e.g. 1.5e11 tokens per
+//!   minute or 1e8 per day). Budget values are stored as Redis integers, changed with
+//!   `HINCRBY` from the decimal strings Rust sent, so they stay exact.
+//! - A call that times out may still have been applied by Redis. For `admit` that errs on the
+//!   safe side (a hold that expires, never an overspend); the caller sees `Unavailable`.
+//! - Holds need both keys: an eviction policy that may evict one key and not the other
+//!   (`allkeys-*`) can pin holds until the counter's window ends. Use `noeviction` or
+//!   `volatile-*` for the counters' Redis.
 //!
 //! The connection is a [`ConnectionManager`]: one multiplexed connection per instance that
 //! reconnects by itself, cheap to clone per call.
 
-use agentd_core::{Charge, CounterError, Counters, Reserve, ResponseCache};
+use agentd_core::{
+    Admission, Admit, BudgetState, CounterError, Counters, RateCharge, ResponseCache,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, RedisResult, RetryMethod, Script, Value};
+use redis::{
+    ErrorKind, FromRedisValue, RedisError, RedisResult, RetryMethod, Script, ScriptInvocation,
+    Value,
+};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -41,72 +66,269 @@ const COUNTER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// waiting.
 const CACHE_CALL_TIMEOUT: Duration = Duration::from_millis(500);
 /// TTLs are capped here (about a century): Redis rejects expiry times that overflow its clock,
-/// and anything longer is "forever" in practice.
+/// and anything longer is "forever" in practice. The bucket script repeats the number.
 const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 /// Cache errors are logged at most this often, so a Redis outage does not flood the log.
 const CACHE_WARN_INTERVAL_MS: u64 = 5_000;
 
-/// KEYS: the counters. ARGV: `amount, limit, ttl_ms` per key (ttl 0 = none).
-/// Returns `{1, value...}` or `{0, index (0-based), current}`.
+/// The first element of an `admit` reply (the script writes them as literals).
+const ADMITTED: i64 = 1;
+const RATE_LIMITED: i64 = 2;
+const OVER_BUDGET: i64 = 3;
+const MISSING: i64 = 4;
+
+/// The start of every script that needs the clock or touches holds.
 ///
-/// Checks first, writes after, so a refusal (or a non-integer value) changes nothing. A key
-/// named twice is checked against its value including the earlier charges of this call. Expiry
-/// is set on any key left without one (always the case for a key just created), so a window
-/// counts from its creation and is never extended.
-const RESERVE_LUA: &str = r"
-local pending = {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local current = pending[key]
-  if current == nil then
-    local raw = redis.call('GET', key)
-    if raw == false then
-      current = 0
-    elseif string.match(raw, '^-?%d+$') then
-      current = tonumber(raw)
-    else
-      return redis.error_reply('counter ' .. key .. ' does not hold an integer')
+/// `now` is the server's time in ms. `int` formats a computed number for Redis: it would
+/// otherwise be sent in exponent notation once large, which integer arguments reject. `neg`
+/// negates a decimal string exactly at any size (Rust sends canonical ones: no `-0`). `purge`
+/// drops counter `k`'s holds that expired by `now` (an expiry equal to `now` has passed).
+const PRELUDE_LUA: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local function int(x)
+  if x == 0 then return '0' end
+  return string.format('%.0f', x)
+end
+
+local function neg(s)
+  if s == '0' then return s end
+  if string.sub(s, 1, 1) == '-' then return string.sub(s, 2) end
+  return '-' .. s
+end
+
+local function purge(k, z)
+  local ids = redis.call('ZRANGEBYSCORE', z, '-inf', int(now))
+  if #ids == 0 then return end
+  for _, id in ipairs(ids) do
+    local field = 'h:' .. id
+    local amount = redis.call('HGET', k, field)
+    if amount then
+      redis.call('HINCRBY', k, 'held', neg(amount))
+      redis.call('HDEL', k, field)
     end
   end
-  local amount = tonumber(ARGV[3 * i - 2])
-  local limit = tonumber(ARGV[3 * i - 1])
-  if current + amount > limit then
-    return {0, i - 1, current}
-  end
-  pending[key] = current + amount
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', int(now))
 end
+
+local function overflows(x)
+  return x >= 2^63 or x <= -2^63
+end
+";
+
+/// Token buckets, for the scripts that draw on them. `bucket` loads a bucket once per script
+/// into `buckets` (so a key named twice sees its earlier charges) and refills it to `now` for
+/// a charge's `cap` and `per`: tokens are kept as tokens × `per`, so a refill of `e` ms is
+/// exactly `e × cap`, never rounded. A changed period keeps whole tokens only (rounding down);
+/// a clock that went back refills nothing. `save` writes it back, or deletes it when full.
+const BUCKETS_LUA: &str = r"
+local buckets = {}
+
+local function bucket(key, cap, per)
+  local b = buckets[key]
+  if b == nil then
+    local raw = redis.call('HMGET', key, 'tok', 'ts', 'per')
+    if raw[1] then
+      b = {tok = tonumber(raw[1]), ts = tonumber(raw[2]), per = tonumber(raw[3])}
+    else
+      b = {tok = cap * per, ts = now, per = per}
+    end
+    buckets[key] = b
+  end
+  if b.per ~= per then
+    b.tok = math.floor(b.tok / b.per) * per
+    b.per = per
+  end
+  if now > b.ts then
+    b.tok = b.tok + (now - b.ts) * cap
+    b.ts = now
+  end
+  if b.tok > cap * per then b.tok = cap * per end
+  b.cap = cap
+  return b
+end
+
+local function save(key, b)
+  local full = b.cap * b.per
+  if b.tok >= full then
+    redis.call('DEL', key)
+    return
+  end
+  redis.call('HSET', key, 'tok', int(b.tok), 'ts', int(b.ts), 'per', int(b.per))
+  local ttl = b.per
+  if b.cap > 0 then ttl = ttl + math.ceil((full - b.tok) / b.cap) end
+  redis.call('PEXPIRE', key, int(math.min(ttl, 3153600000000)))
+end
+";
+
+/// KEYS: per budget charge its counter and holds keys, then the buckets.
+/// ARGV: budget count, hold id, hold ttl ms, `amount, limit` per budget charge, then
+/// `amount, capacity, period_ms` per rate charge.
+/// Returns `{MISSING, index...}`, `{RATE_LIMITED, index, retry_ms}`,
+/// `{OVER_BUDGET, index, current}` or `{ADMITTED, spent, held, ...}` (per budget charge, its
+/// counter after it and the earlier charges).
+///
+/// In the trait's order: missing counters, then buckets, then budgets; all checked before the
+/// first write. A charge above its bucket's capacity waits one period (it never fits); no wait
+/// is longer than `MAX_TTL_MS`.
+const ADMIT_LUA: &str = r"
+local nb = tonumber(ARGV[1])
+local id = ARGV[2]
+local hold_ms = tonumber(ARGV[3])
+
+local missing = {}
+for i = 1, nb do
+  if redis.call('EXISTS', KEYS[2 * i - 1]) == 0 then missing[#missing + 1] = i - 1 end
+end
+if #missing > 0 then
+  table.insert(missing, 1, 4)
+  return missing
+end
+
+local r0 = 3 + 2 * nb
+for j = 1, #KEYS - 2 * nb do
+  local amount = tonumber(ARGV[r0 + 3 * j - 2])
+  local cap = tonumber(ARGV[r0 + 3 * j - 1])
+  local per = tonumber(ARGV[r0 + 3 * j])
+  local b = bucket(KEYS[2 * nb + j], cap, per)
+  local need = amount * per
+  if b.tok < need then
+    local wait = per
+    if amount <= cap and cap > 0 then
+      wait = math.max(1, math.ceil((need - b.tok) / cap))
+    end
+    return {2, j - 1, int(math.min(wait, 3153600000000))}
+  end
+  b.tok = b.tok - need
+end
+
+local counters = {}
+for i = 1, nb do
+  local k = KEYS[2 * i - 1]
+  local c = counters[k]
+  if c == nil then
+    purge(k, KEYS[2 * i])
+    local v = redis.call('HMGET', k, 'spent', 'held')
+    c = {value = tonumber(v[1]) + tonumber(v[2]), held = tonumber(v[2])}
+    counters[k] = c
+  end
+  local amount = tonumber(ARGV[2 + 2 * i])
+  if c.value + amount > tonumber(ARGV[3 + 2 * i]) then
+    return {3, i - 1, int(c.value)}
+  end
+  c.value = c.value + amount
+  c.held = c.held + amount
+  if overflows(c.held) then
+    return redis.error_reply('counter ' .. k .. ' would overflow')
+  end
+end
+
+for key, b in pairs(buckets) do save(key, b) end
 local out = {1}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  out[i + 1] = redis.call('INCRBY', key, ARGV[3 * i - 2])
-  local ttl = tonumber(ARGV[3 * i])
-  if ttl > 0 and redis.call('PTTL', key) == -1 then
-    redis.call('PEXPIRE', key, ttl)
+local expiry = int(now + hold_ms)
+for i = 1, nb do
+  local k = KEYS[2 * i - 1]
+  local z = KEYS[2 * i]
+  local amount = ARGV[2 + 2 * i]
+  redis.call('HINCRBY', k, 'h:' .. id, amount)
+  redis.call('HINCRBY', k, 'held', amount)
+  redis.call('ZADD', z, expiry, id)
+  if redis.call('PTTL', z) == -1 then
+    local left = redis.call('PTTL', k)
+    if left > 0 then redis.call('PEXPIRE', z, int(left)) end
+  end
+  local v = redis.call('HMGET', k, 'spent', 'held')
+  out[#out + 1] = v[1]
+  out[#out + 1] = v[2]
+end
+return out
+";
+
+/// KEYS: per counter its counter and holds keys. ARGV: hold id, actual cost.
+/// Returns `spent, held` per counter, both nil for a missing one (left missing).
+const SETTLE_LUA: &str = r"
+local id = ARGV[1]
+local actual = ARGV[2]
+local spent = {}
+for i = 1, #KEYS / 2 do
+  local k = KEYS[2 * i - 1]
+  if spent[k] == nil and redis.call('EXISTS', k) == 1 then
+    purge(k, KEYS[2 * i])
+    spent[k] = tonumber(redis.call('HGET', k, 'spent'))
+  end
+  if spent[k] ~= nil then
+    spent[k] = spent[k] + tonumber(actual)
+    if overflows(spent[k]) then
+      return redis.error_reply('counter ' .. k .. ' would overflow adding ' .. actual)
+    end
+  end
+end
+
+local out = {}
+local field = 'h:' .. id
+for i = 1, #KEYS / 2 do
+  local k = KEYS[2 * i - 1]
+  if spent[k] ~= nil then
+    local amount = redis.call('HGET', k, field)
+    if amount then
+      redis.call('HINCRBY', k, 'held', neg(amount))
+      redis.call('HDEL', k, field)
+      redis.call('ZREM', KEYS[2 * i], id)
+    end
+    redis.call('HINCRBY', k, 'spent', actual)
+    local v = redis.call('HMGET', k, 'spent', 'held')
+    out[2 * i - 1] = v[1]
+    out[2 * i] = v[2]
+  else
+    out[2 * i - 1] = false
+    out[2 * i] = false
   end
 end
 return out
 ";
 
-/// KEYS: the counters. ARGV[1]: the delta; ARGV[1 + i]: key i's ttl in ms (0 = none).
-/// Returns the values after, in order. Every value is validated before the first write so a
-/// non-integer key fails the call without a partial update.
-const ADJUST_LUA: &str = r"
-for i = 1, #KEYS do
-  local raw = redis.call('GET', KEYS[i])
-  if raw ~= false and not string.match(raw, '^-?%d+$') then
-    return redis.error_reply('counter ' .. KEYS[i] .. ' does not hold an integer')
-  end
+/// KEYS: the buckets. ARGV: `amount, capacity, period_ms` per bucket. Unconditional: tokens
+/// may go below zero, never above the capacity.
+const CORRECT_LUA: &str = r"
+for j = 1, #KEYS do
+  local amount = tonumber(ARGV[3 * j - 2])
+  local cap = tonumber(ARGV[3 * j - 1])
+  local per = tonumber(ARGV[3 * j])
+  local b = bucket(KEYS[j], cap, per)
+  b.tok = math.min(b.tok - amount * per, cap * per)
 end
+for key, b in pairs(buckets) do save(key, b) end
+return 1
+";
+
+/// KEYS: per counter its counter and holds keys. Returns `spent, held` per counter (live
+/// holds only), both nil for a missing one.
+const STATE_LUA: &str = r"
 local out = {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  out[i] = redis.call('INCRBY', key, ARGV[1])
-  local ttl = tonumber(ARGV[i + 1])
-  if ttl > 0 and redis.call('PTTL', key) == -1 then
-    redis.call('PEXPIRE', key, ttl)
+for i = 1, #KEYS / 2 do
+  local k = KEYS[2 * i - 1]
+  if redis.call('EXISTS', k) == 1 then
+    purge(k, KEYS[2 * i])
+    local v = redis.call('HMGET', k, 'spent', 'held')
+    out[2 * i - 1] = v[1]
+    out[2 * i] = v[2]
+  else
+    out[2 * i - 1] = false
+    out[2 * i] = false
   end
 end
 return out
+";
+
+/// KEYS: the counter, its holds. ARGV: spent, ttl ms (0 = none). Returns 1 when it created
+/// the counter. Holds left over from a lost counter (its HASH evicted or deleted) go first.
+const INIT_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'held', '0')
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
 ";
 
 /// Budget and rate-limit counters in Redis, shared by every process using the same server
@@ -115,8 +337,11 @@ return out
 pub struct RedisCounters {
     conn: ConnectionManager,
     prefix: String,
-    reserve: Script,
-    adjust: Script,
+    admit: Script,
+    settle: Script,
+    correct: Script,
+    state: Script,
+    init: Script,
 }
 
 /// Only the prefix: the URL may carry a password.
@@ -129,122 +354,208 @@ impl fmt::Debug for RedisCounters {
 }
 
 impl RedisCounters {
-    /// Connects to `url` (`redis://[:password@]host:port[/db]`); every key is stored as
-    /// `{prefix}:{key}`. Fails with `Unavailable` when the server cannot be reached and with
-    /// `Backend` when the URL is invalid.
+    /// Connects to `url` (`redis://[:password@]host:port[/db]`); keys are stored under
+    /// `prefix` as the module doc lays out. Fails with `Unavailable` when the server cannot be
+    /// reached and with `Backend` when the URL is invalid.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisCounters, CounterError> {
         let conn = connect(url, COUNTER_CALL_TIMEOUT).await?;
         Ok(RedisCounters {
             conn,
             prefix: prefix.to_owned(),
-            reserve: Script::new(RESERVE_LUA),
-            adjust: Script::new(ADJUST_LUA),
+            admit: Script::new(&format!("{PRELUDE_LUA}{BUCKETS_LUA}{ADMIT_LUA}")),
+            settle: Script::new(&format!("{PRELUDE_LUA}{SETTLE_LUA}")),
+            correct: Script::new(&format!("{PRELUDE_LUA}{BUCKETS_LUA}{CORRECT_LUA}")),
+            state: Script::new(&format!("{PRELUDE_LUA}{STATE_LUA}")),
+            init: Script::new(INIT_LUA),
         })
     }
 
+    /// A bucket's or `once` key's name, and a counter's HASH.
     fn key(&self, key: &str) -> String {
         format!("{}:{key}", self.prefix)
     }
+
+    /// A counter's holds ZSET.
+    fn holds_key(&self, key: &str) -> String {
+        format!("{{{}:{key}}}:x", self.prefix)
+    }
+
+    /// Adds a counter's two keys.
+    fn counter_keys(&self, invocation: &mut ScriptInvocation<'_>, key: &str) {
+        invocation.key(self.key(key)).key(self.holds_key(key));
+    }
+
+    async fn run<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, CounterError> {
+        // `invoke_async` loads a script Redis does not know and runs it again; a SCRIPT FLUSH
+        // (or a failover to a replica without it) landing between the load and the run still
+        // answers NOSCRIPT. Scripts change nothing before they run, so trying again is safe.
+        let mut attempt = 0;
+        loop {
+            let result = bounded(
+                COUNTER_CALL_TIMEOUT,
+                invocation.invoke_async(&mut self.conn.clone()),
+            )
+            .await;
+            match result {
+                Err(err) if err.kind() == redis::ErrorKind::NoScriptError && attempt < 3 => {
+                    attempt += 1;
+                }
+                other => return other.map_err(counter_error),
+            }
+        }
+    }
+}
+
+/// Reads `spent, held` pairs (nil pairs for missing counters), `count` of them.
+fn budget_pairs(
+    what: &str,
+    reply: &[Option<i64>],
+    count: usize,
+) -> Result<Vec<Option<BudgetState>>, CounterError> {
+    if reply.len() != 2 * count {
+        return Err(unexpected(what, &reply));
+    }
+    reply
+        .chunks_exact(2)
+        .map(|pair| match pair {
+            [Some(spent), Some(held)] => Ok(Some(BudgetState {
+                spent: *spent,
+                held: *held,
+            })),
+            [None, None] => Ok(None),
+            _ => Err(unexpected(what, &reply)),
+        })
+        .collect()
+}
+
+/// `spent + held` for reports; see `MemoryCounters` for why saturating is fine.
+fn value(state: BudgetState) -> i64 {
+    state.spent.saturating_add(state.held)
+}
+
+/// An index from a script reply, checked against the number of charges.
+fn index(raw: i64, len: usize) -> Option<usize> {
+    usize::try_from(raw).ok().filter(|index| *index < len)
 }
 
 #[async_trait]
 impl Counters for RedisCounters {
-    async fn reserve(&self, charges: &[Charge]) -> Result<Reserve, CounterError> {
-        if charges.is_empty() {
-            return Ok(Reserve::Admitted(Vec::new()));
+    async fn admit(&self, admission: &Admission<'_>) -> Result<Admit, CounterError> {
+        crate::validate_admission(admission)?;
+        let (rates, budgets) = (admission.rates, admission.budgets);
+        if rates.is_empty() && budgets.is_empty() {
+            return Ok(Admit::Admitted(Vec::new()));
         }
-        let mut invocation = self.reserve.prepare_invoke();
-        for charge in charges {
+        let mut invocation = self.admit.prepare_invoke();
+        invocation
+            .arg(budgets.len())
+            .arg(admission.hold.map_or("", |hold| hold.id.as_str()))
+            .arg(ttl_ms(admission.hold.map(|hold| hold.ttl)));
+        for charge in budgets {
+            self.counter_keys(&mut invocation, &charge.key);
+            invocation.arg(charge.amount).arg(charge.limit);
+        }
+        for rate in rates {
             invocation
-                .key(self.key(&charge.key))
-                .arg(charge.amount)
-                .arg(charge.limit)
-                .arg(ttl_ms(charge.ttl));
+                .key(self.key(&rate.key))
+                .arg(rate.amount)
+                .arg(rate.capacity)
+                .arg(ttl_ms(Some(rate.period)));
         }
-        let reply: Vec<i64> = bounded(
-            COUNTER_CALL_TIMEOUT,
-            invocation.invoke_async(&mut self.conn.clone()),
-        )
-        .await
-        .map_err(counter_error)?;
-        match reply.split_first() {
-            Some((1, values)) if values.len() == charges.len() => {
-                Ok(Reserve::Admitted(values.to_vec()))
+        let reply: Vec<i64> = self.run(&invocation).await?;
+        let admit = match reply.split_first() {
+            Some((&ADMITTED, values)) if values.len() == 2 * budgets.len() => {
+                Some(Admit::Admitted(
+                    values
+                        .chunks_exact(2)
+                        .map(|pair| pair[0].saturating_add(pair[1]))
+                        .collect(),
+                ))
             }
-            Some((0, [index, current])) => match usize::try_from(*index) {
-                Ok(index) if index < charges.len() => Ok(Reserve::Refused {
+            Some((&RATE_LIMITED, &[raw, retry_ms])) => {
+                index(raw, rates.len()).map(|index| Admit::RateLimited {
                     index,
-                    current: *current,
-                }),
-                Ok(_) | Err(_) => Err(unexpected("reserve", &reply)),
-            },
-            Some(_) | None => Err(unexpected("reserve", &reply)),
-        }
+                    retry_after: Duration::from_millis(u64::try_from(retry_ms).unwrap_or(1)),
+                })
+            }
+            Some((&OVER_BUDGET, &[raw, current])) => {
+                index(raw, budgets.len()).map(|index| Admit::OverBudget { index, current })
+            }
+            Some((&MISSING, raw)) if !raw.is_empty() => raw
+                .iter()
+                .map(|raw| index(*raw, budgets.len()))
+                .collect::<Option<Vec<usize>>>()
+                .map(Admit::Missing),
+            Some(_) | None => None,
+        };
+        admit.ok_or_else(|| unexpected("admit", &reply))
     }
 
-    async fn adjust(
+    async fn settle(
         &self,
-        keys: &[(String, Option<Duration>)],
-        delta: i64,
-    ) -> Result<Vec<i64>, CounterError> {
-        if keys.is_empty() {
+        hold_id: &str,
+        budgets: &[(String, Option<Duration>)],
+        actual: i64,
+    ) -> Result<Vec<Option<i64>>, CounterError> {
+        if budgets.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.adjust.prepare_invoke();
-        invocation.arg(delta);
-        for (key, ttl) in keys {
-            invocation.key(self.key(key)).arg(ttl_ms(*ttl));
+        let mut invocation = self.settle.prepare_invoke();
+        invocation.arg(hold_id).arg(actual);
+        for (key, _) in budgets {
+            self.counter_keys(&mut invocation, key);
         }
-        let values: Vec<i64> = bounded(
-            COUNTER_CALL_TIMEOUT,
-            invocation.invoke_async(&mut self.conn.clone()),
-        )
-        .await
-        .map_err(counter_error)?;
-        if values.len() != keys.len() {
-            return Err(unexpected("adjust", &values));
-        }
-        Ok(values)
+        let reply: Vec<Option<i64>> = self.run(&invocation).await?;
+        let states = budget_pairs("settle", &reply, budgets.len())?;
+        Ok(states.into_iter().map(|state| state.map(value)).collect())
     }
 
-    async fn get(&self, keys: &[String]) -> Result<Vec<i64>, CounterError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
+    async fn correct(&self, rates: &[RateCharge]) -> Result<(), CounterError> {
+        crate::validate_buckets(rates)?;
+        if rates.is_empty() {
+            return Ok(());
         }
-        let mut cmd = redis::cmd("MGET");
-        for key in keys {
-            cmd.arg(self.key(key));
+        let mut invocation = self.correct.prepare_invoke();
+        for rate in rates {
+            invocation
+                .key(self.key(&rate.key))
+                .arg(rate.amount)
+                .arg(rate.capacity)
+                .arg(ttl_ms(Some(rate.period)));
         }
-        let values: Vec<Option<i64>> = bounded(
-            COUNTER_CALL_TIMEOUT,
-            cmd.query_async(&mut self.conn.clone()),
-        )
-        .await
-        .map_err(counter_error)?;
-        if values.len() != keys.len() {
-            return Err(unexpected("MGET", &values));
-        }
-        Ok(values.into_iter().map(|value| value.unwrap_or(0)).collect())
+        let _: i64 = self.run(&invocation).await?;
+        Ok(())
     }
 
     async fn init(
         &self,
         key: &str,
-        value: i64,
+        spent: i64,
         ttl: Option<Duration>,
     ) -> Result<bool, CounterError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(key)).arg(value).arg("NX");
-        if ttl.is_some() {
-            cmd.arg("PX").arg(ttl_ms(ttl));
+        let mut invocation = self.init.prepare_invoke();
+        self.counter_keys(&mut invocation, key);
+        invocation.arg(spent).arg(ttl_ms(ttl));
+        let created: i64 = self.run(&invocation).await?;
+        Ok(created == 1)
+    }
+
+    async fn budget_state(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<BudgetState>>, CounterError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        let reply: Value = bounded(
-            COUNTER_CALL_TIMEOUT,
-            cmd.query_async(&mut self.conn.clone()),
-        )
-        .await
-        .map_err(counter_error)?;
-        Ok(was_set(&reply))
+        let mut invocation = self.state.prepare_invoke();
+        for key in keys {
+            self.counter_keys(&mut invocation, key);
+        }
+        let reply: Vec<Option<i64>> = self.run(&invocation).await?;
+        budget_pairs("budget_state", &reply, keys.len())
     }
 
     async fn once(&self, key: &str, ttl: Duration) -> Result<bool, CounterError> {

@@ -5,9 +5,9 @@
 //! failure before that is an `Err` here and can still be retried; after it, the stream is the
 //! client's and a failure ends it with an error event (see `routes/chat.rs`).
 
-use crate::health::{backoff, Outcome};
+use crate::call::Outcome as CallOutcome;
+use crate::health::{backoff, Outcome, Permit};
 use crate::models::{Deployment, ModelRoute};
-use crate::routes::chat::outcome_of;
 use crate::AppState;
 use agentd_config::FallbackOn;
 use agentd_core::{ApiError, ErrorKind};
@@ -16,6 +16,7 @@ use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub const RETRIES: &str = "agentd_retries_total";
 pub const FALLBACKS: &str = "agentd_fallbacks_total";
@@ -26,6 +27,31 @@ pub struct Served<T> {
     pub deployment: Arc<Deployment>,
     /// When the successful attempt started (time to first token is measured from here).
     pub started: Instant,
+    /// The breaker's permit, still to be recorded: at once for a whole answer, when it ends
+    /// for a stream (a stream that dies midway is a failure of the deployment, not a success
+    /// at its first event).
+    pub permit: Permit,
+    /// Time to the answer (a whole one) or to the first event (a stream).
+    pub ttft: Duration,
+}
+
+impl<T> Served<T> {
+    /// Records the call as a success with the breaker (for a whole answer).
+    pub fn record_success(permit: Permit, ttft: Duration) {
+        permit.record(Outcome::Success { ttft: Some(ttft) });
+    }
+}
+
+impl<T> Served<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
+        Served {
+            response: f(self.response),
+            deployment: self.deployment,
+            started: self.started,
+            permit: self.permit,
+            ttft: self.ttft,
+        }
+    }
 }
 
 /// Every option failed, or the failure was not one to retry.
@@ -33,8 +59,8 @@ pub struct Failed {
     pub error: ApiError,
     /// The deployment of the last attempt; `None` when no provider was called at all.
     pub deployment: Option<Arc<Deployment>>,
-    /// The ledger / metrics outcome label.
-    pub outcome: &'static str,
+    /// How the call ended, for the ledger and metrics.
+    pub outcome: CallOutcome,
 }
 
 /// Which `fallback_on` class a failure belongs to, and whether it says the deployment is
@@ -114,12 +140,15 @@ fn retry_after(err: &ProviderError) -> Option<Duration> {
     }
 }
 
+/// Calls `request` through `route`'s chain. No new attempt starts once `client` is cancelled
+/// (the client went away); an attempt in flight is let finish (see `call.rs`).
 pub async fn chat(
     state: &AppState,
     route: &Arc<ModelRoute>,
     request: ChatRequest,
+    client: &CancellationToken,
 ) -> Result<Served<ChatResponse>, Failed> {
-    run(state, route, |d| {
+    run(state, route, client, |d| {
         let mut req = request.clone();
         req.upstream_model.clone_from(&d.model);
         let provider = d.provider.clone();
@@ -132,8 +161,9 @@ pub async fn embeddings(
     state: &AppState,
     route: &Arc<ModelRoute>,
     body: Value,
+    client: &CancellationToken,
 ) -> Result<Served<JsonResponse>, Failed> {
-    run(state, route, |d| {
+    run(state, route, client, |d| {
         let body = body.clone();
         let provider = d.provider.clone();
         let model = d.model.clone();
@@ -145,6 +175,7 @@ pub async fn embeddings(
 async fn run<T, F, Fut>(
     state: &AppState,
     route: &Arc<ModelRoute>,
+    client: &CancellationToken,
     mut call: F,
 ) -> Result<Served<T>, Failed>
 where
@@ -163,6 +194,9 @@ where
             d.retry_budget.deposit();
             let mut attempt = 0u32;
             loop {
+                if client.is_cancelled() {
+                    return Err(gone(last.take()));
+                }
                 let Some(permit) = d.breaker.try_acquire() else {
                     break;
                 };
@@ -174,20 +208,17 @@ where
                 let err = match result {
                     Ok(response) => {
                         d.latency.observe(elapsed);
-                        // For a stream this is the time to its first event; for a whole
-                        // answer there is no first token to judge.
-                        permit.record(Outcome::Success {
-                            ttft: Some(elapsed),
-                        });
                         return Ok(Served {
                             response,
                             deployment: d.clone(),
                             started,
+                            permit,
+                            ttft: elapsed,
                         });
                     }
                     Err(err) => err,
                 };
-                d.metrics.outcome(outcome_of(&err), elapsed);
+                d.metrics.outcome(CallOutcome::of(&err).as_str(), elapsed);
                 let Some((class, unhealthy)) = classify(&err) else {
                     // The request itself is wrong: says nothing about the deployment (the
                     // permit is dropped unrecorded) and no other deployment would accept it.
@@ -230,7 +261,10 @@ where
                     Some(wait) => {
                         metrics::counter!(RETRIES, "model" => r.name.clone(), "provider" => d.provider.name().to_owned())
                             .increment(1);
-                        tokio::time::sleep(wait).await;
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            () = client.cancelled() => return Err(gone(last.take())),
+                        }
                         attempt += 1;
                     }
                     None => break,
@@ -251,7 +285,7 @@ where
             )
             .with_retry_after(Duration::from_secs(1)),
             deployment: None,
-            outcome: "breaker_open",
+            outcome: CallOutcome::BreakerOpen,
         }),
     }
 }
@@ -259,8 +293,21 @@ where
 fn failed(err: ProviderError, d: Arc<Deployment>) -> Failed {
     Failed {
         error: err.to_api_error(d.provider.name()),
-        outcome: outcome_of(&err),
+        outcome: CallOutcome::of(&err),
         deployment: Some(d),
+    }
+}
+
+/// The client went away between attempts: stop, naming the last deployment tried (if any).
+fn gone(last: Option<(ProviderError, Arc<Deployment>)>) -> Failed {
+    Failed {
+        error: ApiError::new(
+            ErrorKind::InvalidRequest,
+            "client_closed",
+            "the client closed the connection",
+        ),
+        deployment: last.map(|(_, d)| d),
+        outcome: CallOutcome::ClientClosed,
     }
 }
 

@@ -11,15 +11,13 @@ use agentd_core::{
 };
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const SECRET_PREFIX: &str = "sk-agentd-";
 /// How many characters of the secret are kept in clear, to tell keys apart in listings.
 const SHOWN_PREFIX_LEN: usize = SECRET_PREFIX.len() + 6;
 /// Bound on cached lookups, so a flood of random bad keys cannot grow memory without limit.
-const MAX_CACHED: usize = 100_000;
+const MAX_CACHED: u64 = 100_000;
 
 /// Hex SHA-256 of a secret.
 pub fn hash_secret(secret: &str) -> String {
@@ -49,12 +47,20 @@ pub fn store_error(err: StoreError) -> ApiError {
         StoreError::Conflict => {
             ApiError::new(ErrorKind::InvalidRequest, "conflict", err.to_string())
         }
-        StoreError::Unavailable(_) => ApiError::new(
-            ErrorKind::Unavailable,
-            "store_unavailable",
-            "the store is unavailable; try again",
-        ),
-        StoreError::Backend(_) => ApiError::internal("the store failed; see the gateway log"),
+        StoreError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, "Store unavailable");
+            ApiError::new(
+                ErrorKind::Unavailable,
+                "store_unavailable",
+                "the store is unavailable; try again",
+            )
+        }
+        StoreError::Invalid(message) => ApiError::invalid("invalid_input", message),
+        StoreError::Backend(cause) => {
+            // Logged here with its cause: the answer only says to look at the log.
+            tracing::error!(error = %cause, "Store operation failed");
+            ApiError::internal("the store failed; see the gateway log")
+        }
     }
 }
 
@@ -132,22 +138,28 @@ pub struct Principal {
     pub tier: Option<String>,
 }
 
-struct Cached {
-    key: Option<Principal>,
-    at: Instant,
-}
-
 /// Checks secrets against the store, with a short-lived in-memory cache.
+///
+/// The cache is bounded and admits by frequency (moka's TinyLFU): a flood of random bad keys —
+/// each seen once — cannot evict the good keys that every request uses, so the store is not
+/// hit once per request under such a flood. Concurrent misses for one secret are coalesced
+/// into one store lookup. Unknown secrets are cached too (as "no key"), for the same TTL.
 pub struct KeyCache {
-    ttl: Duration,
-    entries: RwLock<HashMap<String, Cached>>,
+    entries: moka::future::Cache<String, Option<Principal>>,
 }
 
 impl KeyCache {
     pub fn new(ttl: Duration) -> Self {
+        Self::with_capacity(ttl, MAX_CACHED)
+    }
+
+    fn with_capacity(ttl: Duration, capacity: u64) -> Self {
         Self {
-            ttl,
-            entries: RwLock::new(HashMap::new()),
+            entries: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .support_invalidation_closures()
+                .build(),
         }
     }
 
@@ -158,47 +170,37 @@ impl KeyCache {
         secret: &str,
     ) -> Result<Option<Principal>, StoreError> {
         let hash = hash_secret(secret);
-        if let Some(hit) = self.lookup(&hash) {
-            return Ok(hit);
-        }
-        let found = store
-            .key_by_hash(&hash)
-            .await?
-            .filter(ApiKey::is_active)
-            .map(|k| Principal {
-                key_id: k.id,
-                tenant: k.tenant,
-                user: k.user,
-                tier: k.tier,
-            });
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_CACHED {
-            let ttl = self.ttl;
-            entries.retain(|_, c| c.at.elapsed() < ttl);
-            if entries.len() >= MAX_CACHED {
-                entries.clear();
-            }
-        }
-        entries.insert(
-            hash,
-            Cached {
-                key: found.clone(),
-                at: Instant::now(),
-            },
-        );
-        Ok(found)
-    }
-
-    fn lookup(&self, hash: &str) -> Option<Option<Principal>> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let cached = entries.get(hash)?;
-        (cached.at.elapsed() < self.ttl).then(|| cached.key.clone())
+        self.entries
+            .try_get_with(hash.clone(), async {
+                Ok::<_, StoreError>(
+                    store
+                        .key_by_hash(&hash)
+                        .await?
+                        .filter(ApiKey::is_active)
+                        .map(|k| Principal {
+                            key_id: k.id,
+                            tenant: k.tenant,
+                            user: k.user,
+                            tier: k.tier,
+                        }),
+                )
+            })
+            .await
+            .map_err(|e| match &*e {
+                StoreError::Conflict => StoreError::Conflict,
+                StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+                StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
+                StoreError::Backend(m) => StoreError::Backend(m.clone()),
+            })
     }
 
     /// Forget a key at once (this process revoked it).
     pub fn forget(&self, id: &KeyId) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        entries.retain(|_, c| c.key.as_ref().is_none_or(|p| &p.key_id != id));
+        let id = id.clone();
+        // Only fails when closures are not supported, which the builder enables.
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |_, p| p.as_ref().is_some_and(|p| p.key_id == id));
     }
 }
 
@@ -270,6 +272,83 @@ mod tests {
             "nothing written"
         );
         store.close().await;
+    }
+
+    /// A store that counts lookups by hash and answers slowly, over a real SQLite store.
+    struct Counting {
+        inner: agentd_store::Store,
+        lookups: std::sync::atomic::AtomicUsize,
+        /// Lookups take 20 ms while set (so concurrent misses overlap).
+        slow: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyStore for Counting {
+        async fn insert_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
+            self.inner.insert_key(key).await
+        }
+        async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.slow.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            self.inner.key_by_hash(hash).await
+        }
+        async fn key_by_id(&self, id: &KeyId) -> Result<Option<ApiKey>, StoreError> {
+            self.inner.key_by_id(id).await
+        }
+        async fn list_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, StoreError> {
+            self.inner.list_keys(tenant).await
+        }
+        async fn revoke_key(&self, id: &KeyId) -> Result<bool, StoreError> {
+            self.inner.revoke_key(id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_bad_keys_does_not_evict_good_ones_and_misses_coalesce() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = TempDir::new("key-cache");
+        let store = Counting {
+            inner: agentd_store::Store::open_sqlite(&dir.0.join("keys.db"))
+                .await
+                .unwrap(),
+            lookups: Default::default(),
+            slow: std::sync::atomic::AtomicBool::new(true),
+        };
+        let (_, secret) = issue(&store, "good", None, None, None, None).await.unwrap();
+        let cache = KeyCache::with_capacity(Duration::from_secs(60), 200);
+
+        // 50 concurrent first requests with the good key: one store lookup.
+        let checks = (0..50).map(|_| cache.check(&store, &secret));
+        for found in futures::future::join_all(checks).await {
+            assert!(found.unwrap().is_some());
+        }
+        assert_eq!(store.lookups.load(SeqCst), 1, "concurrent misses coalesce");
+        store.slow.store(false, SeqCst);
+        // A flood of 2000 random bad keys, each sent once, while the good key keeps being used
+        // (one request in ten): the good key keeps being answered from the cache.
+        let mut good_checks = 0;
+        for i in 0..2000 {
+            let bad = format!("sk-agentd-bad-{i}");
+            assert!(cache.check(&store, &bad).await.unwrap().is_none());
+            if i % 10 == 0 {
+                assert!(cache.check(&store, &secret).await.unwrap().is_some());
+                good_checks += 1;
+            }
+        }
+        cache.entries.run_pending_tasks().await;
+        let good_lookups = store.lookups.load(SeqCst) - 1 - 2000;
+        assert!(
+            good_lookups <= 2,
+            "the good key went to the store {good_lookups} times in {good_checks} requests"
+        );
+        assert!(
+            cache.entries.entry_count() <= 200,
+            "the cache stays bounded"
+        );
+        store.inner.close().await;
     }
 
     #[test]

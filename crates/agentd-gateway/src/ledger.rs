@@ -29,6 +29,55 @@ pub struct Ledger {
     tx: std::sync::Mutex<Option<mpsc::Sender<SpendRecord>>>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     dropped: Counter,
+    /// Dropped rows are logged at most once per [`LOG_INTERVAL`]: the drops come exactly when
+    /// the store is down, and one ERROR per row would bury everything else in the log.
+    drop_log: LogLimiter,
+}
+
+/// The shortest time between two ERROR lines about lost rows.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Lets one event through per interval and counts the ones held back.
+pub(crate) struct LogLimiter {
+    interval: Duration,
+    /// Milliseconds since `origin` when the last event was let through (u64::MAX: never).
+    last: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+    origin: std::time::Instant,
+}
+
+impl LogLimiter {
+    pub(crate) fn new(interval: Duration) -> LogLimiter {
+        LogLimiter {
+            interval,
+            last: std::sync::atomic::AtomicU64::new(u64::MAX),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// `Some(n)` when this event should be logged, `n` being how many were held back since the
+    /// last one; `None` when it is held back.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        self.allow_at(self.origin.elapsed().as_millis() as u64)
+    }
+
+    fn allow_at(&self, now_ms: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+        let last = self.last.load(Acquire);
+        let due =
+            last == u64::MAX || now_ms.saturating_sub(last) >= self.interval.as_millis() as u64;
+        if due
+            && self
+                .last
+                .compare_exchange(last, now_ms, AcqRel, Acquire)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Relaxed));
+        }
+        self.suppressed.fetch_add(1, Relaxed);
+        None
+    }
 }
 
 impl Ledger {
@@ -40,6 +89,7 @@ impl Ledger {
                 tx: std::sync::Mutex::new(None),
                 task: tokio::sync::Mutex::new(None),
                 dropped,
+                drop_log: LogLimiter::new(LOG_INTERVAL),
             });
         }
         let (tx, rx) = mpsc::channel(config.queue_rows);
@@ -48,6 +98,7 @@ impl Ledger {
             tx: std::sync::Mutex::new(Some(tx)),
             task: tokio::sync::Mutex::new(Some(task)),
             dropped,
+            drop_log: LogLimiter::new(LOG_INTERVAL),
         })
     }
 
@@ -59,10 +110,13 @@ impl Ledger {
         };
         if let Err(err) = tx.try_send(row) {
             self.dropped.increment(1);
-            tracing::error!(
-                error = %err,
-                "Spend ledger queue full or closed; a row was dropped (is the store reachable?)"
-            );
+            if let Some(also) = self.drop_log.allow() {
+                tracing::error!(
+                    error = %err,
+                    dropped_since_last_message = also,
+                    "Spend ledger queue full or closed; rows are being dropped (is the store reachable?)"
+                );
+            }
         }
     }
 
@@ -83,6 +137,7 @@ async fn writer(
 ) {
     let written = metrics::counter!(LEDGER_ROWS);
     let failures = metrics::counter!(LEDGER_FAILURES);
+    let log = LogLimiter::new(LOG_INTERVAL);
     let mut batch = Vec::with_capacity(batch_rows);
     loop {
         // Wait for the first row, then gather until the batch is full or `flush` has passed
@@ -103,22 +158,28 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        write(&store, &mut batch, &written, &failures).await;
+        write(&store, &mut batch, &written, &failures, &log).await;
         if closed {
             // Drain whatever is left (close() dropped the sender; nothing new arrives).
             while let Ok(row) = rx.try_recv() {
                 batch.push(row);
                 if batch.len() >= batch_rows {
-                    write(&store, &mut batch, &written, &failures).await;
+                    write(&store, &mut batch, &written, &failures, &log).await;
                 }
             }
-            write(&store, &mut batch, &written, &failures).await;
+            write(&store, &mut batch, &written, &failures, &log).await;
             return;
         }
     }
 }
 
-async fn write(store: &Store, batch: &mut Vec<SpendRecord>, written: &Counter, failures: &Counter) {
+async fn write(
+    store: &Store,
+    batch: &mut Vec<SpendRecord>,
+    written: &Counter,
+    failures: &Counter,
+    log: &LogLimiter,
+) {
     if batch.is_empty() {
         return;
     }
@@ -133,14 +194,37 @@ async fn write(store: &Store, batch: &mut Vec<SpendRecord>, written: &Counter, f
             Err(err) => {
                 failures.increment(1);
                 if attempt == WRITE_ATTEMPTS {
-                    tracing::error!(rows = batch.len(), error = %err, "Could not write spend ledger rows; they are lost");
+                    metrics::counter!(LEDGER_DROPPED).increment(batch.len() as u64);
+                    if let Some(also) = log.allow() {
+                        tracing::error!(rows = batch.len(), batches_lost_since_last_message = also, error = %err, "Could not write spend ledger rows; they are lost");
+                    }
                     batch.clear();
                     return;
                 }
-                tracing::warn!(rows = batch.len(), attempt, error = %err, "Spend ledger write failed; retrying");
+                if attempt == 1 {
+                    tracing::warn!(rows = batch.len(), error = %err, "Spend ledger write failed; retrying");
+                }
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_limiter_lets_one_event_through_per_interval_and_counts_the_rest() {
+        let l = LogLimiter::new(Duration::from_secs(10));
+        assert_eq!(l.allow_at(0), Some(0));
+        for t in 1..1000 {
+            assert_eq!(l.allow_at(t), None);
+        }
+        assert_eq!(l.allow_at(9_999), None);
+        assert_eq!(l.allow_at(10_000), Some(1000));
+        assert_eq!(l.allow_at(10_001), None);
+        assert_eq!(l.allow_at(25_000), Some(1));
     }
 }

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod alerts;
 pub mod body;
 pub mod cache;
+pub mod call;
 pub mod dispatch;
 pub mod error;
 pub mod health;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod models;
 pub mod routes;
+pub mod stream;
 
 use agentd_config::Config;
 use agentd_store::Store;
@@ -44,7 +46,7 @@ pub struct AppState {
     /// Set when SIGTERM arrived: `/readyz` fails so load balancers stop sending work.
     pub draining: AtomicBool,
     /// Budgets and rate limits; `None` when neither is configured (nothing to check).
-    pub controls: Option<Arc<admission::Controls>>,
+    pub gate: Option<Arc<admission::Gatekeeper>>,
     /// The response cache; `None` when disabled.
     pub cache: Option<Arc<cache::Cache>>,
     pub ledger: Arc<ledger::Ledger>,
@@ -63,7 +65,7 @@ impl AppState {
         let needs_counters = !config.budgets.limits.is_empty()
             || config.budgets.max_request.is_some()
             || config.rate_limits.any();
-        let controls = if needs_counters {
+        let gate = if needs_counters {
             let counters: Arc<dyn agentd_core::Counters> = match &config.counters {
                 CountersConfig::Memory => Arc::new(agentd_counters::MemoryCounters::new()),
                 CountersConfig::Redis { url, prefix } => Arc::new(
@@ -76,7 +78,7 @@ impl AppState {
                         })?,
                 ),
             };
-            Some(admission::Controls::new(
+            Some(admission::Gatekeeper::new(
                 counters,
                 &config.budgets,
                 config.rate_limits,
@@ -119,7 +121,7 @@ impl AppState {
             http_metrics: metrics::HttpMetrics::default(),
             in_flight: ::metrics::gauge!(metrics::HTTP_INFLIGHT),
             draining: AtomicBool::new(false),
-            controls,
+            gate,
             cache,
             ledger,
             alerts,

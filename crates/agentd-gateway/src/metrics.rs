@@ -22,6 +22,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the process-wide recorder once and returns the handle that renders `/metrics`.
 pub fn handle() -> PrometheusHandle {
     HANDLE
@@ -33,6 +36,15 @@ pub fn handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // A second gateway in the same process (tests) shares the first recorder.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples pile up in the recorder until something drains them; a
+            // gateway nobody scrapes would grow without bound. Drain them periodically.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(UPKEEP_INTERVAL);
+                    upkeep.run_upkeep();
+                });
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle

@@ -13,6 +13,7 @@ use agentd_core::Price;
 use agentd_providers::{Provider, ProviderError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const BREAKER_STATE: &str = "agentd_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "agentd_breaker_transitions_total";
@@ -48,6 +49,10 @@ pub struct ModelRoute {
     pub fallbacks: Vec<String>,
     /// The highest input, output and cached-input prices over the whole fallback chain.
     pub worst_price: Price,
+    /// The longest a call to this model can take: every attempt on every deployment of the
+    /// chain timing out, with the longest backoffs, plus a margin. Budget holds expire after
+    /// it (they are settled long before, unless the replica died).
+    pub max_life: Duration,
 }
 
 impl ModelRoute {
@@ -157,6 +162,7 @@ impl Models {
                 max_output_tokens: m.max_output_tokens,
                 fallbacks: m.fallbacks.clone(),
                 worst_price: worst_price(&chain_of(config, &m.name), config),
+                max_life: max_life(&chain_of(config, &m.name), config),
             });
             by_name.insert(m.name.clone(), route.clone());
             ordered.push(route);
@@ -242,6 +248,29 @@ fn chain_of<'a>(config: &'a Config, model: &'a str) -> Vec<&'a str> {
 
 /// The highest input, output and cached-input prices over every deployment of `chain`
 /// (deployments without a price count as free).
+/// Margin on top of the computed longest call: settlement runs after the call's end.
+const MAX_LIFE_MARGIN: Duration = Duration::from_secs(5);
+
+fn max_life(chain: &[&str], config: &Config) -> Duration {
+    let routing = &config.routing;
+    let mut total = MAX_LIFE_MARGIN;
+    for m in chain.iter().filter_map(|name| config.model(name)) {
+        let attempts = m.max_retries.saturating_add(1);
+        for d in &m.deployments {
+            let Some(p) = config.provider(&d.provider) else {
+                continue;
+            };
+            let connect = d.connect_timeout.unwrap_or(p.connect_timeout);
+            let whole = d.timeout.unwrap_or(p.timeout);
+            let one = connect
+                .saturating_add(whole)
+                .saturating_add(routing.retry_backoff_max);
+            total = total.saturating_add(one.saturating_mul(attempts));
+        }
+    }
+    total
+}
+
 fn worst_price(chain: &[&str], config: &Config) -> Price {
     let mut worst = Price::FREE;
     for d in chain

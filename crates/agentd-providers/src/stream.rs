@@ -208,9 +208,11 @@ impl Output {
             (ApiFormat::Anthropic, ApiFormat::Anthropic) => Output::Passthrough {
                 drop_usage_only: false,
             },
-            (ApiFormat::OpenAi, ApiFormat::Anthropic) => {
-                Output::ToAnthropic(Box::new(OpenAiToAnthropicStream::new(&req.public_model)))
-            }
+            (ApiFormat::OpenAi, ApiFormat::Anthropic) => Output::ToAnthropic(Box::new(
+                OpenAiToAnthropicStream::new(&req.public_model).with_input_estimate(
+                    crate::tokens::estimate_prompt_tokens(ApiFormat::Anthropic, &req.body),
+                ),
+            )),
             (ApiFormat::Anthropic, ApiFormat::OpenAi) => Output::ToOpenAi(Box::new(
                 AnthropicToOpenAiStream::new(&req.public_model, req.include_usage),
             )),

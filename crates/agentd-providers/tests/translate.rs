@@ -887,3 +887,17 @@ fn anthropic_stream_without_message_delta_still_finishes() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn openai_to_anthropic_message_start_carries_the_prompt_estimate_not_zero() {
+    let mut t = OpenAiToAnthropicStream::new("m").with_input_estimate(42);
+    let first = SseEvent {
+        event: None,
+        data: r#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}"#
+            .to_owned(),
+    };
+    let frames = t.push(&first).unwrap();
+    let start: serde_json::Value = serde_json::from_str(&parse_frame(&frames[0]).data).unwrap();
+    assert_eq!(start["type"], "message_start", "{start}");
+    assert_eq!(start["message"]["usage"]["input_tokens"], 42, "{start}");
+}

@@ -6,6 +6,9 @@
 //! (`migrations/sqlite`, `migrations/postgres`), and both must pass the one conformance suite in
 //! `tests/conformance.rs`. They return *identical* values: timestamps are truncated to whole
 //! milliseconds before they are written, so a key reads back the same from either backend.
+//! Likewise text: PostgreSQL cannot store a NUL character, so both backends refuse one in keys
+//! and query filters ([`StoreError::Invalid`], checked in this file before any SQL runs), and
+//! replace it by U+FFFD in ledger rows (a row is never lost over one character).
 //!
 //! A new table (threads, runs, …) is a new `000N_*.sql` file in both migration directories plus
 //! a method in both backend files. Migrations must stay additive: a binary
@@ -21,6 +24,7 @@ use agentd_core::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 use std::path::Path;
 
 pub use postgres::PgStore;
@@ -152,18 +156,30 @@ impl SpendStore for Store {
 }
 
 /// A ledger row converted to what both backends store: counters as signed 64-bit integers (the
-/// only integer type both have), the time truncated to milliseconds.
+/// only integer type both have), the time truncated to milliseconds, text without NUL.
 ///
 /// A counter above `i64::MAX` (9.2e18 tokens: only a broken or hostile upstream reports that)
 /// is stored as `i64::MAX` rather than refused. Refusing would fail the whole batch on every
 /// retry and lose every other row of it; the request did happen and its cost is in the row.
+/// A NUL character in a text field (PostgreSQL text cannot hold one) is replaced by U+FFFD for
+/// the same reason: the row is stored, on both backends, with that one character changed.
 pub(crate) struct SpendRow<'a> {
     pub(crate) record: &'a SpendRecord,
+    pub(crate) id: Cow<'a, str>,
+    pub(crate) request_id: Cow<'a, str>,
     pub(crate) at: DateTime<Utc>,
+    pub(crate) key_id: Option<Cow<'a, str>>,
+    pub(crate) tenant: Cow<'a, str>,
+    pub(crate) user: Option<Cow<'a, str>>,
+    pub(crate) session: Option<Cow<'a, str>>,
+    pub(crate) model: Cow<'a, str>,
+    pub(crate) provider: Cow<'a, str>,
+    pub(crate) deployment: Cow<'a, str>,
     pub(crate) input_tokens: i64,
     pub(crate) output_tokens: i64,
     pub(crate) cached_input_tokens: i64,
     pub(crate) latency_ms: i64,
+    pub(crate) status: Cow<'a, str>,
 }
 
 impl<'a> SpendRow<'a> {
@@ -171,11 +187,83 @@ impl<'a> SpendRow<'a> {
         let column = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         SpendRow {
             record,
+            id: without_nul(&record.id),
+            request_id: without_nul(&record.request_id),
             at: truncate_to_millis(record.at),
+            key_id: record.key_id.as_ref().map(|key| without_nul(key.as_str())),
+            tenant: without_nul(record.tenant.as_str()),
+            user: record.user.as_ref().map(|user| without_nul(user.as_str())),
+            session: record.session.as_deref().map(without_nul),
+            model: without_nul(&record.model),
+            provider: without_nul(&record.provider),
+            deployment: without_nul(&record.deployment),
             input_tokens: column(record.input_tokens),
             output_tokens: column(record.output_tokens),
             cached_input_tokens: column(record.cached_input_tokens),
             latency_ms: column(record.latency_ms),
+            status: without_nul(&record.status),
+        }
+    }
+}
+
+/// `text` with every NUL replaced by U+FFFD; borrowed (no copy) in the usual case of none.
+fn without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Refuses text PostgreSQL cannot store (a NUL character), before it reaches either backend, so
+/// both answer [`StoreError::Invalid`] naming `field` (SQLite would accept it, PostgreSQL would
+/// fail with an opaque encoding error).
+pub(crate) fn check_text(field: &str, value: &str) -> Result<(), StoreError> {
+    if value.contains('\0') {
+        return Err(StoreError::Invalid(format!(
+            "{field} must not contain a NUL character"
+        )));
+    }
+    Ok(())
+}
+
+/// [`check_text`] on every text field of a key to insert.
+pub(crate) fn check_new_key(key: &NewKey) -> Result<(), StoreError> {
+    check_text("key id", key.id.as_str())?;
+    check_text("key name", &key.name)?;
+    check_text("tenant", key.tenant.as_str())?;
+    if let Some(user) = &key.user {
+        check_text("user", user.as_str())?;
+    }
+    check_text("key prefix", &key.prefix)?;
+    check_text("key hash", &key.hash)?;
+    if let Some(tier) = &key.tier {
+        check_text("tier", tier)?;
+    }
+    Ok(())
+}
+
+/// [`check_text`] on the text a totals query filters by.
+pub(crate) fn check_query(query: &SpendQuery) -> Result<(), StoreError> {
+    if let Some(tenant) = &query.tenant {
+        check_text("tenant", tenant.as_str())?;
+    }
+    Ok(())
+}
+
+/// [`check_text`] on the text a budget scope filters by.
+pub(crate) fn check_scope(scope: &SpendScope) -> Result<(), StoreError> {
+    match scope {
+        SpendScope::Global => Ok(()),
+        SpendScope::Tenant(tenant) => check_text("tenant", tenant.as_str()),
+        SpendScope::User(tenant, user) => {
+            check_text("tenant", tenant.as_str())?;
+            check_text("user", user.as_str())
+        }
+        SpendScope::Key(key) => check_text("key id", key.as_str()),
+        SpendScope::Session(tenant, session) => {
+            check_text("tenant", tenant.as_str())?;
+            check_text("session", session)
         }
     }
 }
@@ -233,16 +321,18 @@ pub(crate) fn truncate_to_millis(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Maps the errors both backends share; each backend checks its own error codes first.
-pub(crate) fn classify(err: sqlx::Error) -> StoreError {
+/// `context` names the operation (`"insert key"`), and the message keeps sqlx's, which carries
+/// the database's own: the gateway logs it, and it is all an operator has to go on.
+pub(crate) fn classify(context: &str, err: sqlx::Error) -> StoreError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.to_string()),
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(format!("{context}: {err}")),
         // `sqlx::Error` is non-exhaustive and not ours: anything else is a backend failure.
-        _ => StoreError::Backend(err.to_string()),
+        _ => StoreError::Backend(format!("{context}: {err}")),
     }
 }
 
@@ -286,7 +376,8 @@ mod tests {
     #[test]
     fn spend_counters_beyond_i64_saturate() {
         let record = SpendRecord {
-            id: "req_big".into(),
+            id: "call_big".into(),
+            request_id: "req_big".into(),
             at: Utc.timestamp_opt(1_714_566_896, 123_456_789).unwrap(),
             key_id: None,
             tenant: TenantId::new("acme"),
@@ -343,16 +434,76 @@ mod tests {
     #[test]
     fn pool_failures_are_unavailable_not_backend() {
         assert!(matches!(
-            classify(sqlx::Error::PoolTimedOut),
-            StoreError::Unavailable(_)
+            classify("ping", sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(m) if m.starts_with("ping: ") && m.contains("timed out")
         ));
         assert!(matches!(
-            classify(sqlx::Error::PoolClosed),
-            StoreError::Unavailable(_)
+            classify("ping", sqlx::Error::PoolClosed),
+            StoreError::Unavailable(m) if m.contains("closed pool")
         ));
         assert!(matches!(
-            classify(sqlx::Error::RowNotFound),
-            StoreError::Backend(_)
+            classify("read key", sqlx::Error::RowNotFound),
+            StoreError::Backend(m) if m.starts_with("read key: no rows returned")
         ));
+    }
+
+    #[test]
+    fn nul_in_text_is_invalid_and_names_the_field() {
+        assert!(check_text("tenant", "acme").is_ok());
+        assert!(check_text("tenant", "").is_ok());
+        assert!(matches!(
+            check_text("tenant", "ac\0me"),
+            Err(StoreError::Invalid(m)) if m == "tenant must not contain a NUL character"
+        ));
+        let scope = SpendScope::Session(TenantId::new("acme"), "s\0".into());
+        assert!(matches!(
+            check_scope(&scope),
+            Err(StoreError::Invalid(m)) if m == "session must not contain a NUL character"
+        ));
+    }
+
+    #[test]
+    fn nul_in_spend_rows_becomes_replacement_character() {
+        assert!(matches!(without_nul("plain"), Cow::Borrowed("plain")));
+        assert_eq!(without_nul("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        let record = SpendRecord {
+            id: "call\0".into(),
+            request_id: "req\0".into(),
+            at: Utc.timestamp_opt(1_714_566_896, 0).unwrap(),
+            key_id: Some(KeyId::new("key\0")),
+            tenant: TenantId::new("acme\0"),
+            user: Some(agentd_core::UserId::new("alice\0")),
+            session: Some("s\0".into()),
+            model: "m\0".into(),
+            provider: "p\0".into(),
+            deployment: "d\0".into(),
+            input_tokens: 1,
+            output_tokens: 1,
+            cached_input_tokens: 0,
+            usage_estimated: false,
+            cost: Micros(1),
+            latency_ms: 1,
+            cache_hit: false,
+            status: "ok\0".into(),
+        };
+        let row = SpendRow::new(&record);
+        let texts = [
+            &row.id,
+            &row.request_id,
+            row.key_id.as_ref().unwrap(),
+            &row.tenant,
+            row.user.as_ref().unwrap(),
+            row.session.as_ref().unwrap(),
+            &row.model,
+            &row.provider,
+            &row.deployment,
+            &row.status,
+        ];
+        for text in texts {
+            assert!(
+                text.ends_with('\u{FFFD}') && !text.contains('\0'),
+                "{text:?}"
+            );
+        }
     }
 }

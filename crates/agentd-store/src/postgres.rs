@@ -4,7 +4,10 @@
 //! Timestamps are `TIMESTAMPTZ`, written truncated to milliseconds. Parallel to `sqlite.rs`:
 //! same methods, same order.
 
-use crate::{ceil_to_millis, classify, truncate_to_millis, SpendRow, TotalColumns};
+use crate::{
+    ceil_to_millis, check_new_key, check_query, check_scope, check_text, classify,
+    truncate_to_millis, SpendRow, TotalColumns,
+};
 use agentd_core::{
     ApiKey, KeyId, KeyStore, Micros, NewKey, SpendGroup, SpendQuery, SpendRecord, SpendScope,
     SpendStore, SpendTotal, StoreError, TenantId, UserId,
@@ -34,7 +37,7 @@ macro_rules! key_columns {
 macro_rules! spend_columns {
     () => {
         concat!(
-            "id, at, key_id, tenant, user_id, session, model, provider, deployment, ",
+            "id, request_id, at, key_id, tenant, user_id, session, model, provider, deployment, ",
             "input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost, ",
             "latency_ms, cache_hit, status"
         )
@@ -112,7 +115,7 @@ impl PgStore {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(|err| store_error("ping", err))?;
         Ok(())
     }
 
@@ -124,6 +127,7 @@ impl PgStore {
 #[async_trait]
 impl KeyStore for PgStore {
     async fn insert_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
+        check_new_key(&key)?;
         let row = sqlx::query(concat!(
             "INSERT INTO api_keys (id, name, tenant, user_id, prefix, hash, tier, created_at) ",
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
@@ -139,11 +143,12 @@ impl KeyStore for PgStore {
         .bind(truncate_to_millis(key.created_at))
         .fetch_one(&self.pool)
         .await
-        .map_err(store_error)?;
+        .map_err(|err| store_error("insert key", err))?;
         key_from_row(&row)
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        check_text("key hash", hash)?;
         sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
@@ -152,13 +157,14 @@ impl KeyStore for PgStore {
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
-        .map_err(store_error)?
+        .map_err(|err| store_error("look up key by hash", err))?
         .as_ref()
         .map(key_from_row)
         .transpose()
     }
 
     async fn key_by_id(&self, id: &KeyId) -> Result<Option<ApiKey>, StoreError> {
+        check_text("key id", id.as_str())?;
         sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
@@ -167,13 +173,16 @@ impl KeyStore for PgStore {
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await
-        .map_err(store_error)?
+        .map_err(|err| store_error("look up key by id", err))?
         .as_ref()
         .map(key_from_row)
         .transpose()
     }
 
     async fn list_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, StoreError> {
+        if let Some(tenant) = tenant {
+            check_text("tenant", tenant.as_str())?;
+        }
         // `id` is `COLLATE "C"` (see the migration): the tie-break sorts bytes, as SQLite does.
         let rows = match tenant {
             Some(tenant) => {
@@ -196,11 +205,12 @@ impl KeyStore for PgStore {
                 .await
             }
         }
-        .map_err(store_error)?;
+        .map_err(|err| store_error("list keys", err))?;
         rows.iter().map(key_from_row).collect()
     }
 
     async fn revoke_key(&self, id: &KeyId) -> Result<bool, StoreError> {
+        check_text("key id", id.as_str())?;
         // One statement, so two concurrent revokes cannot both set the time.
         let result =
             sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
@@ -208,29 +218,29 @@ impl KeyStore for PgStore {
                 .bind(id.as_str())
                 .execute(&self.pool)
                 .await
-                .map_err(store_error)?;
+                .map_err(|err| store_error("revoke key", err))?;
         Ok(result.rows_affected() > 0)
     }
 }
 
 fn key_from_row(row: &PgRow) -> Result<ApiKey, StoreError> {
     Ok(ApiKey {
-        id: KeyId::new(row.try_get::<String, _>("id").map_err(store_error)?),
-        name: row.try_get("name").map_err(store_error)?,
-        tenant: TenantId::new(row.try_get::<String, _>("tenant").map_err(store_error)?),
+        id: KeyId::new(row.try_get::<String, _>("id").map_err(read_error)?),
+        name: row.try_get("name").map_err(read_error)?,
+        tenant: TenantId::new(row.try_get::<String, _>("tenant").map_err(read_error)?),
         user: row
             .try_get::<Option<String>, _>("user_id")
-            .map_err(store_error)?
+            .map_err(read_error)?
             .map(UserId::new),
-        prefix: row.try_get("prefix").map_err(store_error)?,
-        hash: row.try_get("hash").map_err(store_error)?,
-        tier: row.try_get("tier").map_err(store_error)?,
+        prefix: row.try_get("prefix").map_err(read_error)?,
+        hash: row.try_get("hash").map_err(read_error)?,
+        tier: row.try_get("tier").map_err(read_error)?,
         created_at: row
             .try_get::<DateTime<Utc>, _>("created_at")
-            .map_err(store_error)?,
+            .map_err(read_error)?,
         revoked_at: row
             .try_get::<Option<DateTime<Utc>>, _>("revoked_at")
-            .map_err(store_error)?,
+            .map_err(read_error)?,
     })
 }
 
@@ -248,20 +258,21 @@ impl SpendStore for PgStore {
         sqlx::query(concat!(
             "INSERT INTO spend (",
             spend_columns!(),
-            ") SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], ",
-            "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int8[], ",
-            "$11::int8[], $12::int8[], $13::bool[], $14::int8[], $15::int8[], $16::bool[], ",
-            "$17::text[]) ON CONFLICT (id) DO NOTHING"
+            ") SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], ",
+            "$5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], ",
+            "$11::int8[], $12::int8[], $13::int8[], $14::bool[], $15::int8[], $16::int8[], ",
+            "$17::bool[], $18::text[]) ON CONFLICT (id) DO NOTHING"
         ))
-        .bind(each(&rows, |r| r.record.id.as_str()))
+        .bind(each(&rows, |r| r.id.as_ref()))
+        .bind(each(&rows, |r| r.request_id.as_ref()))
         .bind(each(&rows, |r| r.at))
-        .bind(each(&rows, |r| r.record.key_id.as_ref().map(KeyId::as_str)))
-        .bind(each(&rows, |r| r.record.tenant.as_str()))
-        .bind(each(&rows, |r| r.record.user.as_ref().map(UserId::as_str)))
-        .bind(each(&rows, |r| r.record.session.as_deref()))
-        .bind(each(&rows, |r| r.record.model.as_str()))
-        .bind(each(&rows, |r| r.record.provider.as_str()))
-        .bind(each(&rows, |r| r.record.deployment.as_str()))
+        .bind(each(&rows, |r| r.key_id.as_deref()))
+        .bind(each(&rows, |r| r.tenant.as_ref()))
+        .bind(each(&rows, |r| r.user.as_deref()))
+        .bind(each(&rows, |r| r.session.as_deref()))
+        .bind(each(&rows, |r| r.model.as_ref()))
+        .bind(each(&rows, |r| r.provider.as_ref()))
+        .bind(each(&rows, |r| r.deployment.as_ref()))
         .bind(each(&rows, |r| r.input_tokens))
         .bind(each(&rows, |r| r.output_tokens))
         .bind(each(&rows, |r| r.cached_input_tokens))
@@ -269,14 +280,15 @@ impl SpendStore for PgStore {
         .bind(each(&rows, |r| r.record.cost.0))
         .bind(each(&rows, |r| r.latency_ms))
         .bind(each(&rows, |r| r.record.cache_hit))
-        .bind(each(&rows, |r| r.record.status.as_str()))
+        .bind(each(&rows, |r| r.status.as_ref()))
         .execute(&self.pool)
         .await
-        .map_err(store_error)?;
+        .map_err(|err| store_error("record spend", err))?;
         Ok(())
     }
 
     async fn spend_totals(&self, query: &SpendQuery) -> Result<Vec<SpendTotal>, StoreError> {
+        check_query(query)?;
         let mut sql = QueryBuilder::<Postgres>::new("SELECT ");
         sql.push(group_expression(query.group_by));
         // SUM of BIGINT is NUMERIC in Postgres: cast back, as SQLite's sums are integers.
@@ -301,16 +313,16 @@ impl SpendStore for PgStore {
             .build()
             .fetch_all(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(|err| store_error("spend totals", err))?;
         rows.iter()
             .map(|row| {
                 TotalColumns {
-                    group: row.try_get("grp").map_err(store_error)?,
-                    requests: row.try_get("requests").map_err(store_error)?,
-                    input_tokens: row.try_get("input_tokens").map_err(store_error)?,
-                    output_tokens: row.try_get("output_tokens").map_err(store_error)?,
-                    cost: row.try_get("cost").map_err(store_error)?,
-                    cache_hits: row.try_get("cache_hits").map_err(store_error)?,
+                    group: row.try_get("grp").map_err(read_error)?,
+                    requests: row.try_get("requests").map_err(read_error)?,
+                    input_tokens: row.try_get("input_tokens").map_err(read_error)?,
+                    output_tokens: row.try_get("output_tokens").map_err(read_error)?,
+                    cost: row.try_get("cost").map_err(read_error)?,
+                    cache_hits: row.try_get("cache_hits").map_err(read_error)?,
                 }
                 .into_total()
             })
@@ -322,6 +334,7 @@ impl SpendStore for PgStore {
         scope: &SpendScope,
         since: Option<DateTime<Utc>>,
     ) -> Result<Micros, StoreError> {
+        check_scope(scope)?;
         let mut sql =
             QueryBuilder::<Postgres>::new("SELECT COALESCE(SUM(cost), 0)::BIGINT FROM spend");
         let mut filter = Filter::default();
@@ -349,7 +362,7 @@ impl SpendStore for PgStore {
             .build_query_scalar()
             .fetch_one(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(|err| store_error("spend sum", err))?;
         Ok(Micros(sum))
     }
 }
@@ -359,13 +372,16 @@ fn each<'r, 'a, T>(rows: &'r [SpendRow<'a>], column: impl FnMut(&'r SpendRow<'a>
     rows.iter().map(column).collect()
 }
 
-/// What totals are grouped by. Rows without a key or user fall in the `""` group. Every
+/// What totals are grouped by. Rows without a key or user fall in the `""` group; a user is
+/// `tenant/user`, since users are scoped by tenant (as budgets scope them). Every
 /// expression is `COLLATE "C"` so groups sort by bytes, as SQLite sorts them, whatever the
 /// database's locale.
 fn group_expression(group: SpendGroup) -> &'static str {
     match group {
         SpendGroup::Key => r#"COALESCE(key_id, '') COLLATE "C""#,
-        SpendGroup::User => r#"COALESCE(user_id, '') COLLATE "C""#,
+        SpendGroup::User => {
+            r#"(CASE WHEN user_id IS NULL THEN '' ELSE tenant || '/' || user_id END) COLLATE "C""#
+        }
         SpendGroup::Tenant => r#"tenant COLLATE "C""#,
         SpendGroup::Model => r#"model COLLATE "C""#,
         SpendGroup::Day => r#"to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD') COLLATE "C""#,
@@ -434,13 +450,36 @@ fn is_unavailable_code(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
-fn store_error(err: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &err {
-        if db.code().is_some_and(|code| is_unavailable_code(&code)) {
-            return StoreError::Unavailable(err.to_string());
+/// `context` names the operation. sqlx shows only the server's message, so the SQLSTATE is
+/// appended: many messages are ambiguous without it. The detail is left out on purpose (it can
+/// quote row values, which do not belong in logs).
+fn store_error(context: &str, err: sqlx::Error) -> StoreError {
+    let code = match &err {
+        sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
+        _ => None,
+    };
+    match code {
+        Some(code) if is_unavailable_code(&code) => {
+            StoreError::Unavailable(format!("{context}: {err} (SQLSTATE {code})"))
         }
+        Some(code) => match classify(context, err) {
+            StoreError::Backend(message) => {
+                StoreError::Backend(format!("{message} (SQLSTATE {code})"))
+            }
+            StoreError::Unavailable(message) => {
+                StoreError::Unavailable(format!("{message} (SQLSTATE {code})"))
+            }
+            // A unique violation: the variant says it all.
+            StoreError::Conflict => StoreError::Conflict,
+            StoreError::Invalid(message) => StoreError::Invalid(message),
+        },
+        None => classify(context, err),
     }
-    classify(err)
+}
+
+/// A stored row that does not decode (a column missing or of another type).
+fn read_error(err: sqlx::Error) -> StoreError {
+    store_error("read stored row", err)
 }
 
 /// Anything failing while connecting (refused, timed out, bad credentials, unknown database)

@@ -3,7 +3,10 @@
 //! Timestamps are stored as integer UTC unix milliseconds. Parallel to `postgres.rs`: same
 //! methods, same order.
 
-use crate::{ceil_to_millis, classify, truncate_to_millis, SpendRow, TotalColumns};
+use crate::{
+    ceil_to_millis, check_new_key, check_query, check_scope, check_text, classify,
+    truncate_to_millis, SpendRow, TotalColumns,
+};
 use agentd_core::{
     ApiKey, KeyId, KeyStore, Micros, NewKey, SpendGroup, SpendQuery, SpendRecord, SpendScope,
     SpendStore, SpendTotal, StoreError, TenantId, UserId,
@@ -15,6 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,7 +41,7 @@ macro_rules! key_columns {
 macro_rules! spend_columns {
     () => {
         concat!(
-            "id, at, key_id, tenant, user_id, session, model, provider, deployment, ",
+            "id, request_id, at, key_id, tenant, user_id, session, model, provider, deployment, ",
             "input_tokens, output_tokens, cached_input_tokens, usage_estimated, cost, ",
             "latency_ms, cache_hit, status"
         )
@@ -94,7 +98,7 @@ impl SqliteStore {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(|err| store_error("ping", err))?;
         Ok(())
     }
 
@@ -160,6 +164,7 @@ async fn enable_wal(conn: &mut SqliteConnection, path: &Path) -> Result<(), Stor
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn insert_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
+        check_new_key(&key)?;
         let row = sqlx::query(concat!(
             "INSERT INTO api_keys (id, name, tenant, user_id, prefix, hash, tier, created_at) ",
             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING ",
@@ -175,11 +180,12 @@ impl KeyStore for SqliteStore {
         .bind(to_millis(key.created_at))
         .fetch_one(&self.pool)
         .await
-        .map_err(store_error)?;
+        .map_err(|err| store_error("insert key", err))?;
         key_from_row(&row)
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        check_text("key hash", hash)?;
         sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
@@ -188,13 +194,14 @@ impl KeyStore for SqliteStore {
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
-        .map_err(store_error)?
+        .map_err(|err| store_error("look up key by hash", err))?
         .as_ref()
         .map(key_from_row)
         .transpose()
     }
 
     async fn key_by_id(&self, id: &KeyId) -> Result<Option<ApiKey>, StoreError> {
+        check_text("key id", id.as_str())?;
         sqlx::query(concat!(
             "SELECT ",
             key_columns!(),
@@ -203,13 +210,16 @@ impl KeyStore for SqliteStore {
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await
-        .map_err(store_error)?
+        .map_err(|err| store_error("look up key by id", err))?
         .as_ref()
         .map(key_from_row)
         .transpose()
     }
 
     async fn list_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, StoreError> {
+        if let Some(tenant) = tenant {
+            check_text("tenant", tenant.as_str())?;
+        }
         let rows = match tenant {
             Some(tenant) => {
                 sqlx::query(concat!(
@@ -231,11 +241,12 @@ impl KeyStore for SqliteStore {
                 .await
             }
         }
-        .map_err(store_error)?;
+        .map_err(|err| store_error("list keys", err))?;
         rows.iter().map(key_from_row).collect()
     }
 
     async fn revoke_key(&self, id: &KeyId) -> Result<bool, StoreError> {
+        check_text("key id", id.as_str())?;
         // One statement, so two concurrent revokes cannot both set the time.
         let result =
             sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2")
@@ -243,25 +254,25 @@ impl KeyStore for SqliteStore {
                 .bind(id.as_str())
                 .execute(&self.pool)
                 .await
-                .map_err(store_error)?;
+                .map_err(|err| store_error("revoke key", err))?;
         Ok(result.rows_affected() > 0)
     }
 }
 
 fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
-    let created_at: i64 = row.try_get("created_at").map_err(store_error)?;
-    let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(store_error)?;
+    let created_at: i64 = row.try_get("created_at").map_err(read_error)?;
+    let revoked_at: Option<i64> = row.try_get("revoked_at").map_err(read_error)?;
     Ok(ApiKey {
-        id: KeyId::new(row.try_get::<String, _>("id").map_err(store_error)?),
-        name: row.try_get("name").map_err(store_error)?,
-        tenant: TenantId::new(row.try_get::<String, _>("tenant").map_err(store_error)?),
+        id: KeyId::new(row.try_get::<String, _>("id").map_err(read_error)?),
+        name: row.try_get("name").map_err(read_error)?,
+        tenant: TenantId::new(row.try_get::<String, _>("tenant").map_err(read_error)?),
         user: row
             .try_get::<Option<String>, _>("user_id")
-            .map_err(store_error)?
+            .map_err(read_error)?
             .map(UserId::new),
-        prefix: row.try_get("prefix").map_err(store_error)?,
-        hash: row.try_get("hash").map_err(store_error)?,
-        tier: row.try_get("tier").map_err(store_error)?,
+        prefix: row.try_get("prefix").map_err(read_error)?,
+        hash: row.try_get("hash").map_err(read_error)?,
+        tier: row.try_get("tier").map_err(read_error)?,
         created_at: from_millis(created_at)?,
         revoked_at: revoked_at.map(from_millis).transpose()?,
     })
@@ -277,21 +288,26 @@ impl SpendStore for SqliteStore {
         // SQLite worker thread, which cost more than the insert itself when done per row
         // (measured: a third of the ledger's CPU). 17 parameters a row, 100 rows a statement,
         // far below SQLite's parameter limit.
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|err| store_error("record spend", err))?;
         for chunk in rows.chunks(100) {
             let mut sql =
                 QueryBuilder::<Sqlite>::new(concat!("INSERT INTO spend (", spend_columns!(), ") "));
             sql.push_values(chunk, |mut b, record| {
                 let row = SpendRow::new(record);
-                b.push_bind(record.id.clone())
+                b.push_bind(row.id.into_owned())
+                    .push_bind(row.request_id.into_owned())
                     .push_bind(row.at.timestamp_millis())
-                    .push_bind(record.key_id.as_ref().map(|k| k.as_str().to_owned()))
-                    .push_bind(record.tenant.as_str().to_owned())
-                    .push_bind(record.user.as_ref().map(|u| u.as_str().to_owned()))
-                    .push_bind(record.session.clone())
-                    .push_bind(record.model.clone())
-                    .push_bind(record.provider.clone())
-                    .push_bind(record.deployment.clone())
+                    .push_bind(row.key_id.map(Cow::into_owned))
+                    .push_bind(row.tenant.into_owned())
+                    .push_bind(row.user.map(Cow::into_owned))
+                    .push_bind(row.session.map(Cow::into_owned))
+                    .push_bind(row.model.into_owned())
+                    .push_bind(row.provider.into_owned())
+                    .push_bind(row.deployment.into_owned())
                     .push_bind(row.input_tokens)
                     .push_bind(row.output_tokens)
                     .push_bind(row.cached_input_tokens)
@@ -299,15 +315,21 @@ impl SpendStore for SqliteStore {
                     .push_bind(record.cost.0)
                     .push_bind(row.latency_ms)
                     .push_bind(record.cache_hit)
-                    .push_bind(record.status.clone());
+                    .push_bind(row.status.into_owned());
             });
             sql.push(" ON CONFLICT (id) DO NOTHING");
-            sql.build().execute(&mut *tx).await.map_err(store_error)?;
+            sql.build()
+                .execute(&mut *tx)
+                .await
+                .map_err(|err| store_error("record spend", err))?;
         }
-        tx.commit().await.map_err(store_error)
+        tx.commit()
+            .await
+            .map_err(|err| store_error("record spend", err))
     }
 
     async fn spend_totals(&self, query: &SpendQuery) -> Result<Vec<SpendTotal>, StoreError> {
+        check_query(query)?;
         let mut sql = QueryBuilder::<Sqlite>::new("SELECT ");
         sql.push(group_expression(query.group_by));
         sql.push(concat!(
@@ -331,16 +353,16 @@ impl SpendStore for SqliteStore {
             .build()
             .fetch_all(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(|err| store_error("spend totals", err))?;
         rows.iter()
             .map(|row| {
                 TotalColumns {
-                    group: row.try_get("grp").map_err(store_error)?,
-                    requests: row.try_get("requests").map_err(store_error)?,
-                    input_tokens: row.try_get("input_tokens").map_err(store_error)?,
-                    output_tokens: row.try_get("output_tokens").map_err(store_error)?,
-                    cost: row.try_get("cost").map_err(store_error)?,
-                    cache_hits: row.try_get("cache_hits").map_err(store_error)?,
+                    group: row.try_get("grp").map_err(read_error)?,
+                    requests: row.try_get("requests").map_err(read_error)?,
+                    input_tokens: row.try_get("input_tokens").map_err(read_error)?,
+                    output_tokens: row.try_get("output_tokens").map_err(read_error)?,
+                    cost: row.try_get("cost").map_err(read_error)?,
+                    cache_hits: row.try_get("cache_hits").map_err(read_error)?,
                 }
                 .into_total()
             })
@@ -352,6 +374,7 @@ impl SpendStore for SqliteStore {
         scope: &SpendScope,
         since: Option<DateTime<Utc>>,
     ) -> Result<Micros, StoreError> {
+        check_scope(scope)?;
         let mut sql = QueryBuilder::<Sqlite>::new("SELECT COALESCE(SUM(cost), 0) FROM spend");
         let mut filter = Filter::default();
         match scope {
@@ -378,18 +401,19 @@ impl SpendStore for SqliteStore {
             .build_query_scalar()
             .fetch_one(&self.pool)
             .await
-            .map_err(store_error)?;
+            .map_err(|err| store_error("spend sum", err))?;
         Ok(Micros(sum))
     }
 }
 
-/// What totals are grouped by. Rows without a key or user fall in the `""` group. A day is the
+/// What totals are grouped by. Rows without a key or user fall in the `""` group; a user is
+/// `tenant/user`, since users are scoped by tenant (as budgets scope them). A day is the
 /// UTC date of `at`, floored to the day first so times before 1970 land on the right date
 /// (integer division in SQLite truncates towards zero).
 fn group_expression(group: SpendGroup) -> &'static str {
     match group {
         SpendGroup::Key => "COALESCE(key_id, '')",
-        SpendGroup::User => "COALESCE(user_id, '')",
+        SpendGroup::User => "CASE WHEN user_id IS NULL THEN '' ELSE tenant || '/' || user_id END",
         SpendGroup::Tenant => "tenant",
         SpendGroup::Model => "model",
         SpendGroup::Day => {
@@ -442,11 +466,17 @@ fn is_busy(err: &sqlx::Error) -> bool {
     }
 }
 
-fn store_error(err: sqlx::Error) -> StoreError {
+/// `context` names the operation; the message keeps SQLite's own (with its result code).
+fn store_error(context: &str, err: sqlx::Error) -> StoreError {
     if is_busy(&err) {
-        return StoreError::Unavailable(err.to_string());
+        return StoreError::Unavailable(format!("{context}: {err}"));
     }
-    classify(err)
+    classify(context, err)
+}
+
+/// A stored row that does not decode (a column missing or of another type).
+fn read_error(err: sqlx::Error) -> StoreError {
+    store_error("read stored row", err)
 }
 
 /// Whatever fails while opening (missing permissions, not a database, locked) leaves the store

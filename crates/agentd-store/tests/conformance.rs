@@ -104,16 +104,26 @@ impl Fixture {
         }
     }
 
-    /// Brings a fresh database to the schema of the first release (migration 0001 only, through
-    /// sqlx like the store does, so it is recorded with its real checksum), as an old binary
-    /// left it before an upgrade.
+    /// Brings a fresh database to the schema of the first release (migration 0001 only), as an
+    /// old binary left it before an upgrade.
     async fn migrate_first_release_only(&self) {
+        self.migrate_through("0001").await;
+    }
+
+    /// Brings a fresh database to the schema of the migrations numbered up to `last` (`"0003"`),
+    /// through sqlx like the store does, so they are recorded with their real checksums.
+    async fn migrate_through(&self, last: &str) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let sources = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("migrations")
-            .join(self.backend())
-            .join("0001_keys.sql");
-        std::fs::copy(&source, dir.path().join("0001_keys.sql")).expect("copy 0001");
+            .join(self.backend());
+        for entry in std::fs::read_dir(&sources).expect("migrations dir") {
+            let name = entry.expect("migration file").file_name();
+            let name = name.to_str().expect("UTF-8 file name");
+            if name[..4] <= *last {
+                std::fs::copy(sources.join(name), dir.path().join(name)).expect("copy migration");
+            }
+        }
         let migrator = Migrator::new(dir.path()).await.expect("migrator");
         match self {
             Fixture::Sqlite { path, .. } => {
@@ -125,7 +135,7 @@ impl Fixture {
                 migrator
                     .run(&mut conn)
                     .await
-                    .expect("migrate sqlite to 0001");
+                    .expect("migrate sqlite to an older release");
             }
             Fixture::Postgres(pg) => {
                 let mut conn = PgConnection::connect(&pg.url).await.unwrap();
@@ -139,7 +149,7 @@ impl Fixture {
                 migrator
                     .run(&mut conn)
                     .await
-                    .expect("migrate postgres to 0001");
+                    .expect("migrate postgres to an older release");
             }
         }
     }
@@ -245,6 +255,8 @@ fn spend(
 ) -> SpendRecord {
     SpendRecord {
         id: id.to_owned(),
+        // Not the id: the two must never be mixed up.
+        request_id: format!("http-{id}"),
         at,
         key_id: key.map(KeyId::new),
         tenant: TenantId::new(tenant),
@@ -395,7 +407,10 @@ fn expected_totals(rows: &[SpendRecord], query: &SpendQuery) -> Vec<SpendTotal> 
         }
         let group = match query.group_by {
             SpendGroup::Key => row.key_id.as_ref().map_or("", KeyId::as_str).to_owned(),
-            SpendGroup::User => row.user.as_ref().map_or("", UserId::as_str).to_owned(),
+            SpendGroup::User => row
+                .user
+                .as_ref()
+                .map_or(String::new(), |user| format!("{}/{user}", row.tenant)),
             SpendGroup::Tenant => row.tenant.to_string(),
             SpendGroup::Model => row.model.clone(),
             SpendGroup::Day => at.format("%Y-%m-%d").to_string(),
@@ -1156,8 +1171,9 @@ mod cases {
             brief(&totals(query(SpendGroup::User, None, None, None)).await),
             [
                 total("", 2, 301),
-                total("alice", 3, 700),
-                total("bob", 1, 500)
+                total("acme/alice", 2, 300),
+                total("acme/bob", 1, 500),
+                total("other/alice", 1, 400)
             ]
         );
         // Byte order: 'Z' sorts before 'c' on both backends, whatever the database locale.
@@ -1219,7 +1235,7 @@ mod cases {
         );
         assert_eq!(
             brief(&totals(query(SpendGroup::User, Some("other"), None, None)).await),
-            [total("", 1, 1), total("alice", 1, 400)]
+            [total("", 1, 1), total("other/alice", 1, 400)]
         );
         assert!(
             totals(query(SpendGroup::Tenant, Some("nobody"), None, None))
@@ -1336,6 +1352,476 @@ mod cases {
             );
         }
     }
+
+    pub async fn spend_rows_sharing_a_request_id_are_all_counted(fx: &Fixture) {
+        let store = fx.open().await;
+        // One HTTP request that made two model calls (a fallback, an agent step): two ledger
+        // rows, two call ids, one request id.
+        let mut first = spend(
+            "call_a1",
+            base_time(),
+            "acme",
+            Some("key_a"),
+            Some("alice"),
+            None,
+            "gpt",
+            100,
+        );
+        first.request_id = "req-shared".to_owned();
+        let mut second = spend(
+            "call_a2",
+            base_time() + ChronoDuration::milliseconds(5),
+            "acme",
+            Some("key_a"),
+            Some("alice"),
+            None,
+            "claude",
+            250,
+        );
+        second.request_id = "req-shared".to_owned();
+        // And a third call elsewhere with the same (caller-chosen) request id.
+        let mut third = spend("call_b1", base_time(), "other", None, None, None, "gpt", 7);
+        third.request_id = "req-shared".to_owned();
+        let lone = spend("call_c1", base_time(), "acme", None, None, None, "gpt", 1);
+        store
+            .record_spend(&[first.clone(), second.clone(), third, lone])
+            .await
+            .unwrap();
+
+        // A retry of the same call ids, one even with another request id and cost: skipped.
+        let mut retried = first.clone();
+        retried.request_id = "req-other".to_owned();
+        retried.cost = Micros(999_999);
+        store
+            .record_spend(&[retried, second.clone()])
+            .await
+            .unwrap();
+
+        assert_eq!(
+            fx.query_strings("SELECT id || ' ' || request_id FROM spend ORDER BY id")
+                .await,
+            [
+                "call_a1 req-shared",
+                "call_a2 req-shared",
+                "call_b1 req-shared",
+                "call_c1 http-call_c1"
+            ]
+        );
+        assert_eq!(
+            store.spend_sum(&SpendScope::Global, None).await.unwrap(),
+            Micros(100 + 250 + 7 + 1)
+        );
+        assert_eq!(
+            store
+                .spend_sum(&SpendScope::Key(KeyId::new("key_a")), None)
+                .await
+                .unwrap(),
+            Micros(350)
+        );
+        assert_eq!(
+            store
+                .spend_sum(
+                    &SpendScope::User(TenantId::new("acme"), UserId::new("alice")),
+                    None
+                )
+                .await
+                .unwrap(),
+            Micros(350)
+        );
+        let by_tenant = store
+            .spend_totals(&SpendQuery {
+                group_by: SpendGroup::Tenant,
+                tenant: None,
+                since: None,
+                until: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            brief(&by_tenant),
+            [total("acme", 3, 351), total("other", 1, 7)]
+        );
+        let by_model = store
+            .spend_totals(&SpendQuery {
+                group_by: SpendGroup::Model,
+                tenant: Some(TenantId::new("acme")),
+                since: None,
+                until: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            brief(&by_model),
+            [total("claude", 1, 250), total("gpt", 2, 101)]
+        );
+    }
+
+    pub async fn spend_rows_from_before_request_ids_read_back_empty(fx: &Fixture) {
+        // A ledger an older binary wrote (schema through 0003, no request_id column).
+        fx.migrate_through("0003").await;
+        let at = match fx {
+            Fixture::Sqlite { .. } => "1714564800000",
+            Fixture::Postgres(_) => "'2024-05-01T12:00:00Z'",
+        };
+        fx.execute_raw(&format!(
+            "INSERT INTO spend (id, at, key_id, tenant, user_id, session, model, provider, \
+             deployment, input_tokens, output_tokens, cached_input_tokens, usage_estimated, \
+             cost, latency_ms, cache_hit, status) VALUES ('req_old', {at}, NULL, 'acme', \
+             'alice', NULL, 'gpt', 'mock', 'gpt-2024', 1, 2, 0, FALSE, 40, 5, FALSE, 'ok')"
+        ))
+        .await;
+
+        let store = fx.open().await;
+        store
+            .record_spend(&[spend(
+                "call_new",
+                base_time(),
+                "acme",
+                None,
+                Some("alice"),
+                None,
+                "gpt",
+                2,
+            )])
+            .await
+            .unwrap();
+        assert_eq!(
+            fx.query_strings("SELECT id || '=' || request_id FROM spend ORDER BY id")
+                .await,
+            ["call_new=http-call_new", "req_old="]
+        );
+        assert_eq!(
+            store
+                .spend_sum(
+                    &SpendScope::User(TenantId::new("acme"), UserId::new("alice")),
+                    None
+                )
+                .await
+                .unwrap(),
+            Micros(42)
+        );
+    }
+
+    pub async fn spend_totals_group_users_per_tenant(fx: &Fixture) {
+        let store = fx.open().await;
+        let row = |id: &str, tenant: &str, user: Option<&str>, cost: i64| {
+            spend(id, base_time(), tenant, None, user, None, "gpt", cost)
+        };
+        store
+            .record_spend(&[
+                row("call_1", "acme", Some("alice"), 1),
+                row("call_2", "beta", Some("alice"), 10),
+                row("call_3", "acme", Some("alice"), 100),
+                row("call_4", "acme", None, 1_000),
+                row("call_5", "beta", None, 10_000),
+                // '-' sorts before '/': "acme-eu/…" comes before "acme/…", by bytes.
+                row("call_6", "acme-eu", Some("alice"), 100_000),
+                row("call_7", "acme", Some("Bob"), 1_000_000),
+            ])
+            .await
+            .unwrap();
+        let by_user = |tenant: Option<&str>| SpendQuery {
+            group_by: SpendGroup::User,
+            tenant: tenant.map(TenantId::new),
+            since: None,
+            until: None,
+        };
+        assert_eq!(
+            brief(&store.spend_totals(&by_user(None)).await.unwrap()),
+            [
+                total("", 2, 11_000),
+                total("acme-eu/alice", 1, 100_000),
+                total("acme/Bob", 1, 1_000_000),
+                total("acme/alice", 2, 101),
+                total("beta/alice", 1, 10),
+            ]
+        );
+        assert_eq!(
+            brief(&store.spend_totals(&by_user(Some("beta"))).await.unwrap()),
+            [total("", 1, 10_000), total("beta/alice", 1, 10)]
+        );
+        // The budget sums agree with the groups.
+        for (tenant, cost) in [("acme", 101), ("beta", 10), ("acme-eu", 100_000)] {
+            assert_eq!(
+                store
+                    .spend_sum(
+                        &SpendScope::User(TenantId::new(tenant), UserId::new("alice")),
+                        None
+                    )
+                    .await
+                    .unwrap(),
+                Micros(cost),
+                "{tenant}"
+            );
+        }
+    }
+
+    /// `Invalid("<field> must not contain a NUL character")`, or a panic naming what was tried.
+    fn assert_nul_refused<T: std::fmt::Debug>(result: Result<T, StoreError>, field: &str) {
+        match result {
+            Err(StoreError::Invalid(message)) => {
+                assert_eq!(message, format!("{field} must not contain a NUL character"))
+            }
+            other => panic!("{field}: expected Invalid, got {other:?}"),
+        }
+    }
+
+    pub async fn nul_in_key_text_is_invalid(fx: &Fixture) {
+        let store = fx.open().await;
+        let good = new_key("key_good", "acme", base_time());
+        type Edit = fn(&mut NewKey);
+        let edits: [(&str, Edit); 7] = [
+            ("key id", |k| k.id = KeyId::new("key_\0x")),
+            ("key name", |k| k.name = "na\0me".into()),
+            ("tenant", |k| k.tenant = TenantId::new("ac\0me")),
+            ("user", |k| k.user = Some(UserId::new("\0"))),
+            ("key prefix", |k| k.prefix = "sk-agentd-\0".into()),
+            ("key hash", |k| k.hash = format!("{:0>64}", "\0")),
+            ("tier", |k| k.tier = Some("fast\0".into())),
+        ];
+        for (field, edit) in edits {
+            let mut key = good.clone();
+            edit(&mut key);
+            assert_nul_refused(store.insert_key(key).await, field);
+        }
+        assert!(store.list_keys(None).await.unwrap().is_empty());
+
+        // Lookups refuse it too, rather than answer "no such key" on one backend and fail
+        // opaquely on the other.
+        store.insert_key(good.clone()).await.unwrap();
+        assert_nul_refused(
+            store.key_by_hash(&format!("{}\0", good.hash)).await,
+            "key hash",
+        );
+        assert_nul_refused(store.key_by_id(&KeyId::new("key_good\0")).await, "key id");
+        assert_nul_refused(
+            store.list_keys(Some(&TenantId::new("acme\0"))).await,
+            "tenant",
+        );
+        assert_nul_refused(store.revoke_key(&KeyId::new("key_good\0")).await, "key id");
+        // Nothing was revoked, and the clean key is still there.
+        let read = store.key_by_id(&good.id).await.unwrap().unwrap();
+        assert!(read.is_active());
+        assert_eq!(ids(&store.list_keys(None).await.unwrap()), ["key_good"]);
+    }
+
+    pub async fn nul_in_spend_filters_is_invalid(fx: &Fixture) {
+        let store = fx.open().await;
+        store.record_spend(&ledger()).await.unwrap();
+        for group_by in ALL_GROUPS {
+            assert_nul_refused(
+                store
+                    .spend_totals(&SpendQuery {
+                        group_by,
+                        tenant: Some(TenantId::new("acme\0")),
+                        since: None,
+                        until: None,
+                    })
+                    .await,
+                "tenant",
+            );
+        }
+        let acme = || TenantId::new("acme");
+        let cases = [
+            (SpendScope::Tenant(TenantId::new("\0acme")), "tenant"),
+            (
+                SpendScope::User(TenantId::new("ac\0me"), UserId::new("alice")),
+                "tenant",
+            ),
+            (SpendScope::User(acme(), UserId::new("alice\0")), "user"),
+            (SpendScope::Key(KeyId::new("key_a\0")), "key id"),
+            (
+                SpendScope::Session(TenantId::new("acme\0"), "s1".into()),
+                "tenant",
+            ),
+            (SpendScope::Session(acme(), "s1\0".into()), "session"),
+        ];
+        for (scope, field) in cases {
+            assert_nul_refused(store.spend_sum(&scope, None).await, field);
+        }
+        // The clean queries still answer.
+        assert_eq!(
+            store.spend_sum(&SpendScope::Global, None).await.unwrap(),
+            Micros(1501)
+        );
+    }
+
+    pub async fn nul_in_spend_rows_is_replaced_not_lost(fx: &Fixture) {
+        let store = fx.open().await;
+        let mut dirty = spend(
+            "call_\0nul",
+            base_time(),
+            "ac\0me",
+            Some("key_\0a"),
+            Some("ali\0ce"),
+            Some("s\0"),
+            "gp\0t",
+            30,
+        );
+        dirty.request_id = "req-\0".to_owned();
+        dirty.provider = "mo\0ck".to_owned();
+        dirty.deployment = "\0dep".to_owned();
+        dirty.status = "ok\0".to_owned();
+        let clean = spend(
+            "call_clean",
+            base_time(),
+            "acme",
+            None,
+            None,
+            None,
+            "gpt",
+            12,
+        );
+        // One bad row does not fail the batch: both land.
+        store
+            .record_spend(&[dirty.clone(), clean.clone()])
+            .await
+            .unwrap();
+        // Written again (a retried flush): the replaced id is stable, so it is skipped.
+        store.record_spend(&[dirty, clean]).await.unwrap();
+
+        let columns = [
+            "id",
+            "request_id",
+            "COALESCE(key_id, '-')",
+            "tenant",
+            "COALESCE(user_id, '-')",
+            "COALESCE(session, '-')",
+            "model",
+            "provider",
+            "deployment",
+            "status",
+        ];
+        let mut fields = Vec::new();
+        for column in columns {
+            fields.push(
+                fx.query_strings(&format!("SELECT {column} FROM spend ORDER BY id"))
+                    .await,
+            );
+        }
+        let r = '\u{FFFD}';
+        // Byte order: 'c' (0x63) sorts before U+FFFD (0xEF 0xBF 0xBD) on both backends.
+        let expected = [
+            ["call_clean".into(), format!("call_{r}nul")],
+            ["http-call_clean".into(), format!("req-{r}")],
+            ["-".into(), format!("key_{r}a")],
+            ["acme".into(), format!("ac{r}me")],
+            ["-".into(), format!("ali{r}ce")],
+            ["-".into(), format!("s{r}")],
+            ["gpt".into(), format!("gp{r}t")],
+            ["mock".into(), format!("mo{r}ck")],
+            ["gpt-2024".into(), format!("{r}dep")],
+            ["ok".into(), format!("ok{r}")],
+        ];
+        assert_eq!(fields, expected.map(Vec::from));
+
+        assert_eq!(
+            store.spend_sum(&SpendScope::Global, None).await.unwrap(),
+            Micros(42)
+        );
+        // The stored (replaced) values are what the queries group and filter by.
+        let by_user = store
+            .spend_totals(&SpendQuery {
+                group_by: SpendGroup::User,
+                tenant: None,
+                since: None,
+                until: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            brief(&by_user),
+            [total("", 1, 12), total(&format!("ac{r}me/ali{r}ce"), 1, 30)]
+        );
+        assert_eq!(
+            store
+                .spend_sum(
+                    &SpendScope::Session(TenantId::new(format!("ac{r}me")), format!("s{r}")),
+                    None
+                )
+                .await
+                .unwrap(),
+            Micros(30)
+        );
+    }
+
+    pub async fn store_errors_name_the_operation_and_keep_the_database_message(fx: &Fixture) {
+        let store = fx.open().await;
+        store.close().await;
+        // Tables gone behind the store's back (an operator's mistake, a bad restore): the store
+        // still opens (its migrations are recorded as applied), and every failure says what
+        // was being done and what the database answered.
+        fx.execute_raw("DROP TABLE spend; DROP TABLE api_keys")
+            .await;
+        let store = fx.open().await;
+        let missing = |table: &str| match fx {
+            Fixture::Sqlite { .. } => format!("no such table: {table}"),
+            Fixture::Postgres(_) => format!("relation \"{table}\" does not exist (SQLSTATE 42P01)"),
+        };
+        let check = |result: Result<(), StoreError>, operation: &str, table: &str| match result {
+            Err(StoreError::Backend(message)) => {
+                assert!(
+                    message.starts_with(&format!("{operation}: ")),
+                    "{operation}: {message}"
+                );
+                assert!(message.contains(&missing(table)), "{operation}: {message}");
+            }
+            other => panic!("{operation}: expected Backend, got {other:?}"),
+        };
+        check(
+            store
+                .insert_key(new_key("key_x", "acme", base_time()))
+                .await
+                .map(drop),
+            "insert key",
+            "api_keys",
+        );
+        check(
+            store.key_by_hash(&"a".repeat(64)).await.map(drop),
+            "look up key by hash",
+            "api_keys",
+        );
+        check(
+            store.key_by_id(&KeyId::new("key_x")).await.map(drop),
+            "look up key by id",
+            "api_keys",
+        );
+        check(
+            store.list_keys(None).await.map(drop),
+            "list keys",
+            "api_keys",
+        );
+        check(
+            store.revoke_key(&KeyId::new("key_x")).await.map(drop),
+            "revoke key",
+            "api_keys",
+        );
+        check(store.record_spend(&ledger()).await, "record spend", "spend");
+        check(
+            store
+                .spend_totals(&SpendQuery {
+                    group_by: SpendGroup::Day,
+                    tenant: None,
+                    since: None,
+                    until: None,
+                })
+                .await
+                .map(drop),
+            "spend totals",
+            "spend",
+        );
+        check(
+            store.spend_sum(&SpendScope::Global, None).await.map(drop),
+            "spend sum",
+            "spend",
+        );
+        // The full text, as the gateway will log it.
+        let err = store.list_keys(None).await.unwrap_err().to_string();
+        assert!(
+            err.starts_with("store error: list keys: ") && err.contains("api_keys"),
+            "{err}"
+        );
+    }
 }
 
 /// Runs every case on SQLite and on PostgreSQL (when configured).
@@ -1370,6 +1856,13 @@ conformance!(
     spend_totals_per_group_with_filters,
     spend_sum_per_scope_since,
     spend_batch_of_500_in_one_call,
+    spend_rows_sharing_a_request_id_are_all_counted,
+    spend_rows_from_before_request_ids_read_back_empty,
+    spend_totals_group_users_per_tenant,
+    nul_in_key_text_is_invalid,
+    nul_in_spend_filters_is_invalid,
+    nul_in_spend_rows_is_replaced_not_lost,
+    store_errors_name_the_operation_and_keep_the_database_message,
     insert_then_get_by_hash_and_id,
     list_is_oldest_first_and_isolates_tenants,
     revoke_sets_time_once_and_reports_unknown,

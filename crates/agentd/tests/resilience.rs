@@ -759,18 +759,19 @@ usd = "0.05"
         .await
         .unwrap();
     use agentd_core::Counters;
-    let mut value = 0;
+    let mut value = None;
     for _ in 0..50 {
         value = counters
-            .get(&[format!("b:race:{}:all", r.tenant)])
+            .budget_state(&[format!("budget:race:{}:all", r.tenant)])
             .await
             .unwrap()[0];
-        if value == cost_of_answers {
+        if value.is_some_and(|v| v.spent == cost_of_answers && v.held == 0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(value, cost_of_answers);
+    let value = value.expect("the counter exists");
+    assert_eq!((value.spent, value.held), (cost_of_answers, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

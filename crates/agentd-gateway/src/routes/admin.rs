@@ -13,6 +13,19 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// Refuses text with control characters (NUL among them: PostgreSQL cannot store it), naming
+/// the field.
+pub fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_input",
+            format!("{field} must not contain control characters (such as NUL)"),
+        )
+        .with_param(field));
+    }
+    Ok(())
+}
+
 fn reply(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|e| ErrorResponse::openai(e).into_response())
 }
@@ -52,6 +65,12 @@ pub async fn create_key(
         let req: CreateKey = serde_json::from_value(value).map_err(|e| {
             ApiError::invalid("invalid_key_request", format!("{e}; expected {{\"name\": string, \"tenant\"?: string, \"user\"?: string, \"tier\"?: string}}"))
         })?;
+        check_text("name", &req.name)?;
+        for (field, value) in [("tenant", &req.tenant), ("user", &req.user), ("tier", &req.tier)] {
+            if let Some(v) = value {
+                check_text(field, v)?;
+            }
+        }
         let (key, secret) = issue(state.store.as_ref(), &req.name, req.tenant.as_deref(), req.user.as_deref(), req.tier.as_deref(), None).await?;
         let mut body = key_json(&key);
         body["key"] = Value::String(secret);
@@ -68,6 +87,9 @@ pub struct ListQuery {
 pub async fn list_keys(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
     reply(
         async {
+            if let Some(t) = &q.tenant {
+                check_text("tenant", t)?;
+            }
             let tenant = q.tenant.map(TenantId::new);
             let keys = state
                 .store
@@ -85,13 +107,14 @@ fn no_such_key(id: &str) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
         "key_not_found",
-        format!("no API key with id {id:?}"),
+        format!("no API key with id {:?}", super::chat::echo(id)),
     )
 }
 
 pub async fn get_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     reply(
         async {
+            check_text("id", &id)?;
             let key = state
                 .store
                 .key_by_id(&KeyId::new(&id))
@@ -107,6 +130,7 @@ pub async fn get_key(State(state): State<Arc<AppState>>, Path(id): Path<String>)
 pub async fn revoke_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     reply(
         async {
+            check_text("id", &id)?;
             let key_id = KeyId::new(&id);
             if !state.store.revoke_key(&key_id).await.map_err(store_error)? {
                 return Err(no_such_key(&id));

@@ -3,7 +3,7 @@
 
 use crate::error::ErrorResponse;
 use crate::AppState;
-use agentd_core::{ApiError, SpendGroup, SpendQuery, SpendStore, TenantId};
+use agentd_core::{ApiError, Micros, SpendGroup, SpendQuery, SpendStore, TenantId};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -52,6 +52,9 @@ pub async fn spend(
             )
             .with_param("group_by")
         })?;
+        if let Some(t) = &p.tenant {
+            super::admin::check_text("tenant", t)?;
+        }
         let query = SpendQuery {
             group_by,
             tenant: p.tenant.as_deref().map(TenantId::from),
@@ -114,27 +117,72 @@ pub async fn breakers(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-/// `GET /admin/budgets`: the configured budgets and where counters live.
-pub async fn budgets(State(state): State<Arc<AppState>>) -> Response {
-    let b = &state.config.budgets;
-    let limits: Vec<Value> = b
-        .limits
-        .iter()
-        .map(|l| {
-            json!({
-                "name": l.name,
-                "scope": l.scope.as_str(),
-                "window": l.window.as_str(),
-                "limit_usd": l.limit.to_string(),
-                "match": l.match_id,
+/// `GET /admin/budgets`: the configured budgets, and each live counter of this window: spent
+/// (settled), reserved (held by calls in flight) and remaining, per scope value. Counters are
+/// listed for the scope values the ledger has seen this window (`?tenant=` narrows it).
+pub async fn budgets(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<BudgetParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let Query(p) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+        if let Some(t) = &p.tenant {
+            super::admin::check_text("tenant", t)?;
+        }
+        let b = &state.config.budgets;
+        let counters = match state.gate.as_ref() {
+            Some(gate) => gate
+                .live_counters(p.tenant.as_deref().map(TenantId::from))
+                .await?,
+            None => Vec::new(),
+        };
+        let limits: Vec<Value> = b
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let live: Vec<Value> = counters
+                    .iter()
+                    .filter(|c| c.budget == i)
+                    .map(|c| {
+                        json!({
+                            "scope_id": c.scope_id,
+                            "window": c.window,
+                            "exists": c.state.is_some(),
+                            "spent_usd": c.state.map(|s| Micros(s.spent).to_string()),
+                            "reserved_usd": c.state.map(|s| Micros(s.held).to_string()),
+                            "remaining_usd": c.state.map(|s| Micros((l.limit.0 - s.spent - s.held).max(0)).to_string()),
+                            "spent_micros": c.state.map(|s| s.spent),
+                            "reserved_micros": c.state.map(|s| s.held),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": l.name,
+                    "scope": l.scope.as_str(),
+                    "window": l.window.as_str(),
+                    "limit_usd": l.limit.to_string(),
+                    "match": l.match_id,
+                    "counters": live,
+                })
             })
-        })
-        .collect();
-    axum::Json(json!({
-        "object": "budgets",
-        "max_request_usd": b.max_request.map(|m| m.to_string()),
-        "counters": state.controls.as_ref().map(|c| c.counters().backend()),
-        "limits": limits,
-    }))
-    .into_response()
+            .collect();
+        Ok::<_, ApiError>(
+            axum::Json(json!({
+                "object": "budgets",
+                "max_request_usd": b.max_request.map(|m| m.to_string()),
+                "counters": state.gate.as_ref().map(|c| c.counters().backend()),
+                "limits": limits,
+            }))
+            .into_response(),
+        )
+    }
+    .await;
+    result.unwrap_or_else(|e| ErrorResponse::openai(e).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetParams {
+    tenant: Option<String>,
 }

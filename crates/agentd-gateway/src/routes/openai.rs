@@ -1,9 +1,9 @@
 //! The OpenAI-compatible surface: chat completions, embeddings, models.
 
-use super::chat::{self, json_response, model_not_found, Ctx, Finish};
+use super::chat::{self, model_not_found};
 use crate::body::{parse_json, read_limited};
 use crate::cache;
-use crate::dispatch;
+use crate::call::{self, Call, Ctx, Work};
 use crate::error::ErrorResponse;
 use crate::keys::Principal;
 use crate::middleware::RequestId;
@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use std::time::Instant;
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
@@ -68,73 +67,19 @@ async fn embed(
         .ok_or_else(|| model_not_found(&info.model))?;
     // Embeddings inputs are plain text: a third of their bytes bounds the token count.
     let prompt_tokens = (bytes.len() as u64).div_ceil(3);
-    let started = Instant::now();
-    let tokens = match &state.controls {
-        Some(c) => c.rate_limit(&ctx.caller(), prompt_tokens).await?,
-        None => None,
-    };
-    let kind = cache::Kind::Embeddings;
     let cache_key = state
         .cache
         .as_ref()
-        .and_then(|_| cache::key(kind, &json, ctx.cache_wish, &route.name));
-    let tokens = match chat::from_cache(
-        &state,
-        &ctx,
-        &route.name,
-        cache_key.as_ref(),
-        tokens,
-        started,
-    )
-    .await
-    {
-        Ok(body) => return Ok(chat::with_cache_header(json_response(body), "hit")),
-        Err(tokens) => tokens,
+        .and_then(|_| cache::key(cache::Kind::Embeddings, &json, ctx.cache_wish, &route.name));
+    let call = Call {
+        ctx,
+        route,
+        prompt_tokens,
+        max_output_tokens: 0,
+        cache_key,
+        work: Work::Embeddings(json),
     };
-    let (reservation, tokens) = chat::reserve(
-        &state,
-        &ctx,
-        || route.worst_price.worst_case(prompt_tokens, 0),
-        tokens,
-    )
-    .await?;
-    let result = dispatch::embeddings(&state, &route, json).await;
-    let cache_state = if cache_key.is_some() { "miss" } else { "skip" };
-    match result {
-        Ok(served) => {
-            let d = served.deployment;
-            let done = served.response;
-            d.metrics.outcome("ok", served.started.elapsed());
-            d.metrics.tokens(done.usage);
-            Finish {
-                row: ctx.row(&route.name, Some(&d)),
-                price: d.price,
-                reservation,
-                tokens,
-                started,
-                cache: cache_key.map(|k| (k, kind)),
-                state: state.clone(),
-            }
-            .done(done.usage, false, "ok", Some(&done.body));
-            Ok(chat::with_cache_header(
-                json_response(done.body),
-                cache_state,
-            ))
-        }
-        Err(failed) => {
-            let finish = Finish {
-                row: ctx.row(&route.name, failed.deployment.as_deref()),
-                price: None,
-                reservation,
-                tokens,
-                started,
-                cache: None,
-                state: state.clone(),
-            };
-            finish.failed(failed.deployment.is_some(), failed.outcome);
-            Err(failed.error)
-        }
-    }
+    Ok(chat::respond(call::run(state, call).await?))
 }
 
 fn model_object(name: &str, owned_by: &str, created: i64) -> Value {

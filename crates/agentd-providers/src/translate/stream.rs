@@ -284,8 +284,9 @@ enum Open {
 /// OpenAI chunks in (the upstream always has include_usage on) -> Anthropic events out (message_start, content_block_start/
 /// delta/stop for text and for each tool call — a new tool call index closes the previous block —, message_delta with
 /// stop_reason and usage.output_tokens, message_stop). message_start is emitted on the first chunk; input token count
-/// is only known at the end from OpenAI, so put the input_tokens from the final usage into message_delta.usage as well
-/// (Anthropic's SDK accepts input_tokens there) and 0 in message_start. `[DONE]` ends it. An upstream `{"error":…}` data
+/// is only known at the end from OpenAI, so message_start carries the gateway's estimate of the prompt (see
+/// [`OpenAiToAnthropicStream::with_input_estimate`]; an upper bound, never 0 for a real prompt) and the final count goes
+/// into message_delta.usage.input_tokens (Anthropic's SDK reads it there and it replaces the estimate). `[DONE]` ends it. An upstream `{"error":…}` data
 /// becomes an Anthropic `event: error` frame.
 #[derive(Debug)]
 pub struct OpenAiToAnthropicStream {
@@ -300,9 +301,18 @@ pub struct OpenAiToAnthropicStream {
     refused: bool,
     usage: Usage,
     done: bool,
+    /// Reported as message_start's input_tokens (the real count comes at the end).
+    input_estimate: u64,
 }
 
 impl OpenAiToAnthropicStream {
+    /// The prompt's estimated tokens, for message_start (which OpenAI streams cannot fill).
+    #[must_use]
+    pub fn with_input_estimate(mut self, tokens: u64) -> Self {
+        self.input_estimate = tokens;
+        self
+    }
+
     pub fn new(model: &str) -> Self {
         Self {
             model: model.to_owned(),
@@ -314,6 +324,7 @@ impl OpenAiToAnthropicStream {
             refused: false,
             usage: Usage::default(),
             done: false,
+            input_estimate: 0,
         }
     }
 
@@ -414,7 +425,7 @@ impl OpenAiToAnthropicStream {
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
+                "usage": {"input_tokens": self.input_estimate, "output_tokens": 0},
             },
         })));
     }

@@ -1,0 +1,11 @@
+-- The HTTP request id of each ledger row, apart from `id` (which is now the gateway's own random
+-- call id, the row's identity). For correlation only: not unique, one request may cause several
+-- model calls. Rows written before this migration read back as ''. A constant default makes
+-- this a catalogue change only (PostgreSQL 11+), however large the table, and an older replica
+-- that never writes the column keeps working.
+--
+-- No index: nothing in agentd queries by request id, and an index would be one more to update
+-- on every ledger insert (the ledger writer is the hot path) and would block ledger writes while
+-- it is built on a large table. Add it (CONCURRENTLY, in a `-- no-transaction` migration) with
+-- the query that needs it.
+ALTER TABLE spend ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
