@@ -14,7 +14,7 @@ pub mod spend;
 pub mod usage;
 
 pub use counters::{Charge, CounterError, Counters, Reserve, ResponseCache};
-pub use error::{ApiError, ErrorKind, Fault};
+pub use error::{echo, ApiError, ErrorKind, Fault};
 pub use ids::{KeyId, TenantId, UserId};
 pub use keys::{ApiKey, KeyStore, NewKey, StoreError};
 pub use money::{Micros, Price};

@@ -32,7 +32,10 @@ pub fn model_not_found(model: &str) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
         "model_not_found",
-        format!("the model {model:?} does not exist; GET /v1/models lists the models this gateway serves"),
+        format!(
+            "the model {} does not exist; GET /v1/models lists the models this gateway serves",
+            agentd_core::echo(model)
+        ),
     )
     .with_param("model")
 }
@@ -244,7 +247,13 @@ async fn call(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
+    let bytes = read_limited(
+        &headers,
+        body,
+        state.config.server.max_body_bytes,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
     let json = parse_json(&bytes)?;
     let info = match format {
         ApiFormat::OpenAi => agentd_providers::validate::openai_chat(&json)?,
