@@ -383,7 +383,9 @@ impl Connection {
         let mut closing = false;
         loop {
             let (phase, deadline) = clock.deadline(&self.limits);
-            let deadline = deadline.filter(|_| !closing);
+            // Once shutting down, an idle connection is already on its way out; a slow head
+            // still gets cut at its deadline rather than at the end of the drain.
+            let deadline = deadline.filter(|_| !(closing && phase == Phase::Idle));
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(e) = result {
