@@ -67,6 +67,18 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Directory for embedded state, as configured (relative to the working directory).
     pub data_dir: PathBuf,
+    /// Time a client has to send a whole request head.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body, from the end of its head.
+    pub body_read_timeout: Duration,
+    /// How long an idle kept-alive connection stays open.
+    pub keep_alive_timeout: Duration,
+    /// Largest request head, in bytes (at least 8192).
+    pub max_header_bytes: usize,
+    /// Most client connections open at once.
+    pub max_connections: usize,
+    /// Most requests served at once (operational endpoints aside); `None` means no limit.
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// How logs are written.

@@ -7,6 +7,14 @@ pub(crate) const LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// hyper's smallest read buffer: a smaller limit would make it panic.
+pub(crate) const MIN_HEADER_BYTES: usize = 8192;
+pub(crate) const SERVER_MAX_CONNECTIONS: u32 = 4096;
+pub(crate) const MAX_CONCURRENT_REQUESTS: u32 = 1024;
 pub(crate) const DATA_DIR: &str = "./data";
 pub(crate) const SQLITE_FILE: &str = "agentd.db";
 pub(crate) const MAX_CONNECTIONS: u32 = 8;

@@ -76,7 +76,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     /// Largest accepted request body in bytes; larger requests get 413. Default 4194304 (4 MiB).
     pub max_body_bytes: Option<i64>,
-    /// Limit for a whole non-streaming request, in milliseconds. Default 600000 (10 min).
+    /// Limit for a whole non-streaming request, and for a stream until its response head, in milliseconds; then 504. Default 600000 (10 min).
     pub request_timeout_ms: Option<i64>,
     /// How long in-flight requests and runs may drain after SIGTERM, in milliseconds. Default 30000.
     pub shutdown_grace_ms: Option<i64>,
@@ -86,6 +86,18 @@ pub struct RawServer {
     pub log_format: Option<String>,
     /// Directory for embedded state (SQLite database, queues). Relative to the working directory. Default `./data`.
     pub data_dir: Option<String>,
+    /// Time a client has to send a whole request head (request line and headers), in milliseconds, counted from the connection or from its first byte on a kept-alive connection; the connection is closed after it. Default 10000.
+    pub header_read_timeout_ms: Option<i64>,
+    /// Time a client has to send a whole request body, in milliseconds, counted from the end of the headers; slower bodies get 408. Default 30000.
+    pub body_read_timeout_ms: Option<i64>,
+    /// How long an idle kept-alive connection (no request in progress) stays open, in milliseconds. Default 60000.
+    pub keep_alive_timeout_ms: Option<i64>,
+    /// Largest request head (request line and headers) in bytes, at least 8192; larger heads get 431. Default 65536 (64 KiB).
+    pub max_header_bytes: Option<i64>,
+    /// Most client connections open at once; further connections wait in the listen backlog until one closes. Default 4096.
+    pub max_connections: Option<i64>,
+    /// Most requests served at once; more are refused at once with 503 `overloaded` and `Retry-After: 1`. `/healthz`, `/readyz` and `/metrics` do not count. 0 means no limit. Default 1024.
+    pub max_concurrent_requests: Option<i64>,
 }
 
 /// `[store]`: where durable state (keys, threads, runs, spend) lives.

@@ -239,6 +239,83 @@ fn max_body_bytes_zero() {
 }
 
 #[test]
+fn server_limits_have_defaults_and_typed_values() {
+    let c = load(MOCK);
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.body_read_timeout, Duration::from_secs(30));
+    assert_eq!(c.server.keep_alive_timeout, Duration::from_secs(60));
+    assert_eq!(c.server.max_header_bytes, 65536);
+    assert_eq!(c.server.max_connections, 4096);
+    assert_eq!(c.server.max_concurrent_requests, Some(1024));
+
+    let c = load(&format!(
+        "[server]\nheader_read_timeout_ms = 500\nbody_read_timeout_ms = 600\n\
+         keep_alive_timeout_ms = 700\nmax_header_bytes = 8192\nmax_connections = 3\n\
+         max_concurrent_requests = 0\n{MOCK}"
+    ));
+    assert_eq!(c.server.header_read_timeout, Duration::from_millis(500));
+    assert_eq!(c.server.body_read_timeout, Duration::from_millis(600));
+    assert_eq!(c.server.keep_alive_timeout, Duration::from_millis(700));
+    assert_eq!(c.server.max_header_bytes, 8192);
+    assert_eq!(c.server.max_connections, 3);
+    assert_eq!(c.server.max_concurrent_requests, None, "0 means no limit");
+}
+
+#[test]
+fn server_limits_out_of_range_name_the_key() {
+    one_error(
+        "[server]\nheader_read_timeout_ms = 0\n",
+        2,
+        "server.header_read_timeout_ms",
+        "must be greater than 0 milliseconds (got 0)",
+    );
+    one_error(
+        "[server]\nbody_read_timeout_ms = -1\n",
+        2,
+        "server.body_read_timeout_ms",
+        "must be greater than 0 milliseconds (got -1)",
+    );
+    one_error(
+        "[server]\n\nkeep_alive_timeout_ms = 0\n",
+        3,
+        "server.keep_alive_timeout_ms",
+        "must be greater than 0 milliseconds (got 0)",
+    );
+    let e = one_error(
+        "[server]\nmax_header_bytes = 1024\n",
+        2,
+        "server.max_header_bytes",
+        "max_header_bytes must be at least 8192 (got 1024)",
+    );
+    assert!(e.fix.contains("65536"), "{}", e.fix);
+    one_error(
+        "[server]\nmax_connections = 0\n",
+        2,
+        "server.max_connections",
+        "must be between 1 and 4294967295 (got 0)",
+    );
+    one_error(
+        "[server]\nmax_concurrent_requests = -3\n",
+        2,
+        "server.max_concurrent_requests",
+        "must be between 0 and 4294967295 (got -3)",
+    );
+    // All of them at once: validation does not stop at the first.
+    let errs = errors(
+        "[server]\nheader_read_timeout_ms = 0\nmax_header_bytes = 10\nmax_connections = -1\n",
+    );
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.header_read_timeout_ms",
+            "server.max_header_bytes",
+            "server.max_connections"
+        ]
+    );
+}
+
+#[test]
 fn unknown_provider_in_a_deployment_matches_the_documented_format() {
     let text = r#"[providers.openai]
 kind = "openai"
@@ -1024,7 +1101,7 @@ extra = 1
     assert_eq!(
         lines,
         [
-            "agentd.toml:2:1: server.lisen: unknown key \"lisen\"; fix: did you mean \"listen\"? the keys allowed here are: listen, max_body_bytes, request_timeout_ms, shutdown_grace_ms, region, log_format, data_dir",
+            "agentd.toml:2:1: server.lisen: unknown key \"lisen\"; fix: did you mean \"listen\"? the keys allowed here are: listen, max_body_bytes, request_timeout_ms, shutdown_grace_ms, region, log_format, data_dir, header_read_timeout_ms, body_read_timeout_ms, keep_alive_timeout_ms, max_header_bytes, max_connections, max_concurrent_requests",
             "agentd.toml:4:10: providers.openai: wrong type: found integer 5, expected a table; fix: write a table here",
             "agentd.toml:8:17: providers.x.headers.A: wrong type: found integer 5, expected a string; fix: write a string here",
             "agentd.toml:10:15: models.m.deployments: wrong type: found a table, expected an array; fix: write an array here",

@@ -307,6 +307,64 @@ fn server(
         data_dir = dir.clone();
     }
 
+    let header_read_timeout = positive_ms(
+        sink,
+        &p.key("header_read_timeout_ms"),
+        raw.header_read_timeout_ms,
+        defaults::HEADER_READ_TIMEOUT,
+    );
+    let body_read_timeout = positive_ms(
+        sink,
+        &p.key("body_read_timeout_ms"),
+        raw.body_read_timeout_ms,
+        defaults::BODY_READ_TIMEOUT,
+    );
+    let keep_alive_timeout = positive_ms(
+        sink,
+        &p.key("keep_alive_timeout_ms"),
+        raw.keep_alive_timeout_ms,
+        defaults::KEEP_ALIVE_TIMEOUT,
+    );
+    let max_header_bytes = match raw.max_header_bytes {
+        None => defaults::MAX_HEADER_BYTES,
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n >= defaults::MIN_HEADER_BYTES && n <= u32::MAX as usize => n,
+            _ => {
+                sink.error(
+                    &p.key("max_header_bytes"),
+                    format!(
+                        "max_header_bytes must be at least {} (got {n})",
+                        defaults::MIN_HEADER_BYTES
+                    ),
+                    format!(
+                        "set a size in bytes between {} and {}, e.g. {}",
+                        defaults::MIN_HEADER_BYTES,
+                        u32::MAX,
+                        defaults::MAX_HEADER_BYTES
+                    ),
+                );
+                defaults::MAX_HEADER_BYTES
+            }
+        },
+    };
+    let max_connections = crate::control::count(
+        sink,
+        &p.key("max_connections"),
+        raw.max_connections,
+        1,
+        defaults::SERVER_MAX_CONNECTIONS,
+    ) as usize;
+    let max_concurrent_requests = match crate::control::count(
+        sink,
+        &p.key("max_concurrent_requests"),
+        raw.max_concurrent_requests,
+        0,
+        defaults::MAX_CONCURRENT_REQUESTS,
+    ) {
+        0 => None,
+        n => Some(n as usize),
+    };
+
     ServerConfig {
         listen,
         max_body_bytes,
@@ -315,6 +373,12 @@ fn server(
         region,
         log_format,
         data_dir,
+        header_read_timeout,
+        body_read_timeout,
+        keep_alive_timeout,
+        max_header_bytes,
+        max_connections,
+        max_concurrent_requests,
     }
 }
 

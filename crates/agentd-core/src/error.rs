@@ -15,6 +15,8 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The body is larger than the configured limit: 413.
     PayloadTooLarge,
+    /// The client did not send its request body in time: 408.
+    RequestTimeout,
     /// No or bad API key: 401.
     Authentication,
     /// The key is valid but may not do this: 403.
@@ -58,6 +60,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Authentication => StatusCode::UNAUTHORIZED,
             ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
@@ -73,9 +76,10 @@ impl ErrorKind {
     /// The `error.type` of an OpenAI error body.
     pub fn openai_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::PayloadTooLarge | ErrorKind::NotFound => {
-                "invalid_request_error"
-            }
+            ErrorKind::InvalidRequest
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::RequestTimeout
+            | ErrorKind::NotFound => "invalid_request_error",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::Budget => "insufficient_quota",
@@ -88,7 +92,9 @@ impl ErrorKind {
     /// The `error.type` of an Anthropic error body.
     pub fn anthropic_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest | ErrorKind::Budget => "invalid_request_error",
+            ErrorKind::InvalidRequest | ErrorKind::RequestTimeout | ErrorKind::Budget => {
+                "invalid_request_error"
+            }
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::Authentication => "authentication_error",
             ErrorKind::PermissionDenied => "permission_error",
@@ -103,6 +109,7 @@ impl ErrorKind {
     pub fn is_retryable(self) -> bool {
         match self {
             ErrorKind::RateLimited
+            | ErrorKind::RequestTimeout
             | ErrorKind::Upstream
             | ErrorKind::UpstreamTimeout
             | ErrorKind::Unavailable => true,
@@ -120,6 +127,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest
             | ErrorKind::PayloadTooLarge
+            | ErrorKind::RequestTimeout
             | ErrorKind::Authentication
             | ErrorKind::PermissionDenied
             | ErrorKind::NotFound
@@ -135,6 +143,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::RequestTimeout => "request_timeout",
             ErrorKind::Authentication => "authentication",
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::NotFound => "not_found",
@@ -145,6 +154,19 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }
+    }
+}
+
+/// Most characters of a caller's text (a model name, an id, a path) repeated in an error message:
+/// the whole of it could be megabytes, in the body and in the log line.
+pub const ECHO_MAX_CHARS: usize = 64;
+
+/// A caller's text for an error message: quoted as a Rust string (control characters escaped),
+/// cut after [`ECHO_MAX_CHARS`] characters with `…` after the closing quote.
+pub fn echo(text: &str) -> String {
+    match text.char_indices().nth(ECHO_MAX_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
     }
 }
 
@@ -244,6 +266,18 @@ impl std::error::Error for ApiError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_text_is_quoted_and_capped() {
+        assert_eq!(echo("gpt-4o"), "\"gpt-4o\"");
+        let long = "é".repeat(1000);
+        let shown = echo(&long);
+        assert_eq!(shown, format!("{:?}…", "é".repeat(ECHO_MAX_CHARS)));
+        assert_eq!(
+            echo(&"x".repeat(ECHO_MAX_CHARS)),
+            format!("{:?}", "x".repeat(64))
+        );
+    }
 
     #[test]
     fn bodies_have_the_wire_shapes() {

@@ -16,7 +16,7 @@ pub mod usage;
 pub use counters::{
     Admission, Admit, BudgetState, Charge, CounterError, Counters, Hold, RateCharge, ResponseCache,
 };
-pub use error::{ApiError, ErrorKind, Fault};
+pub use error::{echo, ApiError, ErrorKind, Fault};
 pub use ids::{KeyId, TenantId, UserId};
 pub use keys::{ApiKey, KeyStore, NewKey, StoreError};
 pub use money::{Micros, Price};

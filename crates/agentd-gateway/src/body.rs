@@ -1,4 +1,4 @@
-//! Reading a JSON request body with a size limit and errors that say what to fix.
+//! Reading a JSON request body with a size limit, a time limit and errors that say what to fix.
 
 use agentd_core::{ApiError, ErrorKind};
 use axum::body::Body;
@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
+use std::time::Duration;
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
@@ -15,11 +16,26 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when it is given).
+fn too_slow(timeout: Duration) -> ApiError {
+    ApiError::new(
+        ErrorKind::RequestTimeout,
+        "body_read_timeout",
+        format!(
+            "the request body did not arrive within {} ms (server.body_read_timeout_ms)",
+            timeout.as_millis()
+        ),
+    )
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when it
+/// is given) and a body that has not all arrived within `timeout`. The timeout is a deadline for
+/// the whole body from the moment reading starts (right after the request head and auth), not an
+/// idle timeout between chunks, which a client trickling a byte at a time would never trip.
 pub async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    timeout: Duration,
 ) -> Result<Bytes, ApiError> {
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -30,7 +46,8 @@ pub async fn read_limited(
             return Err(too_large(limit));
         }
     }
-    match Limited::new(body, limit).collect().await {
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit).collect());
+    match read.await.map_err(|_| too_slow(timeout))? {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
         Err(err) => Err(ApiError::invalid(
@@ -83,15 +100,49 @@ mod tests {
         assert!(parse_json(b"").unwrap_err().message.contains("empty"));
     }
 
+    const SLOW: Duration = Duration::from_secs(30);
+
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
-        let err = read_limited(&HeaderMap::new(), Body::from(vec![b'x'; 11]), 10)
+        let err = read_limited(&HeaderMap::new(), Body::from(vec![b'x'; 11]), 10, SLOW)
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::PayloadTooLarge);
-        let ok = read_limited(&HeaderMap::new(), Body::from(vec![b'x'; 10]), 10)
+        let ok = read_limited(&HeaderMap::new(), Body::from(vec![b'x'; 10]), 10, SLOW)
             .await
             .unwrap();
         assert_eq!(ok.len(), 10);
+    }
+
+    /// A body trickled a byte at a time never pauses long, so only a deadline for the whole
+    /// body stops it. (Real time, short: the gateway does not enable tokio's `test-util`.)
+    #[tokio::test]
+    async fn a_trickled_body_is_cut_at_the_deadline() {
+        let chunks = futures::stream::unfold(0u32, |n| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), n + 1))
+        });
+        let started = std::time::Instant::now();
+        let err = read_limited(
+            &HeaderMap::new(),
+            Body::from_stream(chunks),
+            1 << 20,
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::RequestTimeout);
+        assert_eq!(err.status().as_u16(), 408);
+        assert_eq!(err.code, "body_read_timeout");
+        assert!(
+            err.message.contains("server.body_read_timeout_ms"),
+            "{}",
+            err.message
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
     }
 }

@@ -27,6 +27,15 @@ impl ErrorResponse {
     }
 }
 
+/// At most `max_chars` characters of `text`, with `…` when cut: for texts that may repeat a
+/// caller's input (see `agentd_core::echo` for quoting a single value).
+pub fn capped(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
 /// Ends the connection after this answer. For refusals sent before the request body was read:
 /// without it hyper drops the connection silently and a client reusing it sees a disconnect.
 pub fn closing(mut resp: Response) -> Response {
@@ -51,7 +60,11 @@ impl IntoResponse for ErrorResponse {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        let unread_body = self.error.kind == agentd_core::ErrorKind::PayloadTooLarge;
+        // The rest of the body is still on its way: answer and close rather than read it.
+        let unread_body = matches!(
+            self.error.kind,
+            agentd_core::ErrorKind::PayloadTooLarge | agentd_core::ErrorKind::RequestTimeout
+        );
         resp.extensions_mut().insert(LoggedError(self.error));
         if unread_body {
             return closing(resp);

@@ -4,8 +4,13 @@
 //! The one decision to know: handlers are thin. They read and validate the body, pick a
 //! deployment from [`models::Models`] and hand the call to an `agentd_providers::Provider`, which
 //! answers in the client's API format whatever the upstream speaks. Cross-cutting concerns
-//! (request ids, access log, metrics, auth) are middleware in `middleware.rs`, applied in the
-//! order STYLE.md gives.
+//! (request ids, access log, metrics, load shedding, request timeout, auth) are middleware in
+//! `middleware.rs`, applied in the order STYLE.md gives; connection-level limits (slow headers
+//! and bodies, idle connections, connection count) are in `server.rs`, our accept loop.
+//!
+//! Authentication is deny-by-default: one layer over the whole router requires an API key for
+//! every path except `middleware::PUBLIC_PATHS` (and the admin key under `/admin`), so a route
+//! added without thought is protected, and an unknown path answers 401 to a caller without a key.
 
 pub mod admission;
 pub mod alerts;
@@ -21,6 +26,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod models;
 pub mod routes;
+pub mod server;
 pub mod stream;
 
 use agentd_config::Config;
@@ -32,7 +38,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tokio::sync::Semaphore;
+use tracing::info;
 
 /// Everything a request handler may need, built once at start-up.
 pub struct AppState {
@@ -51,6 +58,8 @@ pub struct AppState {
     pub cache: Option<Arc<cache::Cache>>,
     pub ledger: Arc<ledger::Ledger>,
     pub alerts: Arc<alerts::Alerts>,
+    /// Slots for requests in flight (`server.max_concurrent_requests`); `None`: no limit.
+    pub concurrency: Option<Arc<Semaphore>>,
 }
 
 impl AppState {
@@ -125,6 +134,10 @@ impl AppState {
             cache,
             ledger,
             alerts,
+            concurrency: config
+                .server
+                .max_concurrent_requests
+                .map(|n| Arc::new(Semaphore::new(n))),
             config,
             store,
         }))
@@ -141,11 +154,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(routes::openai::embeddings))
         .route("/v1/models", get(routes::openai::list_models))
         .route("/v1/models/{*id}", get(routes::openai::get_model))
-        .route("/v1/messages", post(routes::anthropic::messages))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::require_key,
-        ));
+        .route("/v1/messages", post(routes::anthropic::messages));
     let admin = Router::new()
         .route(
             "/admin/keys",
@@ -157,21 +166,31 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/admin/spend", get(routes::control::spend))
         .route("/admin/breakers", get(routes::control::breakers))
-        .route("/admin/budgets", get(routes::control::budgets))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::require_admin,
-        ));
+        .route("/admin/budgets", get(routes::control::budgets));
     let ops = Router::new()
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics));
+    // Layers apply to every route and to the fallbacks; the last added runs first.
     Router::new()
         .merge(api)
         .merge(admin)
         .merge(ops)
         .fallback(routes::ops::not_found)
         .method_not_allowed_fallback(routes::ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::limit_time,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::shed_load,
+        ))
+        .layer(axum::middleware::from_fn(middleware::shape_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,
@@ -182,42 +201,36 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then drains: stops accepting, lets in-flight requests and
-/// streams finish for up to `server.shutdown_grace`, then returns.
+/// Serves until `shutdown` resolves, then drains: stops accepting, fails `/readyz`, lets
+/// in-flight requests and streams finish for up to `server.shutdown_grace`, then returns.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let grace = state.config.server.shutdown_grace;
-    let drain_started = Arc::new(tokio::sync::Notify::new());
-    let notify = drain_started.clone();
-    let draining_state = state.clone();
-    let listener = listener.tap_io(|tcp| {
-        // Nagle would hold back every small SSE event for up to 40 ms.
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
-        shutdown.await;
-        draining_state.draining.store(true, Ordering::SeqCst);
-        info!(
-            grace_ms = grace.as_millis() as u64,
-            "Draining: refusing new connections, finishing in-flight requests"
-        );
-        notify.notify_one();
-    });
-    let result = tokio::select! {
-        r = server => r,
-        _ = async { drain_started.notified().await; tokio::time::sleep(grace).await } => {
-            warn!("Grace period over; closing the connections still open");
-            Ok(())
-        }
-    };
+    let server = &state.config.server;
+    let grace = server.shutdown_grace;
+    let limits = server::Limits::from_config(server);
+    let draining = state.clone();
+    server::run(
+        listener,
+        router(state.clone()),
+        limits,
+        grace,
+        shutdown,
+        move || {
+            draining.draining.store(true, Ordering::SeqCst);
+            info!(
+                grace_ms = grace.as_millis() as u64,
+                "Draining: refusing new connections, finishing in-flight requests"
+            );
+        },
+    )
+    .await;
     // Settlements and alerts first (they may queue ledger rows), then the ledger's last rows.
     state.alerts.wait().await;
     state.ledger.close().await;
     state.store.close().await;
     info!("Stopped");
-    result
+    Ok(())
 }

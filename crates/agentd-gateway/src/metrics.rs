@@ -14,6 +14,7 @@ pub const TIME_TO_FIRST_TOKEN: &str = "agentd_time_to_first_token_seconds";
 pub const TOKENS: &str = "agentd_tokens_total";
 pub const ERRORS: &str = "agentd_errors_total";
 pub const BUILD_INFO: &str = "agentd_build_info";
+pub const LOAD_SHED: &str = "agentd_load_shed_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -47,6 +48,8 @@ pub fn handle() -> PrometheusHandle {
                 });
             describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // Shown at 0 before the first refusal, so alerts on its rate have a series.
+            metrics::counter!(LOAD_SHED).absolute(0);
             handle
         })
         .clone()
@@ -80,6 +83,10 @@ fn describe() {
         "Tokens by provider, model and direction (input/output)"
     );
     describe_counter!(ERRORS, "Errors answered, by kind and by who caused them");
+    describe_counter!(
+        LOAD_SHED,
+        "Requests refused at once (503 overloaded) because server.max_concurrent_requests were in flight"
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label says which agentd runs"

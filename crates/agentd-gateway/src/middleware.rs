@@ -1,18 +1,21 @@
-//! Request middleware: request ids + access log + metrics (`observe`), API-key auth
-//! (`require_key`), admin auth (`require_admin`), and the answer to a panic.
+//! Request middleware: request ids + access log + metrics (`observe`), JSON shapes for the
+//! errors axum answers itself (`shape_errors`), load shedding (`shed_load`), the request timeout
+//! (`limit_time`), authentication of every route but a short allow list (`authenticate`), and
+//! the answer to a panic.
 
-use crate::error::{closing, ErrorResponse, LoggedError};
+use crate::error::{capped, closing, ErrorResponse, LoggedError};
 use crate::keys::{constant_time_eq, store_error};
 use crate::metrics as m;
+use crate::server::Guarded;
 use crate::AppState;
 use agentd_core::{ApiError, ErrorKind, Fault};
 use agentd_providers::ApiFormat;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -64,10 +67,11 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id);
-    let in_flight = &state.in_flight;
-    in_flight.increment(1.0);
+    // A guard, so a request whose connection went away (its future dropped) is not counted
+    // in flight forever.
+    let in_flight = InFlight::new(&state.in_flight);
     let mut resp = next.run(req).instrument(span.clone()).await;
-    in_flight.decrement(1.0);
+    drop(in_flight);
     let elapsed = started.elapsed();
     let status = resp.status();
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -99,6 +103,169 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     resp
 }
 
+struct InFlight<'a>(&'a ::metrics::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a ::metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The routes anyone may call without a key. Everything else needs one (`/admin/*` the admin
+/// key): a route added later is protected unless it is added here on purpose.
+pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// What a path requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    ApiKey,
+    AdminKey,
+}
+
+/// Decided on the raw path, the same string the router matches, so no encoding or slash trick
+/// can reach a route under a looser rule than its own (an unknown path needs a key, too).
+pub fn access_for(path: &str) -> Access {
+    if PUBLIC_PATHS.contains(&path) {
+        Access::Public
+    } else if path == "/admin" || path.starts_with("/admin/") {
+        Access::AdminKey
+    } else {
+        Access::ApiKey
+    }
+}
+
+/// Over the whole router: deny by default.
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match access_for(req.uri().path()) {
+        Access::Public => next.run(req).await,
+        Access::ApiKey => require_key(&state, req, next).await,
+        Access::AdminKey => require_admin(&state, req, next).await,
+    }
+}
+
+/// Whether a path is one of the operational endpoints, which load shedding never refuses (a
+/// load balancer must still see the process alive and a scraper read its metrics).
+fn is_operational(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Concurrency limit with load shedding: past `server.max_concurrent_requests` requests in
+/// flight (a stream counts until its body ends), a request is refused at once with 503
+/// `overloaded` and `Retry-After: 1`, never queued.
+pub async fn shed_load(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let Some(slots) = &state.concurrency else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    if is_operational(path) {
+        return next.run(req).await;
+    }
+    match slots.clone().try_acquire_owned() {
+        Ok(permit) => Guarded::wrap(next.run(req).await, permit),
+        Err(_) => {
+            ::metrics::counter!(m::LOAD_SHED).increment(1);
+            closing(
+                ErrorResponse {
+                    format: format_for(path),
+                    error: ApiError::new(
+                        ErrorKind::Unavailable,
+                        "overloaded",
+                        "the gateway is serving as many requests as it is configured for (server.max_concurrent_requests); retry shortly",
+                    )
+                    .with_retry_after(Duration::from_secs(1)),
+                }
+                .into_response(),
+            )
+        }
+    }
+}
+
+/// `server.request_timeout`: bounds the time to the response head. A non-streaming answer is
+/// whole when its head is ready, so this bounds the whole request; a stream's length is bounded
+/// by the providers' own timeouts. The handler future is dropped at the deadline, so whatever it
+/// holds must be released on drop (breaker probes and in-flight counts are guards).
+pub async fn limit_time(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let format = format_for(req.uri().path());
+    let limit = state.config.server.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => closing(
+            ErrorResponse {
+                format,
+                error: ApiError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "request_timeout",
+                    format!(
+                        "the request was not answered within {} ms (server.request_timeout_ms)",
+                        limit.as_millis()
+                    ),
+                ),
+            }
+            .into_response(),
+        ),
+    }
+}
+
+/// Most bytes of an axum rejection's text kept for the error message.
+const REJECTION_TEXT_MAX: usize = 4096;
+
+/// Errors axum answers by itself (an undecodable path parameter, a bad query string, a wrong
+/// content type…) come as `text/plain`; clients of a JSON API get JSON, in their API's shape,
+/// from here. Our own errors (marked with [`LoggedError`]) and JSON answers pass untouched.
+pub async fn shape_errors(req: Request, next: Next) -> Response {
+    let format = format_for(req.uri().path());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error())
+        || is_json
+        || resp.extensions().get::<LoggedError>().is_some()
+    {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), REJECTION_TEXT_MAX)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
+    let (kind, code) = match status {
+        StatusCode::NOT_FOUND => (ErrorKind::NotFound, "unknown_route"),
+        StatusCode::METHOD_NOT_ALLOWED => (ErrorKind::InvalidRequest, "method_not_allowed"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorKind::PayloadTooLarge, "request_too_large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (ErrorKind::InvalidRequest, "unsupported_media_type"),
+        StatusCode::UNAUTHORIZED => (ErrorKind::Authentication, "unauthorized"),
+        StatusCode::FORBIDDEN => (ErrorKind::PermissionDenied, "forbidden"),
+        s if s.is_client_error() => (ErrorKind::InvalidRequest, "invalid_request"),
+        _ => (ErrorKind::Internal, "internal_error"),
+    };
+    // The rejection text may repeat the caller's input (a path segment): cap it.
+    let message = capped(&text, 200);
+    let mut shaped = ErrorResponse {
+        format,
+        error: ApiError::new(kind, code, message),
+    }
+    .into_response();
+    *shaped.status_mut() = status;
+    shaped
+}
+
 /// The secret a client sent: `Authorization: Bearer …` (OpenAI SDKs) or `x-api-key` (Anthropic SDKs).
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
@@ -115,12 +282,8 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Every `/v1/*` route: a valid, unrevoked key, whose principal handlers find in the extensions.
-pub async fn require_key(
-    State(state): State<Arc<AppState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// A valid, unrevoked key, whose principal handlers find in the extensions.
+async fn require_key(state: &AppState, mut req: Request, next: Next) -> Response {
     let format = format_for(req.uri().path());
     let refused = |error| closing(ErrorResponse { format, error }.into_response());
     let Some(secret) = presented_key(req.headers()) else {
@@ -153,11 +316,7 @@ fn invalid_key() -> ApiError {
 }
 
 /// `/admin/*`: the admin key from the config (`auth.admin_key` / `AGENTD_ADMIN_KEY`).
-pub async fn require_admin(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn require_admin(state: &AppState, req: Request, next: Next) -> Response {
     let refused = |error| closing(ErrorResponse::openai(error).into_response());
     let Some(admin) = state.config.auth.admin_key.as_ref() else {
         return refused(ApiError::new(
@@ -201,6 +360,27 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", "Basic abc".parse().unwrap());
         assert_eq!(presented_key(&h), None);
+    }
+
+    #[test]
+    fn every_path_needs_a_key_unless_allowed() {
+        for public in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            assert_eq!(access_for(public), Access::Public, "{public}");
+        }
+        for keyed in [
+            "/v1/models",
+            "/v1/new-route-nobody-thought-about",
+            "/healthz/",
+            "//healthz",
+            "/%68ealthz",
+            "/administrator",
+            "/",
+        ] {
+            assert_eq!(access_for(keyed), Access::ApiKey, "{keyed}");
+        }
+        for admin in ["/admin", "/admin/", "/admin/keys", "/admin/../v1/models"] {
+            assert_eq!(access_for(admin), Access::AdminKey, "{admin}");
+        }
     }
 
     #[test]

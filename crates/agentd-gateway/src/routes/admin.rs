@@ -60,7 +60,13 @@ pub async fn create_key(
     body: Body,
 ) -> Response {
     reply(async {
-        let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
+        let bytes = read_limited(
+        &headers,
+        body,
+        state.config.server.max_body_bytes,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
         let value = parse_json(&bytes)?;
         let req: CreateKey = serde_json::from_value(value).map_err(|e| {
             ApiError::invalid("invalid_key_request", format!("{e}; expected {{\"name\": string, \"tenant\"?: string, \"user\"?: string, \"tier\"?: string}}"))
@@ -107,7 +113,7 @@ fn no_such_key(id: &str) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
         "key_not_found",
-        format!("no API key with id {:?}", super::chat::echo(id)),
+        format!("no API key with id {}", agentd_core::echo(id)),
     )
 }
 

@@ -17,24 +17,13 @@ use bytes::Bytes;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// The most of a caller's model name echoed back in an error (a name can be megabytes long).
-const ECHO_MAX_CHARS: usize = 64;
-
-/// `s` cut to [`ECHO_MAX_CHARS`] characters, marked when cut.
-pub fn echo(s: &str) -> String {
-    match s.char_indices().nth(ECHO_MAX_CHARS) {
-        None => s.to_owned(),
-        Some((end, _)) => format!("{}…", &s[..end]),
-    }
-}
-
 pub fn model_not_found(model: &str) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
         "model_not_found",
         format!(
-            "the model {:?} does not exist; GET /v1/models lists the models this gateway serves",
-            echo(model)
+            "the model {} does not exist; GET /v1/models lists the models this gateway serves",
+            agentd_core::echo(model)
         ),
     )
     .with_param("model")
@@ -62,7 +51,13 @@ async fn chat(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
+    let bytes = read_limited(
+        &headers,
+        body,
+        state.config.server.max_body_bytes,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
     let json = parse_json(&bytes)?;
     let info = match format {
         ApiFormat::OpenAi => agentd_providers::validate::openai_chat(&json)?,

@@ -32,7 +32,10 @@ fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     }
     Err(ApiError::invalid(
         "invalid_time",
-        format!("{name} must be a date (2026-11-23) or an RFC 3339 time (2026-11-23T10:00:00Z), got {value:?}"),
+        format!(
+            "{name} must be a date (2026-11-23) or an RFC 3339 time (2026-11-23T10:00:00Z), got {}",
+            agentd_core::echo(value)
+        ),
     )
     .with_param(name))
 }
@@ -43,12 +46,17 @@ pub async fn spend(
     params: Result<Query<SpendParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result = async {
-        let Query(p) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
+        let Query(p) = params.map_err(|e| {
+            ApiError::invalid("invalid_query", crate::error::capped(&e.body_text(), 200))
+        })?;
         let group = p.group_by.as_deref().unwrap_or("tenant");
         let group_by = SpendGroup::parse(group).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_group_by",
-                format!("group_by must be one of key, user, tenant, model, day (got {group:?})"),
+                format!(
+                    "group_by must be one of key, user, tenant, model, day (got {})",
+                    agentd_core::echo(group)
+                ),
             )
             .with_param("group_by")
         })?;

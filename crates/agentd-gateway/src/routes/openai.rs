@@ -57,7 +57,13 @@ async fn embed(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.server.max_body_bytes).await?;
+    let bytes = read_limited(
+        &headers,
+        body,
+        state.config.server.max_body_bytes,
+        state.config.server.body_read_timeout,
+    )
+    .await?;
     let json = parse_json(&bytes)?;
     let info = agentd_providers::validate::openai_embeddings(&json)?;
     let ctx = Ctx::from_parts(principal, request_id, &headers)?;

@@ -60,7 +60,10 @@ pub async fn not_found(uri: Uri) -> Response {
             error: ApiError::new(
                 ErrorKind::NotFound,
                 "unknown_route",
-                format!("no route {}; the README lists the API routes", uri.path()),
+                format!(
+                    "no route {}; the README lists the API routes",
+                    agentd_core::echo(uri.path())
+                ),
             ),
         }
         .into_response(),
@@ -73,7 +76,7 @@ pub async fn method_not_allowed(uri: Uri) -> Response {
         error: ApiError::new(
             ErrorKind::InvalidRequest,
             "method_not_allowed",
-            format!("method not allowed on {}", uri.path()),
+            format!("method not allowed on {}", agentd_core::echo(uri.path())),
         ),
     }
     .into_response();
