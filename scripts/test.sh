@@ -3,7 +3,8 @@
 #   1. builds the agentd binary (debug),
 #   2. runs every Rust test in the workspace,
 #   3. creates or reuses the Python venv at .venv with the pinned official SDKs,
-#   4. runs the SDK suite (tests/sdk) against the real binary.
+#   4. runs the SDK suite (tests/sdk) against the real binary,
+#   5. fuzzes the real binary against its own OpenAPI document (tests/fuzz/run.sh, schemathesis).
 # Any failure stops the run with a non-zero exit. Works from a fresh clone; needs cargo and python3.
 # The backend tests read AGENTD_TEST_POSTGRES_URL / _REDIS_URL / _NATS_URL (.ci/run sets them).
 set -euo pipefail
@@ -53,9 +54,12 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
 else
   echo "requirements unchanged; reusing $VENV"
 fi
-"$VENV/bin/python" -m pip list --format=freeze | grep -Ei '^(openai|anthropic|pytest|httpx)=='
+"$VENV/bin/python" -m pip list --format=freeze | grep -Ei '^(openai|anthropic|pytest|httpx|schemathesis)=='
 
 section "pytest tests/sdk (AGENTD_BIN=$AGENTD_BIN)"
 "$VENV/bin/python" -m pytest -q tests/sdk -p no:cacheprovider
+
+section "API fuzzing: schemathesis against /openapi.json (tests/fuzz/run.sh)"
+SCHEMATHESIS="$VENV/bin/schemathesis" bash tests/fuzz/run.sh
 
 section "all tests passed"

@@ -1,5 +1,6 @@
 //! The gateway role: the OpenAI- and Anthropic-compatible HTTP API in front of the providers,
-//! the admin API, and the operational endpoints (`/healthz`, `/readyz`, `/metrics`).
+//! the admin API, and the operational endpoints (`/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json`).
 //!
 //! The one decision to know: handlers are thin. They read and validate the body, pick a
 //! deployment from [`models::Models`] and hand the call to an `agentd_providers::Provider`, which
@@ -25,6 +26,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod middleware;
 pub mod models;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod stream;
@@ -170,7 +172,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let ops = Router::new()
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
-        .route("/metrics", get(routes::ops::metrics));
+        .route("/metrics", get(routes::ops::metrics))
+        .route("/openapi.json", get(routes::ops::openapi_json));
     // Layers apply to every route and to the fallbacks; the last added runs first.
     Router::new()
         .merge(api)

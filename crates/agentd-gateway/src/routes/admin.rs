@@ -1,12 +1,16 @@
 //! The admin API (Bearer `AGENTD_ADMIN_KEY`): API keys.
 
+use super::extract::{ApiPath, ApiQuery};
 use crate::body::{parse_json, read_limited};
 use crate::error::ErrorResponse;
 use crate::keys::{issue, store_error};
+use crate::openapi::responses::{AdminBadRequest, AdminErrors, TooLarge};
+#[allow(unused_imports)] // read by the #[utoipa::path] annotations
+use crate::openapi::schemas::{ApiKey as ApiKeyBody, CreateKeyRequest, CreatedApiKey, KeyList};
 use crate::AppState;
 use agentd_core::{ApiError, ApiKey, ErrorKind, KeyId, KeyStore, TenantId};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -54,6 +58,21 @@ struct CreateKey {
     tier: Option<String>,
 }
 
+/// Creates an API key; the answer holds its secret, shown only this once.
+#[utoipa::path(
+    post,
+    path = "/admin/keys",
+    tag = "admin",
+    operation_id = "createKey",
+    request_body(content = CreateKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The key and its secret", body = CreatedApiKey),
+        AdminBadRequest,
+        TooLarge,
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -90,7 +109,24 @@ pub struct ListQuery {
     tenant: Option<String>,
 }
 
-pub async fn list_keys(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery>) -> Response {
+/// Lists keys (never their secrets), revoked ones included.
+#[utoipa::path(
+    get,
+    path = "/admin/keys",
+    tag = "admin",
+    operation_id = "listKeys",
+    params(("tenant" = Option<String>, Query, description = "Only this tenant's keys")),
+    responses(
+        (status = 200, description = "The keys", body = KeyList),
+        AdminBadRequest,
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Response {
     reply(
         async {
             if let Some(t) = &q.tenant {
@@ -117,7 +153,21 @@ fn no_such_key(id: &str) -> ApiError {
     )
 }
 
-pub async fn get_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+/// One key.
+#[utoipa::path(
+    get,
+    path = "/admin/keys/{id}",
+    tag = "admin",
+    operation_id = "getKey",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "The key", body = ApiKeyBody),
+        AdminBadRequest,
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn get_key(State(state): State<Arc<AppState>>, ApiPath(id): ApiPath<String>) -> Response {
     reply(
         async {
             check_text("id", &id)?;
@@ -133,7 +183,24 @@ pub async fn get_key(State(state): State<Arc<AppState>>, Path(id): Path<String>)
     )
 }
 
-pub async fn revoke_key(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+/// Revokes a key; it stops working within `auth.key_cache_ttl_ms`. Revoking twice is fine.
+#[utoipa::path(
+    delete,
+    path = "/admin/keys/{id}",
+    tag = "admin",
+    operation_id = "revokeKey",
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 200, description = "The revoked key", body = ApiKeyBody),
+        AdminBadRequest,
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Response {
     reply(
         async {
             check_text("id", &id)?;

@@ -1,10 +1,14 @@
 //! Admin API for cost control and resilience: spend totals from the ledger, the circuit
 //! breakers, and the configured budgets with their current counters.
 
+use super::extract::ApiQuery;
 use crate::error::ErrorResponse;
+use crate::openapi::responses::{AdminBadRequest, AdminErrors};
+#[allow(unused_imports)] // read by the #[utoipa::path] annotations
+use crate::openapi::schemas::{BreakerList, Budgets, SpendGroupBy, SpendReport};
 use crate::AppState;
 use agentd_core::{ApiError, Micros, SpendGroup, SpendQuery, SpendStore, TenantId};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
@@ -41,14 +45,29 @@ fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
 }
 
 /// `GET /admin/spend?group_by=key|user|tenant|model|day&tenant=T&since=D&until=D`.
+#[utoipa::path(
+    get,
+    path = "/admin/spend",
+    tag = "admin",
+    operation_id = "getSpend",
+    params(
+        ("group_by" = Option<SpendGroupBy>, Query, description = "Default `tenant`"),
+        ("tenant" = Option<String>, Query, description = "Only this tenant's spend"),
+        ("since" = Option<String>, Query, description = "A date (`2026-11-23`, midnight UTC) or an RFC 3339 time; inclusive"),
+        ("until" = Option<String>, Query, description = "A date or an RFC 3339 time; exclusive"),
+    ),
+    responses(
+        (status = 200, description = "Spend totals from the ledger", body = SpendReport),
+        AdminBadRequest,
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn spend(
     State(state): State<Arc<AppState>>,
-    params: Result<Query<SpendParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<SpendParams>,
 ) -> Response {
     let result = async {
-        let Query(p) = params.map_err(|e| {
-            ApiError::invalid("invalid_query", crate::error::capped(&e.body_text(), 200))
-        })?;
         let group = p.group_by.as_deref().unwrap_or("tenant");
         let group_by = SpendGroup::parse(group).ok_or_else(|| {
             ApiError::invalid(
@@ -106,6 +125,17 @@ pub async fn spend(
 }
 
 /// `GET /admin/breakers`: every deployment's breaker.
+#[utoipa::path(
+    get,
+    path = "/admin/breakers",
+    tag = "admin",
+    operation_id = "listBreakers",
+    responses(
+        (status = 200, description = "Every deployment's circuit breaker", body = BreakerList),
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn breakers(State(state): State<Arc<AppState>>) -> Response {
     let mut data = Vec::new();
     for route in &state.models.ordered {
@@ -128,12 +158,26 @@ pub async fn breakers(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /admin/budgets`: the configured budgets, and each live counter of this window: spent
 /// (settled), reserved (held by calls in flight) and remaining, per scope value. Counters are
 /// listed for the scope values the ledger has seen this window (`?tenant=` narrows it).
+#[utoipa::path(
+    get,
+    path = "/admin/budgets",
+    tag = "admin",
+    operation_id = "getBudgets",
+    params(
+        ("tenant" = Option<String>, Query, description = "Only this tenant's counters (and its tenant-scoped counter even before it spent anything)"),
+    ),
+    responses(
+        (status = 200, description = "The configured budgets with their live counters", body = Budgets),
+        AdminBadRequest,
+        AdminErrors,
+    ),
+    security(("admin_key" = [])),
+)]
 pub async fn budgets(
     State(state): State<Arc<AppState>>,
-    params: Result<Query<BudgetParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<BudgetParams>,
 ) -> Response {
     let result = async {
-        let Query(p) = params.map_err(|e| ApiError::invalid("invalid_query", e.body_text()))?;
         if let Some(t) = &p.tenant {
             super::admin::check_text("tenant", t)?;
         }

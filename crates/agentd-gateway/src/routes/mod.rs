@@ -4,5 +4,6 @@ pub mod admin;
 pub mod anthropic;
 pub mod chat;
 pub mod control;
+pub mod extract;
 pub mod openai;
 pub mod ops;

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible surface: chat completions, embeddings, models.
 
 use super::chat::{self, model_not_found};
+use super::extract::ApiPath;
 use crate::body::{parse_json, read_limited};
 use crate::cache;
 use crate::call::{self, Call, Ctx, Work};
@@ -8,17 +9,46 @@ use crate::error::ErrorResponse;
 use crate::keys::Principal;
 use crate::middleware::RequestId;
 use crate::models::ModelRoute;
+use crate::openapi::responses::{KeyOnlyErrors, OpenAiCallErrors};
+#[allow(unused_imports)] // read by the #[utoipa::path] annotations
+use crate::openapi::schemas::{
+    ChatCompletion, ChatCompletionRequest, ChatStreamEvent, EmbeddingsRequest, EmbeddingsResponse,
+    Model, ModelList, OpenAiError,
+};
 use crate::AppState;
 use agentd_core::ApiError;
 use agentd_providers::ApiFormat;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// Chat completions, whole or streamed.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    operation_id = "createChatCompletion",
+    params(
+        ("x-agentd-session" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Groups calls into a session for budgets and the ledger (1 to 128 visible ASCII characters)"),
+        ("x-agentd-tier" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "The tier a router picks a model from (1 to 128 visible ASCII characters); default the key's tier"),
+        ("x-agentd-cache" = Option<String>, Header, description = "`on`/`true` or `off`/`false`: use the response cache or not; default the configured policy"),
+    ),
+    request_body(content = ChatCompletionRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The answer: JSON, or server-sent events (`data: {chat.completion.chunk}` lines ending with `data: [DONE]`) when `stream` is true",
+            content(
+                (ChatCompletion = "application/json"),
+                (ChatStreamEvent = "text/event-stream"),
+            ),
+            headers(("x-agentd-cache" = String, description = "`hit`, `miss` or `skip`"))),
+        OpenAiCallErrors,
+    ),
+    security(("bearer_api_key" = []), ("x_api_key" = [])),
+)]
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
@@ -37,6 +67,25 @@ pub async fn chat_completions(
     .await
 }
 
+/// Embeddings of one or more inputs.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "openai",
+    operation_id = "createEmbedding",
+    params(
+        ("x-agentd-session" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "Groups calls into a session for budgets and the ledger (1 to 128 visible ASCII characters)"),
+        ("x-agentd-tier" = Option<String>, Header, pattern = "^[!-~]{1,128}$", description = "The tier a router picks a model from (1 to 128 visible ASCII characters); default the key's tier"),
+        ("x-agentd-cache" = Option<String>, Header, description = "`on`/`true` or `off`/`false`: use the response cache or not; default the configured policy"),
+    ),
+    request_body(content = EmbeddingsRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One vector per input", body = EmbeddingsResponse,
+            headers(("x-agentd-cache" = String, description = "`hit`, `miss` or `skip`"))),
+        OpenAiCallErrors,
+    ),
+    security(("bearer_api_key" = []), ("x_api_key" = [])),
+)]
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
@@ -92,6 +141,18 @@ fn model_object(name: &str, owned_by: &str, created: i64) -> Value {
     json!({"id": name, "object": "model", "created": created, "owned_by": owned_by})
 }
 
+/// The models this gateway serves, routers included.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    operation_id = "listModels",
+    responses(
+        (status = 200, description = "Every model", body = ModelList),
+        KeyOnlyErrors,
+    ),
+    security(("bearer_api_key" = []), ("x_api_key" = [])),
+)]
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Response {
     let created = state.models.created;
     let mut data: Vec<Value> = state
@@ -110,7 +171,24 @@ pub async fn list_models(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-pub async fn get_model(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+/// One model. The id may contain `/` (`openai/gpt-4o`).
+#[utoipa::path(
+    get,
+    path = "/v1/models/{id}",
+    tag = "openai",
+    operation_id = "retrieveModel",
+    params(("id" = String, Path, min_length = 1, description = "The model's id", example = "mock")),
+    responses(
+        (status = 200, description = "The model", body = Model),
+        (status = 404, description = "No such model (`code: model_not_found`)", body = OpenAiError),
+        KeyOnlyErrors,
+    ),
+    security(("bearer_api_key" = []), ("x_api_key" = [])),
+)]
+pub async fn get_model(
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<String>,
+) -> Response {
     let created = state.models.created;
     if let Some(route) = state.models.get(&id) {
         return axum::Json(model_object(&route.name, &route.owned_by, created)).into_response();

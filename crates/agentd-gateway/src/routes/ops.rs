@@ -2,6 +2,8 @@
 
 use crate::error::{closing, ErrorResponse};
 use crate::middleware::format_for;
+#[allow(unused_imports)] // read by the #[utoipa::path] annotations
+use crate::openapi::schemas::{Health, Readiness};
 use crate::AppState;
 use agentd_core::{ApiError, ErrorKind};
 use axum::extract::State;
@@ -13,11 +15,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "Up", body = Health)),
+)]
 pub async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
 /// The process can serve: not draining, and the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Draining, or the store does not answer", body = Readiness),
+    ),
+)]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let backend = state.store.backend();
     if state.draining.load(Ordering::SeqCst) {
@@ -42,6 +61,15 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "The Prometheus text format", body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8")),
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
@@ -49,6 +77,23 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object,
+        content_type = "application/json")),
+)]
+pub async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
     )
         .into_response()
 }
