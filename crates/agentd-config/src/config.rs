@@ -9,12 +9,12 @@ use toml_edit::ImDocument;
 
 use agentd_core::Price;
 
-use crate::control::{
+use crate::error::{ConfigError, ConfigErrors};
+use crate::locate::line_col;
+use crate::routing_and_cost::{
     Balance, BudgetsConfig, CacheConfig, CountersConfig, FallbackOn, LedgerConfig,
     RateLimitsConfig, RouterConfig, RoutingConfig,
 };
-use crate::error::{ConfigError, ConfigErrors};
-use crate::locate::line_col;
 use crate::secret::Secret;
 use crate::validate::Sink;
 use crate::{defaults, raw, validate};

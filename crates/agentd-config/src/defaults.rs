@@ -37,8 +37,8 @@ pub(crate) const CACHE_CHAT_TTL: Duration = Duration::from_secs(3600);
 pub(crate) const CACHE_EMBEDDINGS_TTL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const LEDGER_FLUSH: Duration = Duration::from_millis(100);
 
-pub(crate) fn breaker() -> crate::control::BreakerConfig {
-    crate::control::BreakerConfig {
+pub(crate) fn breaker() -> crate::routing_and_cost::BreakerConfig {
+    crate::routing_and_cost::BreakerConfig {
         enabled: true,
         consecutive_failures: 5,
         error_rate_percent: 50,

@@ -25,12 +25,12 @@
 #![deny(missing_docs)]
 
 mod config;
-pub mod control;
 mod defaults;
 mod error;
 mod expand;
 mod locate;
 pub mod raw;
+pub mod routing_and_cost;
 mod secret;
 mod validate;
 
@@ -38,13 +38,13 @@ pub use config::{
     AuthConfig, Config, DeploymentConfig, LogFormat, MockSettings, ModelConfig, Overrides,
     ProviderConfig, ProviderKind, ServerConfig, StoreConfig,
 };
-pub use control::{
+pub use defaults::{ANTHROPIC_MODELS, MOCK_MODELS, OPENAI_MODELS};
+pub use error::{ConfigError, ConfigErrors, ENV_FILE};
+pub use routing_and_cost::{
     default_price, Balance, BreakerConfig, BudgetLimit, BudgetScope, BudgetWindow, BudgetsConfig,
     CacheBackend, CacheConfig, CountersConfig, FallbackOn, LedgerConfig, RateLimitsConfig,
     RouterConfig, RoutingConfig, RuleConfig,
 };
-pub use defaults::{ANTHROPIC_MODELS, MOCK_MODELS, OPENAI_MODELS};
-pub use error::{ConfigError, ConfigErrors, ENV_FILE};
 pub use secret::Secret;
 
 #[cfg(test)]

@@ -12,12 +12,12 @@ use crate::config::{
     AuthConfig, Config, DeploymentConfig, LogFormat, MockSettings, ModelConfig, Overrides,
     ProviderConfig, ProviderKind, ServerConfig, StoreConfig,
 };
-use crate::control;
 use crate::defaults;
 use crate::error::{closest, ConfigError, ConfigErrors, KeyPath, ENV_FILE};
 use crate::expand::expand;
 use crate::locate::{line_col, path_at, span_of};
 use crate::raw::{ParsedFile, RawAuth, RawModel, RawProvider, RawServer, RawStore};
+use crate::routing_and_cost;
 use crate::secret::Secret;
 use agentd_core::Price;
 use std::collections::HashMap;
@@ -158,7 +158,7 @@ pub(crate) fn build(
     let mut prices = HashMap::new();
     for (name, p) in &raw.prices {
         let path = KeyPath::root().key("prices").key(name);
-        if let Some(price) = control::price(sink, &path, p) {
+        if let Some(price) = routing_and_cost::price(sink, &path, p) {
             prices.insert(name.clone(), price);
         }
     }
@@ -171,7 +171,7 @@ pub(crate) fn build(
     let routers = raw
         .routers
         .iter()
-        .filter_map(|(name, r)| control::router(sink, name, r, &model_names))
+        .filter_map(|(name, r)| routing_and_cost::router(sink, name, r, &model_names))
         .collect();
     Config {
         source,
@@ -181,12 +181,12 @@ pub(crate) fn build(
         providers,
         models,
         routers,
-        routing: control::routing(sink, &raw.routing),
-        budgets: control::budgets(sink, &raw.budgets, env),
-        rate_limits: control::rate_limits(sink, &raw.rate_limits),
-        counters: control::counters(sink, &raw.counters, env),
-        cache: control::cache(sink, &raw.cache, &raw.counters, env),
-        ledger: control::ledger(sink, &raw.ledger),
+        routing: routing_and_cost::routing(sink, &raw.routing),
+        budgets: routing_and_cost::budgets(sink, &raw.budgets, env),
+        rate_limits: routing_and_cost::rate_limits(sink, &raw.rate_limits),
+        counters: routing_and_cost::counters(sink, &raw.counters, env),
+        cache: routing_and_cost::cache(sink, &raw.cache, &raw.counters, env),
+        ledger: routing_and_cost::ledger(sink, &raw.ledger),
     }
 }
 
@@ -347,14 +347,14 @@ fn server(
             }
         },
     };
-    let max_connections = crate::control::count(
+    let max_connections = crate::routing_and_cost::count(
         sink,
         &p.key("max_connections"),
         raw.max_connections,
         1,
         defaults::SERVER_MAX_CONNECTIONS,
     ) as usize;
-    let max_concurrent_requests = match crate::control::count(
+    let max_concurrent_requests = match crate::routing_and_cost::count(
         sink,
         &p.key("max_concurrent_requests"),
         raw.max_concurrent_requests,
@@ -882,7 +882,7 @@ fn model(
                 let timeout = ms(sink, "timeout_ms", d.timeout_ms);
                 let price = match &d.price {
                     Some(p) => {
-                        let price = control::price(sink, &dp.key("price"), p);
+                        let price = routing_and_cost::price(sink, &dp.key("price"), p);
                         ok &= price.is_some();
                         price
                     }
@@ -916,7 +916,7 @@ fn model(
     };
     let model_price = match &raw.price {
         Some(raw_price) => {
-            let price = control::price(sink, &p.key("price"), raw_price);
+            let price = routing_and_cost::price(sink, &p.key("price"), raw_price);
             ok &= price.is_some();
             price
         }
@@ -927,11 +927,12 @@ fn model(
         if d.price.is_none() {
             d.price = model_price
                 .or_else(|| prices.get(&d.model).copied())
-                .or_else(|| control::default_price(&d.model));
+                .or_else(|| routing_and_cost::default_price(&d.model));
         }
     }
-    let balance = control::balance(sink, &p.key("balance"), raw.balance.as_deref());
-    let fallback_on = control::fallback_on(sink, &p.key("fallback_on"), raw.fallback_on.as_ref());
+    let balance = routing_and_cost::balance(sink, &p.key("balance"), raw.balance.as_deref());
+    let fallback_on =
+        routing_and_cost::fallback_on(sink, &p.key("fallback_on"), raw.fallback_on.as_ref());
     let mut fallbacks = Vec::new();
     for (i, f) in raw.fallbacks.iter().flatten().enumerate() {
         let fp = p.key("fallbacks").index(i);
@@ -957,8 +958,8 @@ fn model(
             fallbacks.push(f.clone());
         }
     }
-    let max_retries = control::count(sink, &p.key("max_retries"), raw.max_retries, 0, 1);
-    let max_output_tokens = control::count(
+    let max_retries = routing_and_cost::count(sink, &p.key("max_retries"), raw.max_retries, 0, 1);
+    let max_output_tokens = routing_and_cost::count(
         sink,
         &p.key("max_output_tokens"),
         raw.max_output_tokens,

@@ -276,7 +276,7 @@ where
 mod cases {
     use super::*;
 
-    pub async fn backend_is_named(fx: &Fixture) {
+    pub(crate) async fn backend_is_named(fx: &Fixture) {
         assert_eq!(fx.counters().await.backend(), fx.backend());
         assert_eq!(fx.cache().await.backend(), fx.backend());
     }
@@ -284,7 +284,7 @@ mod cases {
     /// The old bug: a counter that did not exist counted as zero, so a lost counter admitted
     /// a whole new budget. Missing is reported first, and nothing is drawn on, not even the
     /// buckets.
-    pub async fn missing_counter_is_missing_and_nothing_changes(fx: &Fixture) {
+    pub(crate) async fn missing_counter_is_missing_and_nothing_changes(fx: &Fixture) {
         let c = fx.counters().await;
         assert!(c.init("a", 0, None).await.unwrap());
         assert!(c.init("c", 5, None).await.unwrap());
@@ -313,7 +313,7 @@ mod cases {
         assert_eq!(state(&*c, "b").await, None, "admit created a counter");
     }
 
-    pub async fn init_then_admit_places_holds_and_returns_values(fx: &Fixture) {
+    pub(crate) async fn init_then_admit_places_holds_and_returns_values(fx: &Fixture) {
         let c = fx.counters().await;
         assert_eq!(admit(&*c, &[], None, &[]).await, Admit::Admitted(vec![]));
         assert!(c.init("a", 0, None).await.unwrap());
@@ -329,7 +329,7 @@ mod cases {
         assert_eq!(c.budget_state(&[]).await.unwrap(), []);
     }
 
-    pub async fn init_creates_only_when_absent(fx: &Fixture) {
+    pub(crate) async fn init_creates_only_when_absent(fx: &Fixture) {
         let c = fx.counters().await;
         assert!(c.init("k", 42, None).await.unwrap());
         assert!(!c.init("k", 7, None).await.unwrap());
@@ -352,7 +352,7 @@ mod cases {
     }
 
     /// A window that ended is missing too, not zero; rebuilding starts it afresh.
-    pub async fn expired_counter_is_missing_not_zero(fx: &Fixture) {
+    pub(crate) async fn expired_counter_is_missing_not_zero(fx: &Fixture) {
         let c = fx.counters().await;
         assert!(c.init("w", 7, Some(SHORT_TTL)).await.unwrap());
         let admitted = hold_on(&*c, &hold("h1"), &[budget("w", 1, 100)]).await;
@@ -367,7 +367,7 @@ mod cases {
         assert_eq!(state(&*c, "w").await, parts(3, 0), "an old hold survived");
     }
 
-    pub async fn over_budget_is_refused_with_current_and_changes_nothing(fx: &Fixture) {
+    pub(crate) async fn over_budget_is_refused_with_current_and_changes_nothing(fx: &Fixture) {
         let c = fx.counters().await;
         c.init("k", 90, None).await.unwrap();
         c.init("ok", 0, None).await.unwrap();
@@ -424,7 +424,7 @@ mod cases {
     }
 
     /// A hold whose owner died stops counting after its ttl.
-    pub async fn holds_expire_and_stop_counting(fx: &Fixture) {
+    pub(crate) async fn holds_expire_and_stop_counting(fx: &Fixture) {
         let c = fx.counters().await;
         c.init("k", 0, None).await.unwrap();
         let admitted = hold_on(&*c, &short_hold("dies"), &[budget("k", 60, 100)]).await;
@@ -446,7 +446,7 @@ mod cases {
         assert_eq!(state(&*c, "k").await, parts(0, 60));
     }
 
-    pub async fn settle_removes_the_hold_and_adds_actual(fx: &Fixture) {
+    pub(crate) async fn settle_removes_the_hold_and_adds_actual(fx: &Fixture) {
         let c = fx.counters().await;
         c.init("k", 0, None).await.unwrap();
         c.init("j", 100, None).await.unwrap();
@@ -478,7 +478,7 @@ mod cases {
         );
     }
 
-    pub async fn settle_after_expiry_adds_actual_only(fx: &Fixture) {
+    pub(crate) async fn settle_after_expiry_adds_actual_only(fx: &Fixture) {
         let c = fx.counters().await;
         c.init("k", 0, None).await.unwrap();
         hold_on(&*c, &short_hold("late"), &[budget("k", 40, 100)]).await;
@@ -490,7 +490,7 @@ mod cases {
         assert_eq!(state(&*c, "k").await, parts(25, 0));
     }
 
-    pub async fn settle_on_missing_counter_leaves_it_missing(fx: &Fixture) {
+    pub(crate) async fn settle_on_missing_counter_leaves_it_missing(fx: &Fixture) {
         let c = fx.counters().await;
         c.init("k", 0, None).await.unwrap();
         hold_on(&*c, &hold("h1"), &[budget("k", 5, 100)]).await;
@@ -501,7 +501,7 @@ mod cases {
         assert!(c.init("gone", 0, None).await.unwrap(), "settle created it");
     }
 
-    pub async fn budget_key_named_twice_counts_both_charges(fx: &Fixture) {
+    pub(crate) async fn budget_key_named_twice_counts_both_charges(fx: &Fixture) {
         let c = fx.counters().await;
         c.init("dup", 0, None).await.unwrap();
         // Each charge fits alone, both together do not: refused at the second, nothing held.
@@ -524,7 +524,7 @@ mod cases {
         assert_eq!(state(&*c, "dup").await, parts(2, 0));
     }
 
-    pub async fn rate_key_named_twice_counts_both_charges(fx: &Fixture) {
+    pub(crate) async fn rate_key_named_twice_counts_both_charges(fx: &Fixture) {
         let c = fx.counters().await;
         let refused = draw(&*c, &[rate("r", 6, 10, HOUR), rate("r", 6, 10, HOUR)]).await;
         assert!(
@@ -546,7 +546,7 @@ mod cases {
     }
 
     /// 5 tokens per 2 s: one token every 400 ms.
-    pub async fn token_bucket_admits_capacity_then_waits_for_one_token(fx: &Fixture) {
+    pub(crate) async fn token_bucket_admits_capacity_then_waits_for_one_token(fx: &Fixture) {
         let c = fx.counters().await;
         let period = Duration::from_secs(2);
         let per_token = Duration::from_millis(400);
@@ -575,7 +575,7 @@ mod cases {
 
     /// The fixed-window flaw this replaces: a full window's worth just before a boundary and
     /// another just after. A bucket drained at once refills at the rate, never all at once.
-    pub async fn token_bucket_refills_continuously_without_a_burst(fx: &Fixture) {
+    pub(crate) async fn token_bucket_refills_continuously_without_a_burst(fx: &Fixture) {
         let c = fx.counters().await;
         let period = Duration::from_secs(1);
         let started = Instant::now();
@@ -600,7 +600,7 @@ mod cases {
     }
 
     /// A bucket left alone refills completely, and no further.
-    pub async fn idle_bucket_refills_to_capacity(fx: &Fixture) {
+    pub(crate) async fn idle_bucket_refills_to_capacity(fx: &Fixture) {
         let c = fx.counters().await;
         let period = Duration::from_millis(300);
         assert_eq!(
@@ -621,7 +621,7 @@ mod cases {
     }
 
     /// It would never fit: refused with a full period, and the bucket is untouched.
-    pub async fn charge_above_capacity_waits_a_period_and_changes_nothing(fx: &Fixture) {
+    pub(crate) async fn charge_above_capacity_waits_a_period_and_changes_nothing(fx: &Fixture) {
         let c = fx.counters().await;
         let period = Duration::from_secs(2);
         let refused = draw(&*c, &[rate("r", 6, 5, period)]).await;
@@ -652,7 +652,7 @@ mod cases {
     }
 
     /// 10 tokens per hour: one every 6 minutes, so nothing refills during the test.
-    pub async fn correct_gives_tokens_back_and_goes_into_debt(fx: &Fixture) {
+    pub(crate) async fn correct_gives_tokens_back_and_goes_into_debt(fx: &Fixture) {
         let c = fx.counters().await;
         let r = |amount| rate("r", amount, 10, HOUR);
         assert_eq!(draw(&*c, &[r(10)]).await, Admit::Admitted(vec![]));
@@ -688,7 +688,7 @@ mod cases {
     /// The reason `admit` is one atomic step: 400 concurrent requests holding 7 against a
     /// limit of 1000, half through each of two replicas, admit exactly floor(1000 / 7) = 142.
     /// Settling them all leaves exactly the sum of their costs and nothing held.
-    pub async fn concurrent_admits_never_exceed_the_budget(fx: &Fixture) {
+    pub(crate) async fn concurrent_admits_never_exceed_the_budget(fx: &Fixture) {
         const REQUESTS: usize = 400;
         let replicas = [fx.counters().await, fx.counters().await];
         replicas[0].init("race", 0, Some(LONG_TTL)).await.unwrap();
@@ -746,7 +746,7 @@ mod cases {
 
     /// A refusal by one bucket must leave the budget untouched also under contention: the
     /// rate limit (100) binds before the budget (142 × 7), so exactly 700 is held.
-    pub async fn concurrent_admits_never_apply_partially(fx: &Fixture) {
+    pub(crate) async fn concurrent_admits_never_apply_partially(fx: &Fixture) {
         const REQUESTS: usize = 400;
         let replicas = [fx.counters().await, fx.counters().await];
         replicas[0].init("budget", 0, None).await.unwrap();
@@ -783,7 +783,7 @@ mod cases {
 
     /// Budgets in micro-dollars exceed 32 bits quickly; they must stay exact, and stored
     /// values beyond 2^53 too.
-    pub async fn large_values_are_exact(fx: &Fixture) {
+    pub(crate) async fn large_values_are_exact(fx: &Fixture) {
         let c = fx.counters().await;
         let limit = 10_000_000_000_000; // $10M in micro-dollars
         c.init("big", 5_000_000_000_001, None).await.unwrap();
@@ -810,7 +810,7 @@ mod cases {
     }
 
     /// A window counts from the counter's creation: the ttls passed later never move its end.
-    pub async fn ttl_is_set_on_creation_and_never_extended(fx: &Fixture) {
+    pub(crate) async fn ttl_is_set_on_creation_and_never_extended(fx: &Fixture) {
         let c = fx.counters().await;
         assert!(c.init("w", 0, Some(SHORT_TTL)).await.unwrap());
         assert!(c.init("forever", 0, None).await.unwrap());
@@ -825,7 +825,7 @@ mod cases {
         assert_eq!(state(&*c, "forever").await, parts(1, 1));
     }
 
-    pub async fn invalid_input_is_a_backend_error_and_changes_nothing(fx: &Fixture) {
+    pub(crate) async fn invalid_input_is_a_backend_error_and_changes_nothing(fx: &Fixture) {
         let c = fx.counters().await;
         c.init("k", 0, None).await.unwrap();
         let backend_error = |result: Result<Admit, CounterError>| {
@@ -871,7 +871,7 @@ mod cases {
         assert_eq!(draw(&*c, &full).await, Admit::Admitted(vec![]));
     }
 
-    pub async fn once_is_true_exactly_once(fx: &Fixture) {
+    pub(crate) async fn once_is_true_exactly_once(fx: &Fixture) {
         let c = fx.counters().await;
         assert!(c.once("alert:80", LONG_TTL).await.unwrap());
         assert!(!c.once("alert:80", LONG_TTL).await.unwrap());
@@ -893,7 +893,7 @@ mod cases {
         assert_eq!(winners, 1);
     }
 
-    pub async fn once_is_true_again_after_its_ttl(fx: &Fixture) {
+    pub(crate) async fn once_is_true_again_after_its_ttl(fx: &Fixture) {
         let c = fx.counters().await;
         assert!(c.once("alert", SHORT_TTL).await.unwrap());
         assert!(!c.once("alert", SHORT_TTL).await.unwrap());
@@ -904,7 +904,7 @@ mod cases {
         assert!(!c.once("alert", SHORT_TTL).await.unwrap());
     }
 
-    pub async fn cache_roundtrip_is_byte_identical(fx: &Fixture) {
+    pub(crate) async fn cache_roundtrip_is_byte_identical(fx: &Fixture) {
         let cache = fx.cache().await;
         assert_eq!(cache.get("missing").await, None);
         // Every byte value, invalid UTF-8 included, and a body of some size.
@@ -916,7 +916,7 @@ mod cases {
         assert_eq!(cache.get("other").await, None);
     }
 
-    pub async fn cache_put_replaces_value_and_ttl(fx: &Fixture) {
+    pub(crate) async fn cache_put_replaces_value_and_ttl(fx: &Fixture) {
         let cache = fx.cache().await;
         cache.put("k", Bytes::from_static(b"first"), LONG_TTL).await;
         cache
@@ -935,7 +935,7 @@ mod cases {
         assert_eq!(cache.get("z").await, None);
     }
 
-    pub async fn cache_entries_expire(fx: &Fixture) {
+    pub(crate) async fn cache_entries_expire(fx: &Fixture) {
         let cache = fx.cache().await;
         cache
             .put("short", Bytes::from_static(b"a"), SHORT_TTL)

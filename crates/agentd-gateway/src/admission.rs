@@ -35,9 +35,9 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const BUDGET_ALERTS: &str = "agentd_budget_alerts_total";
-pub const BUDGET_REFUSALS: &str = "agentd_budget_refusals_total";
-pub const RATE_LIMITED: &str = "agentd_rate_limited_total";
+pub(crate) const BUDGET_ALERTS: &str = "agentd_budget_alerts_total";
+pub(crate) const BUDGET_REFUSALS: &str = "agentd_budget_refusals_total";
+pub(crate) const RATE_LIMITED: &str = "agentd_rate_limited_total";
 
 const THRESHOLDS: [i64; 3] = [50, 80, 100];
 /// Rate limits are per minute.
@@ -46,13 +46,13 @@ const RATE_PERIOD: Duration = Duration::from_secs(60);
 const MAX_REBUILDS: usize = 3;
 
 /// Who is asking, for budgets and rate limits.
-pub struct Caller<'a> {
+pub(crate) struct Caller<'a> {
     pub principal: &'a Principal,
     pub session: Option<&'a str>,
 }
 
 /// What one call asks for at admission.
-pub struct Ask {
+pub(crate) struct Ask {
     /// The call's id: the owner of its holds (random, unguessable).
     pub call_id: Arc<str>,
     /// Estimated prompt tokens, drawn from the tokens-per-minute buckets (0 for a cache hit).
@@ -64,7 +64,7 @@ pub struct Ask {
 }
 
 /// The rate limits and budgets of this gateway, on its counters.
-pub struct Gatekeeper {
+pub(crate) struct Gatekeeper {
     counters: Arc<dyn Counters>,
     budgets: Vec<BudgetLimit>,
     max_request: Option<Micros>,
@@ -77,7 +77,7 @@ pub struct Gatekeeper {
 const MAX_LISTED: usize = 1000;
 
 /// One budget counter's live state, for reports.
-pub struct LiveCounter {
+pub(crate) struct LiveCounter {
     /// Index of the budget in the config.
     pub budget: usize,
     pub key: String,
@@ -102,7 +102,7 @@ struct Applied {
 /// An admitted call's draw on the counters: its budget hold and its token estimate. Settle it
 /// exactly once with [`Ticket::settle`]; dropped unsettled, it releases the hold.
 #[must_use = "settle the ticket"]
-pub struct Ticket {
+pub(crate) struct Ticket {
     gate: Arc<Gatekeeper>,
     call_id: Arc<str>,
     /// (budget index, counter key, ttl, scope value) per budget held.
@@ -114,7 +114,7 @@ pub struct Ticket {
 }
 
 impl Gatekeeper {
-    pub fn new(
+    pub(crate) fn new(
         counters: Arc<dyn Counters>,
         budgets: &BudgetsConfig,
         rate: RateLimitsConfig,
@@ -131,22 +131,18 @@ impl Gatekeeper {
         })
     }
 
-    pub fn has_budgets(&self) -> bool {
+    pub(crate) fn has_budgets(&self) -> bool {
         !self.budgets.is_empty() || self.max_request.is_some()
     }
 
-    pub fn counters(&self) -> &Arc<dyn Counters> {
+    pub(crate) fn counters(&self) -> &Arc<dyn Counters> {
         &self.counters
-    }
-
-    pub fn budgets(&self) -> &[BudgetLimit] {
-        &self.budgets
     }
 
     /// Admits a call or refuses it: 429 (rate limit, with Retry-After), 402 (budget), 503
     /// (budgets configured but the counters unreachable: budgets are hard, so this fails
     /// closed). Rate limits alone fail open (a WARN): they protect capacity, not money.
-    pub async fn admit(
+    pub(crate) async fn admit(
         self: &Arc<Self>,
         caller: &Caller<'_>,
         ask: &Ask,
@@ -400,7 +396,7 @@ impl Gatekeeper {
     /// Every budget's live counters in the current window, for the scope values the ledger has
     /// seen in it (sessions only when the budget names one with `match`), at most
     /// [`MAX_LISTED`] per budget.
-    pub async fn live_counters(
+    pub(crate) async fn live_counters(
         &self,
         tenant: Option<agentd_core::TenantId>,
     ) -> Result<Vec<LiveCounter>, ApiError> {
@@ -504,7 +500,7 @@ impl Gatekeeper {
 impl Ticket {
     /// Replaces the hold by the real cost and corrects the token draw to the real count, in
     /// the background (tracked: a drain waits for it).
-    pub fn settle(mut self, cost: Micros, tokens: u64) {
+    pub(crate) fn settle(mut self, cost: Micros, tokens: u64) {
         self.settled = true;
         let gate = self.gate.clone();
         let call_id = self.call_id.clone();

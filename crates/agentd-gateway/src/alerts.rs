@@ -21,13 +21,13 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 type WebhookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-pub struct Alerts {
+pub(crate) struct Alerts {
     webhook: Option<(Secret, WebhookClient)>,
     tracker: TaskTracker,
 }
 
 impl Alerts {
-    pub fn new(webhook: Option<Secret>) -> Alerts {
+    pub(crate) fn new(webhook: Option<Secret>) -> Alerts {
         let webhook = webhook.map(|url| {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_webpki_roots()
@@ -43,17 +43,17 @@ impl Alerts {
     }
 
     /// Background work that a drain must wait for (settlements, alerts).
-    pub fn tracker(&self) -> &TaskTracker {
+    pub(crate) fn tracker(&self) -> &TaskTracker {
         &self.tracker
     }
 
     /// Waits for every tracked task (used on drain).
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         self.tracker.close();
         self.tracker.wait().await;
     }
 
-    pub fn budget_alert(&self, budget: &BudgetLimit, what: &str, pct: i64, value: Micros) {
+    pub(crate) fn budget_alert(&self, budget: &BudgetLimit, what: &str, pct: i64, value: Micros) {
         tracing::warn!(
             budget = %budget.name,
             scope = %what,

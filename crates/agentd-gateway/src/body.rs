@@ -31,7 +31,7 @@ fn too_slow(timeout: Duration) -> ApiError {
 /// is given) and a body that has not all arrived within `timeout`. The timeout is a deadline for
 /// the whole body from the moment reading starts (right after the request head and auth), not an
 /// idle timeout between chunks, which a client trickling a byte at a time would never trip.
-pub async fn read_limited(
+pub(crate) async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -58,7 +58,7 @@ pub async fn read_limited(
 }
 
 /// Parses a JSON object body. Errors name the line and column, as a client needs to fix it.
-pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::invalid(
             "invalid_json",

@@ -17,19 +17,19 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const CACHE_HEADER: &str = "x-agentd-cache";
-pub const CACHE_LOOKUPS: &str = "agentd_cache_lookups_total";
+pub(crate) const CACHE_HEADER: &str = "x-agentd-cache";
+pub(crate) const CACHE_LOOKUPS: &str = "agentd_cache_lookups_total";
 
 /// What the caller asked of the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wish {
+pub(crate) enum Wish {
     /// No header: cache if deterministic.
     Auto,
     On,
     Off,
 }
 
-pub fn wish(headers: &HeaderMap) -> Wish {
+pub(crate) fn wish(headers: &HeaderMap) -> Wish {
     match headers.get(CACHE_HEADER).and_then(|v| v.to_str().ok()) {
         Some(v) if v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("true") => Wish::On,
         Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") => Wish::Off,
@@ -39,7 +39,7 @@ pub fn wish(headers: &HeaderMap) -> Wish {
 
 /// The route a cached answer belongs to.
 #[derive(Clone, Copy, Debug)]
-pub enum Kind {
+pub(crate) enum Kind {
     Chat(ApiFormat),
     Embeddings,
 }
@@ -54,7 +54,7 @@ const IGNORED: &[&str] = &[
 ];
 
 /// Whether this chat request's answer can be reused.
-pub fn chat_is_deterministic(body: &Value) -> bool {
+pub(crate) fn chat_is_deterministic(body: &Value) -> bool {
     let temperature_zero = body
         .get("temperature")
         .and_then(Value::as_f64)
@@ -64,7 +64,7 @@ pub fn chat_is_deterministic(body: &Value) -> bool {
 }
 
 /// The cache key of a request, or `None` when it must not be cached.
-pub fn key(kind: Kind, body: &Value, wish: Wish, public_model: &str) -> Option<String> {
+pub(crate) fn key(kind: Kind, body: &Value, wish: Wish, public_model: &str) -> Option<String> {
     let eligible = match (wish, kind) {
         (Wish::Off, _) => false,
         (Wish::On, _) => true,
@@ -93,7 +93,7 @@ pub fn key(kind: Kind, body: &Value, wish: Wish, public_model: &str) -> Option<S
 }
 
 /// A stored answer: the usage it was served with, then the exact bytes the client received.
-pub fn encode(usage: Usage, body: &[u8]) -> Bytes {
+pub(crate) fn encode(usage: Usage, body: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(24 + body.len());
     buf.put_u64_le(usage.input_tokens);
     buf.put_u64_le(usage.output_tokens);
@@ -102,7 +102,7 @@ pub fn encode(usage: Usage, body: &[u8]) -> Bytes {
     buf.freeze()
 }
 
-pub fn decode(mut value: Bytes) -> Option<(Usage, Bytes)> {
+pub(crate) fn decode(mut value: Bytes) -> Option<(Usage, Bytes)> {
     if value.len() < 24 {
         return None;
     }
@@ -119,7 +119,7 @@ pub fn decode(mut value: Bytes) -> Option<(Usage, Bytes)> {
 }
 
 /// The cache with its limits, as the handlers use it.
-pub struct Cache {
+pub(crate) struct Cache {
     pub store: Arc<dyn ResponseCache>,
     pub max_entry_bytes: usize,
     pub chat_ttl: Duration,
@@ -127,14 +127,14 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub fn ttl(&self, kind: Kind) -> Duration {
+    pub(crate) fn ttl(&self, kind: Kind) -> Duration {
         match kind {
             Kind::Chat(_) => self.chat_ttl,
             Kind::Embeddings => self.embeddings_ttl,
         }
     }
 
-    pub async fn get(&self, key: &str) -> Option<(Usage, Bytes)> {
+    pub(crate) async fn get(&self, key: &str) -> Option<(Usage, Bytes)> {
         let hit = self.store.get(key).await.and_then(decode);
         metrics::counter!(CACHE_LOOKUPS, "result" => if hit.is_some() { "hit" } else { "miss" })
             .increment(1);
@@ -142,7 +142,7 @@ impl Cache {
     }
 
     /// Stores in the background; answers over `max_entry_bytes` are not stored.
-    pub fn put(self: &Arc<Self>, key: String, kind: Kind, usage: Usage, body: &[u8]) {
+    pub(crate) fn put(self: &Arc<Self>, key: String, kind: Kind, usage: Usage, body: &[u8]) {
         if body.len() > self.max_entry_bytes {
             return;
         }

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How a call ended, for the ledger's `status` and the `outcome` metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     /// The client went away before the call ended (see the module docs for what is charged).
     ClientClosed,
@@ -60,7 +60,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::ClientClosed => "client_closed",
@@ -76,7 +76,7 @@ impl Outcome {
         }
     }
 
-    pub fn of(err: &ProviderError) -> Outcome {
+    pub(crate) fn of(err: &ProviderError) -> Outcome {
         match err {
             ProviderError::Timeout { .. } => Outcome::Timeout,
             ProviderError::Status { status: 429, .. } => Outcome::RateLimited,
@@ -93,12 +93,12 @@ impl Outcome {
 
 /// A new call id: 128 random bits from a cryptographic generator (unguessable, so no caller can
 /// name another call's ledger row or budget hold).
-pub fn new_call_id() -> Arc<str> {
+pub(crate) fn new_call_id() -> Arc<str> {
     format!("{:032x}", rand::random::<u128>()).into()
 }
 
 /// Who is calling and the request's identity, for admission and the ledger.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub principal: Principal,
     pub request_id: Arc<str>,
     pub session: Option<String>,
@@ -106,11 +106,11 @@ pub struct Ctx {
     pub cache_wish: cache::Wish,
 }
 
-pub const SESSION_HEADER: &str = "x-agentd-session";
-pub const TIER_HEADER: &str = "x-agentd-tier";
+pub(crate) const SESSION_HEADER: &str = "x-agentd-session";
+pub(crate) const TIER_HEADER: &str = "x-agentd-tier";
 
 impl Ctx {
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         principal: Principal,
         request_id: Option<RequestId>,
         headers: &HeaderMap,
@@ -141,7 +141,7 @@ impl Ctx {
         })
     }
 
-    pub fn caller(&self) -> Caller<'_> {
+    pub(crate) fn caller(&self) -> Caller<'_> {
         Caller {
             principal: &self.principal,
             session: self.session.as_deref(),
@@ -174,14 +174,14 @@ impl Ctx {
 }
 
 /// What a call sends upstream.
-pub enum Work {
+pub(crate) enum Work {
     Chat(ChatRequest),
     /// An OpenAI embeddings body.
     Embeddings(Value),
 }
 
 /// A call, validated and routed, ready to run.
-pub struct Call {
+pub(crate) struct Call {
     pub ctx: Ctx,
     pub route: Arc<ModelRoute>,
     /// The prompt's estimated tokens (an upper bound), for admission.
@@ -203,7 +203,7 @@ impl Call {
 }
 
 /// A call's answer, for the handler to send.
-pub enum Answer {
+pub(crate) enum Answer {
     /// A whole answer: JSON, or a cached stream replayed (`sse`).
     Complete {
         body: Bytes,
@@ -217,7 +217,7 @@ pub enum Answer {
 }
 
 /// Runs `call` in its own tracked task and waits for its answer (see the module docs).
-pub async fn run(state: Arc<AppState>, call: Call) -> Result<Answer, ApiError> {
+pub(crate) async fn run(state: Arc<AppState>, call: Call) -> Result<Answer, ApiError> {
     let (tx, rx) = oneshot::channel();
     let client = CancellationToken::new();
     // Dropped with this future: the client went away (or the answer was delivered).
@@ -433,7 +433,7 @@ enum Reply {
 /// writes the ledger row, fills the cache. Exactly once: [`Settlement::finish`] consumes it, and
 /// a settlement dropped unfinished (a panic unwinding the call's task) finishes itself as
 /// `aborted` with no cost, releasing the hold.
-pub struct Settlement {
+pub(crate) struct Settlement {
     state: Arc<AppState>,
     row: SpendRecord,
     price: Option<Price>,
@@ -488,7 +488,13 @@ impl Settlement {
     }
 
     /// `usage` is what the call consumed (zero when it failed before any answer).
-    pub fn finish(mut self, usage: Usage, estimated: bool, outcome: Outcome, body: Option<&[u8]>) {
+    pub(crate) fn finish(
+        mut self,
+        usage: Usage,
+        estimated: bool,
+        outcome: Outcome,
+        body: Option<&[u8]>,
+    ) {
         self.finished = true;
         let cost = self.price.map(|p| p.cost(&usage)).unwrap_or(Micros::ZERO);
         if let Some(ticket) = self.ticket.take() {
@@ -519,7 +525,7 @@ impl Settlement {
 }
 
 /// Calls whose client went away before they ended.
-pub const CLIENT_CLOSED: &str = "agentd_calls_client_closed_total";
+pub(crate) const CLIENT_CLOSED: &str = "agentd_calls_client_closed_total";
 
 fn placeholder_row() -> SpendRecord {
     SpendRecord {

@@ -6,8 +6,8 @@
 //! client's and a failure ends it with an error event (see `routes/chat.rs`).
 
 use crate::call::Outcome as CallOutcome;
-use crate::health::{backoff, Outcome, Permit};
 use crate::models::{Deployment, ModelRoute};
+use crate::resilience::{backoff, Outcome, Permit};
 use crate::AppState;
 use agentd_config::FallbackOn;
 use agentd_core::{ApiError, ErrorKind};
@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-pub const RETRIES: &str = "agentd_retries_total";
-pub const FALLBACKS: &str = "agentd_fallbacks_total";
+pub(crate) const RETRIES: &str = "agentd_retries_total";
+pub(crate) const FALLBACKS: &str = "agentd_fallbacks_total";
 
 /// A successful call.
-pub struct Served<T> {
+pub(crate) struct Served<T> {
     pub response: T,
     pub deployment: Arc<Deployment>,
     /// When the successful attempt started (time to first token is measured from here).
@@ -37,13 +37,13 @@ pub struct Served<T> {
 
 impl<T> Served<T> {
     /// Records the call as a success with the breaker (for a whole answer).
-    pub fn record_success(permit: Permit, ttft: Duration) {
+    pub(crate) fn record_success(permit: Permit, ttft: Duration) {
         permit.record(Outcome::Success { ttft: Some(ttft) });
     }
 }
 
 impl<T> Served<T> {
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
         Served {
             response: f(self.response),
             deployment: self.deployment,
@@ -55,7 +55,7 @@ impl<T> Served<T> {
 }
 
 /// Every option failed, or the failure was not one to retry.
-pub struct Failed {
+pub(crate) struct Failed {
     pub error: ApiError,
     /// The deployment of the last attempt; `None` when no provider was called at all.
     pub deployment: Option<Arc<Deployment>>,
@@ -142,7 +142,7 @@ fn retry_after(err: &ProviderError) -> Option<Duration> {
 
 /// Calls `request` through `route`'s chain. No new attempt starts once `client` is cancelled
 /// (the client went away); an attempt in flight is let finish (see `call.rs`).
-pub async fn chat(
+pub(crate) async fn chat(
     state: &AppState,
     route: &Arc<ModelRoute>,
     request: ChatRequest,
@@ -157,7 +157,7 @@ pub async fn chat(
     .await
 }
 
-pub async fn embeddings(
+pub(crate) async fn embeddings(
     state: &AppState,
     route: &Arc<ModelRoute>,
     body: Value,

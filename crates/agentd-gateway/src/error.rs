@@ -29,7 +29,7 @@ impl ErrorResponse {
 
 /// At most `max_chars` characters of `text`, with `…` when cut: for texts that may repeat a
 /// caller's input (see `agentd_core::echo` for quoting a single value).
-pub fn capped(text: &str, max_chars: usize) -> String {
+pub(crate) fn capped(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
@@ -38,7 +38,7 @@ pub fn capped(text: &str, max_chars: usize) -> String {
 
 /// Ends the connection after this answer. For refusals sent before the request body was read:
 /// without it hyper drops the connection silently and a client reusing it sees a disconnect.
-pub fn closing(mut resp: Response) -> Response {
+pub(crate) fn closing(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
@@ -46,7 +46,7 @@ pub fn closing(mut resp: Response) -> Response {
 
 /// Marks a response as an error so the access-log middleware can log and count it once.
 #[derive(Clone)]
-pub struct LoggedError(pub ApiError);
+pub(crate) struct LoggedError(pub ApiError);
 
 impl IntoResponse for ErrorResponse {
     fn into_response(self) -> Response {

@@ -18,14 +18,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub const LEDGER_ROWS: &str = "agentd_ledger_rows_total";
-pub const LEDGER_DROPPED: &str = "agentd_ledger_dropped_total";
-pub const LEDGER_FAILURES: &str = "agentd_ledger_write_failures_total";
+pub(crate) const LEDGER_ROWS: &str = "agentd_ledger_rows_total";
+pub(crate) const LEDGER_DROPPED: &str = "agentd_ledger_dropped_total";
+pub(crate) const LEDGER_FAILURES: &str = "agentd_ledger_write_failures_total";
 
 /// Attempts per batch before its rows are given up on (logged at ERROR).
 const WRITE_ATTEMPTS: u32 = 5;
 
-pub struct Ledger {
+pub(crate) struct Ledger {
     tx: std::sync::Mutex<Option<mpsc::Sender<SpendRecord>>>,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     dropped: Counter,
@@ -82,7 +82,7 @@ impl LogLimiter {
 
 impl Ledger {
     /// Starts the writer task. A disabled ledger accepts rows and discards them.
-    pub fn start(store: Arc<Store>, config: &LedgerConfig) -> Arc<Ledger> {
+    pub(crate) fn start(store: Arc<Store>, config: &LedgerConfig) -> Arc<Ledger> {
         let dropped = metrics::counter!(LEDGER_DROPPED);
         if !config.enabled {
             return Arc::new(Ledger {
@@ -103,7 +103,7 @@ impl Ledger {
     }
 
     /// Queues a row; never waits.
-    pub fn record(&self, row: SpendRecord) {
+    pub(crate) fn record(&self, row: SpendRecord) {
         let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = guard.as_ref() else {
             return;
@@ -121,7 +121,7 @@ impl Ledger {
     }
 
     /// Stops accepting rows and waits until every queued row is written (or given up on).
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = self.task.lock().await.take() {
             let _ = task.await;

@@ -13,23 +13,23 @@
 //! every path except `middleware::PUBLIC_PATHS` (and the admin key under `/admin`), so a route
 //! added without thought is protected, and an unknown path answers 401 to a caller without a key.
 
-pub mod admission;
-pub mod alerts;
-pub mod body;
-pub mod cache;
-pub mod call;
-pub mod dispatch;
-pub mod error;
-pub mod health;
+pub(crate) mod admission;
+pub(crate) mod alerts;
+pub(crate) mod body;
+pub(crate) mod cache;
+pub(crate) mod call;
+pub(crate) mod dispatch;
+pub(crate) mod error;
 pub mod keys;
-pub mod ledger;
-pub mod metrics;
-pub mod middleware;
-pub mod models;
-pub mod openapi;
+pub(crate) mod ledger;
+pub(crate) mod metrics;
+pub(crate) mod middleware;
+pub(crate) mod models;
+pub(crate) mod openapi;
+pub(crate) mod resilience;
 pub mod routes;
-pub mod server;
-pub mod stream;
+pub(crate) mod server;
+pub(crate) mod stream;
 
 use agentd_config::Config;
 use agentd_store::Store;
@@ -45,23 +45,23 @@ use tracing::info;
 
 /// Everything a request handler may need, built once at start-up.
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<Store>,
-    pub models: models::Models,
-    pub keys: keys::KeyCache,
-    pub metrics: PrometheusHandle,
-    pub http_metrics: metrics::HttpMetrics,
-    pub in_flight: ::metrics::Gauge,
+    pub(crate) config: Arc<Config>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) models: models::Models,
+    pub(crate) keys: keys::KeyCache,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) http_metrics: metrics::HttpMetrics,
+    pub(crate) in_flight: ::metrics::Gauge,
     /// Set when SIGTERM arrived: `/readyz` fails so load balancers stop sending work.
-    pub draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// Budgets and rate limits; `None` when neither is configured (nothing to check).
-    pub gate: Option<Arc<admission::Gatekeeper>>,
+    pub(crate) gate: Option<Arc<admission::Gatekeeper>>,
     /// The response cache; `None` when disabled.
-    pub cache: Option<Arc<cache::Cache>>,
-    pub ledger: Arc<ledger::Ledger>,
-    pub alerts: Arc<alerts::Alerts>,
+    pub(crate) cache: Option<Arc<cache::Cache>>,
+    pub(crate) ledger: Arc<ledger::Ledger>,
+    pub(crate) alerts: Arc<alerts::Alerts>,
     /// Slots for requests in flight (`server.max_concurrent_requests`); `None`: no limit.
-    pub concurrency: Option<Arc<Semaphore>>,
+    pub(crate) concurrency: Option<Arc<Semaphore>>,
 }
 
 impl AppState {
@@ -166,9 +166,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/admin/keys/{id}",
             get(routes::admin::get_key).delete(routes::admin::revoke_key),
         )
-        .route("/admin/spend", get(routes::control::spend))
-        .route("/admin/breakers", get(routes::control::breakers))
-        .route("/admin/budgets", get(routes::control::budgets));
+        .route("/admin/spend", get(routes::reports::spend))
+        .route("/admin/breakers", get(routes::reports::breakers))
+        .route("/admin/budgets", get(routes::reports::budgets));
     let ops = Router::new()
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))

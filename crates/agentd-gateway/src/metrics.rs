@@ -5,16 +5,16 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub const HTTP_REQUESTS: &str = "agentd_http_requests_total";
-pub const HTTP_DURATION: &str = "agentd_http_request_duration_seconds";
-pub const HTTP_INFLIGHT: &str = "agentd_http_requests_in_flight";
-pub const UPSTREAM_REQUESTS: &str = "agentd_upstream_requests_total";
-pub const UPSTREAM_DURATION: &str = "agentd_upstream_duration_seconds";
-pub const TIME_TO_FIRST_TOKEN: &str = "agentd_time_to_first_token_seconds";
-pub const TOKENS: &str = "agentd_tokens_total";
-pub const ERRORS: &str = "agentd_errors_total";
-pub const BUILD_INFO: &str = "agentd_build_info";
-pub const LOAD_SHED: &str = "agentd_load_shed_total";
+pub(crate) const HTTP_REQUESTS: &str = "agentd_http_requests_total";
+pub(crate) const HTTP_DURATION: &str = "agentd_http_request_duration_seconds";
+pub(crate) const HTTP_INFLIGHT: &str = "agentd_http_requests_in_flight";
+pub(crate) const UPSTREAM_REQUESTS: &str = "agentd_upstream_requests_total";
+pub(crate) const UPSTREAM_DURATION: &str = "agentd_upstream_duration_seconds";
+pub(crate) const TIME_TO_FIRST_TOKEN: &str = "agentd_time_to_first_token_seconds";
+pub(crate) const TOKENS: &str = "agentd_tokens_total";
+pub(crate) const ERRORS: &str = "agentd_errors_total";
+pub(crate) const BUILD_INFO: &str = "agentd_build_info";
+pub(crate) const LOAD_SHED: &str = "agentd_load_shed_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -27,7 +27,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Installs the process-wide recorder once and returns the handle that renders `/metrics`.
-pub fn handle() -> PrometheusHandle {
+pub(crate) fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -93,7 +93,7 @@ fn describe() {
     );
 }
 
-pub fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
@@ -103,7 +103,7 @@ use std::sync::RwLock;
 
 /// Handles for the metrics of one (model, provider) pair, resolved once at start-up so the
 /// request path does not build label sets and hash them on every call.
-pub struct CallMetrics {
+pub(crate) struct CallMetrics {
     pub provider: String,
     pub model: String,
     ok: Counter,
@@ -115,7 +115,7 @@ pub struct CallMetrics {
 
 impl CallMetrics {
     /// Needs the recorder installed first ([`handle`]); handles made before it are no-ops.
-    pub fn new(provider: &str, model: &str) -> Self {
+    pub(crate) fn new(provider: &str, model: &str) -> Self {
         let (p, m) = (provider.to_owned(), model.to_owned());
         CallMetrics {
             ok: metrics::counter!(UPSTREAM_REQUESTS, "provider" => p.clone(), "model" => m.clone(), "outcome" => "ok"),
@@ -128,7 +128,7 @@ impl CallMetrics {
         }
     }
 
-    pub fn outcome(&self, outcome: &'static str, elapsed: Duration) {
+    pub(crate) fn outcome(&self, outcome: &'static str, elapsed: Duration) {
         if outcome == "ok" {
             self.ok.increment(1);
         } else {
@@ -138,12 +138,12 @@ impl CallMetrics {
         self.duration.record(secs(elapsed));
     }
 
-    pub fn tokens(&self, usage: agentd_core::Usage) {
+    pub(crate) fn tokens(&self, usage: agentd_core::Usage) {
         self.tokens_in.increment(usage.input_tokens);
         self.tokens_out.increment(usage.output_tokens);
     }
 
-    pub fn first_token(&self, elapsed: Duration) {
+    pub(crate) fn first_token(&self, elapsed: Duration) {
         self.ttft.record(secs(elapsed));
     }
 }
@@ -153,12 +153,12 @@ impl CallMetrics {
 type ByRoute = HashMap<Box<str>, Vec<(u16, Counter, Histogram)>>;
 
 #[derive(Default)]
-pub struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     by_route: RwLock<ByRoute>,
 }
 
 impl HttpMetrics {
-    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn record(&self, route: &str, status: u16, elapsed: Duration) {
         {
             let map = self.by_route.read().unwrap_or_else(|e| e.into_inner());
             if let Some((_, c, h)) = map

@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// The id of the request being served, for handlers that log or forward it.
 #[derive(Clone)]
-pub struct RequestId(pub Arc<str>);
+pub(crate) struct RequestId(pub Arc<str>);
 
 /// Which error shape a path's clients expect.
-pub fn format_for(path: &str) -> ApiFormat {
+pub(crate) fn format_for(path: &str) -> ApiFormat {
     if path.starts_with("/v1/messages") {
         ApiFormat::Anthropic
     } else {
@@ -59,7 +59,11 @@ fn next_request_id() -> String {
 
 /// Outermost layer: gives the request an id, times it, counts it and writes one access-log
 /// line, which is also where an error is logged (once).
-pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn observe(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let id = request_id(req.headers());
     let matched = req.extensions().get::<MatchedPath>().cloned();
@@ -120,11 +124,11 @@ impl Drop for InFlight<'_> {
 
 /// The routes anyone may call without a key. Everything else needs one (`/admin/*` the admin
 /// key): a route added later is protected unless it is added here on purpose.
-pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+pub(crate) const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
 /// What a path requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     Public,
     ApiKey,
     AdminKey,
@@ -132,7 +136,7 @@ pub enum Access {
 
 /// Decided on the raw path, the same string the router matches, so no encoding or slash trick
 /// can reach a route under a looser rule than its own (an unknown path needs a key, too).
-pub fn access_for(path: &str) -> Access {
+pub(crate) fn access_for(path: &str) -> Access {
     if PUBLIC_PATHS.contains(&path) {
         Access::Public
     } else if path == "/admin" || path.starts_with("/admin/") {
@@ -143,7 +147,7 @@ pub fn access_for(path: &str) -> Access {
 }
 
 /// Over the whole router: deny by default.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
@@ -164,7 +168,11 @@ fn is_operational(path: &str) -> bool {
 /// Concurrency limit with load shedding: past `server.max_concurrent_requests` requests in
 /// flight (a stream counts until its body ends), a request is refused at once with 503
 /// `overloaded` and `Retry-After: 1`, never queued.
-pub async fn shed_load(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn shed_load(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(slots) = &state.concurrency else {
         return next.run(req).await;
     };
@@ -196,7 +204,11 @@ pub async fn shed_load(State(state): State<Arc<AppState>>, req: Request, next: N
 /// whole when its head is ready, so this bounds the whole request; a stream's length is bounded
 /// by the providers' own timeouts. The handler future is dropped at the deadline, so whatever it
 /// holds must be released on drop (breaker probes and in-flight counts are guards).
-pub async fn limit_time(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn limit_time(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let format = format_for(req.uri().path());
     let limit = state.config.server.request_timeout;
     match tokio::time::timeout(limit, next.run(req)).await {
@@ -224,7 +236,7 @@ const REJECTION_TEXT_MAX: usize = 4096;
 /// Errors axum answers by itself (an undecodable path parameter, a bad query string, a wrong
 /// content type…) come as `text/plain`; clients of a JSON API get JSON, in their API's shape,
 /// from here. Our own errors (marked with [`LoggedError`]) and JSON answers pass untouched.
-pub async fn shape_errors(req: Request, next: Next) -> Response {
+pub(crate) async fn shape_errors(req: Request, next: Next) -> Response {
     let format = format_for(req.uri().path());
     let resp = next.run(req).await;
     let status = resp.status();
@@ -267,7 +279,7 @@ pub async fn shape_errors(req: Request, next: Next) -> Response {
 }
 
 /// The secret a client sent: `Authorization: Bearer …` (OpenAI SDKs) or `x-api-key` (Anthropic SDKs).
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
         let v = v.to_str().ok()?.trim();
         let token = v
@@ -337,7 +349,7 @@ async fn require_admin(state: &AppState, req: Request, next: Next) -> Response {
 }
 
 /// A handler panicked: answer 500 in OpenAI shape; the process keeps serving.
-pub fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(_err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("A request handler panicked; this is a bug");
     ErrorResponse::openai(ApiError::internal(
         "internal error (a bug in agentd); the request id is in the x-request-id header",

@@ -6,8 +6,8 @@
 //! once), and the highest price anywhere on that chain, which budget reservations use as the
 //! worst case.
 
-use crate::health::{self, Breaker, LatencyEwma, RetryBudget};
 use crate::metrics::CallMetrics;
+use crate::resilience::{self, Breaker, LatencyEwma, RetryBudget};
 use agentd_config::{Balance, Config, FallbackOn, RouterConfig};
 use agentd_core::Price;
 use agentd_providers::{Provider, ProviderError};
@@ -15,10 +15,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const BREAKER_STATE: &str = "agentd_breaker_state";
-pub const BREAKER_TRANSITIONS: &str = "agentd_breaker_transitions_total";
+pub(crate) const BREAKER_STATE: &str = "agentd_breaker_state";
+pub(crate) const BREAKER_TRANSITIONS: &str = "agentd_breaker_transitions_total";
 
-pub struct Deployment {
+pub(crate) struct Deployment {
     pub provider: Arc<Provider>,
     pub model: String,
     pub weight: u32,
@@ -32,12 +32,12 @@ pub struct Deployment {
 
 impl Deployment {
     /// `provider/model`, as the admin API and logs name it.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("{}/{}", self.provider.name(), self.model)
     }
 }
 
-pub struct ModelRoute {
+pub(crate) struct ModelRoute {
     pub name: String,
     pub owned_by: String,
     pub deployments: Vec<Arc<Deployment>>,
@@ -45,8 +45,6 @@ pub struct ModelRoute {
     pub fallback_on: FallbackOn,
     pub max_retries: u32,
     pub max_output_tokens: u64,
-    /// Names of the models to try after this one, in order (resolved into [`Models::chain`]).
-    pub fallbacks: Vec<String>,
     /// The highest input, output and cached-input prices over the whole fallback chain.
     pub worst_price: Price,
     /// The longest a call to this model can take: every attempt on every deployment of the
@@ -57,22 +55,22 @@ pub struct ModelRoute {
 
 impl ModelRoute {
     /// Deployment indices in the order to try them.
-    pub fn order(&self) -> Vec<usize> {
-        let candidates: Vec<health::Candidate> = self
+    pub(crate) fn order(&self) -> Vec<usize> {
+        let candidates: Vec<resilience::Candidate> = self
             .deployments
             .iter()
-            .map(|d| health::Candidate {
+            .map(|d| resilience::Candidate {
                 weight: d.weight,
                 score: d.latency.score(),
                 // True also for an open breaker whose period is over: that is the probe.
                 available: d.breaker.is_available(),
             })
             .collect();
-        health::order(self.balance, &candidates)
+        resilience::order(self.balance, &candidates)
     }
 }
 
-pub struct Models {
+pub(crate) struct Models {
     by_name: HashMap<String, Arc<ModelRoute>>,
     /// Config order, for `/v1/models`.
     pub ordered: Vec<Arc<ModelRoute>>,
@@ -85,7 +83,7 @@ pub struct Models {
 }
 
 impl Models {
-    pub fn from_config(config: &Config) -> Result<Models, ProviderError> {
+    pub(crate) fn from_config(config: &Config) -> Result<Models, ProviderError> {
         let mut providers: HashMap<&str, Arc<Provider>> = HashMap::new();
         for p in &config.providers {
             providers.insert(p.name.as_str(), Arc::new(Provider::from_config(p)?));
@@ -160,7 +158,6 @@ impl Models {
                 fallback_on: m.fallback_on,
                 max_retries: m.max_retries,
                 max_output_tokens: m.max_output_tokens,
-                fallbacks: m.fallbacks.clone(),
                 worst_price: worst_price(&chain_of(config, &m.name), config),
                 max_life: max_life(&chain_of(config, &m.name), config),
             });
@@ -187,13 +184,13 @@ impl Models {
         })
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<ModelRoute>> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<ModelRoute>> {
         self.by_name.get(name)
     }
 
     /// The model a request is served by: `name` itself, or what the router named `name` picks
     /// from the caller's tier, the presence of tools and the estimated prompt size.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         name: &str,
         tier: Option<&str>,
@@ -222,7 +219,7 @@ impl Models {
     }
 
     /// The model followed by its fallbacks.
-    pub fn chain(&self, route: &ModelRoute) -> &[Arc<ModelRoute>] {
+    pub(crate) fn chain(&self, route: &ModelRoute) -> &[Arc<ModelRoute>] {
         self.chains.get(&route.name).map_or(&[], Vec::as_slice)
     }
 }

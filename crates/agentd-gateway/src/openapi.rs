@@ -16,11 +16,11 @@ use utoipa::{Modify, OpenApi};
 use crate::routes;
 
 /// Security scheme: an API key as `Authorization: Bearer <key>` (OpenAI SDKs).
-pub const BEARER_API_KEY: &str = "bearer_api_key";
+pub(crate) const BEARER_API_KEY: &str = "bearer_api_key";
 /// Security scheme: an API key as `x-api-key: <key>` (Anthropic SDKs).
-pub const X_API_KEY: &str = "x_api_key";
+pub(crate) const X_API_KEY: &str = "x_api_key";
 /// Security scheme: the admin key (`AGENTD_ADMIN_KEY`) as `Authorization: Bearer <key>`.
-pub const ADMIN_KEY: &str = "admin_key";
+pub(crate) const ADMIN_KEY: &str = "admin_key";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,9 +39,9 @@ pub const ADMIN_KEY: &str = "admin_key";
         routes::admin::list_keys,
         routes::admin::get_key,
         routes::admin::revoke_key,
-        routes::control::spend,
-        routes::control::breakers,
-        routes::control::budgets,
+        routes::reports::spend,
+        routes::reports::breakers,
+        routes::reports::budgets,
         routes::ops::healthz,
         routes::ops::readyz,
         routes::ops::metrics,
@@ -62,7 +62,7 @@ pub const ADMIN_KEY: &str = "admin_key";
         (name = "operations", description = "Health, readiness, metrics and this document; no key needed"),
     ),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct Security;
 
@@ -96,7 +96,7 @@ impl Modify for Security {
 }
 
 /// The document as JSON bytes, built on first use and then shared.
-pub fn document() -> Bytes {
+pub(crate) fn document() -> Bytes {
     static DOC: OnceLock<Bytes> = OnceLock::new();
     DOC.get_or_init(|| {
         let json = ApiDoc::openapi()
@@ -108,14 +108,14 @@ pub fn document() -> Bytes {
 }
 
 /// Error responses, one set per kind of route, shared by the annotations in `routes/`.
-pub mod responses {
+pub(crate) mod responses {
     use super::schemas::{AnthropicError, OpenAiError};
     use utoipa::IntoResponses;
 
     /// What `/v1/chat/completions` and `/v1/embeddings` answer when they fail.
     #[derive(IntoResponses)]
     #[allow(dead_code)]
-    pub enum OpenAiCallErrors {
+    pub(crate) enum OpenAiCallErrors {
         /// The body is not valid JSON or breaks the API's rules (`param` names the field), or a
         /// header is malformed.
         #[response(status = 400)]
@@ -155,7 +155,7 @@ pub mod responses {
     /// What `/v1/messages` answers when it fails: the same statuses, in Anthropic's shape.
     #[derive(IntoResponses)]
     #[allow(dead_code)]
-    pub enum AnthropicCallErrors {
+    pub(crate) enum AnthropicCallErrors {
         /// The body is not valid JSON or breaks the API's rules, a header is malformed, or a
         /// budget is exhausted.
         #[response(status = 400)]
@@ -195,7 +195,7 @@ pub mod responses {
     /// What a `/v1` route that reads only the key store answers when it fails.
     #[derive(IntoResponses)]
     #[allow(dead_code)]
-    pub enum KeyOnlyErrors {
+    pub(crate) enum KeyOnlyErrors {
         /// No API key, or an unknown or revoked one.
         #[response(status = 401)]
         Unauthorized(OpenAiError),
@@ -210,7 +210,7 @@ pub mod responses {
     /// What every admin route answers when it fails.
     #[derive(IntoResponses)]
     #[allow(dead_code)]
-    pub enum AdminErrors {
+    pub(crate) enum AdminErrors {
         /// No admin key, or a wrong one.
         #[response(status = 401)]
         Unauthorized(OpenAiError),
@@ -228,7 +228,7 @@ pub mod responses {
     /// A refused request (admin routes with a body or a query).
     #[derive(IntoResponses)]
     #[allow(dead_code)]
-    pub enum AdminBadRequest {
+    pub(crate) enum AdminBadRequest {
         /// The body or the query is malformed (`code` and `message` say how).
         #[response(status = 400)]
         BadRequest(OpenAiError),
@@ -237,7 +237,7 @@ pub mod responses {
     /// A body over `server.max_body_bytes`.
     #[derive(IntoResponses)]
     #[allow(dead_code)]
-    pub enum TooLarge {
+    pub(crate) enum TooLarge {
         /// The body is larger than `server.max_body_bytes`.
         #[response(status = 413)]
         TooLarge(OpenAiError),
@@ -248,7 +248,7 @@ pub mod responses {
 /// their fields are never read in Rust; serde attributes are here for utoipa to read names and
 /// tags from.
 #[allow(dead_code)]
-pub mod schemas {
+pub(crate) mod schemas {
     use serde::Deserialize;
     use serde_json::{Map, Value};
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -260,12 +260,12 @@ pub mod schemas {
 
     /// OpenAI's error body: `/v1/*` (except `/v1/messages`), `/admin/*`, unknown routes.
     #[derive(Deserialize, ToSchema)]
-    pub struct OpenAiError {
+    pub(crate) struct OpenAiError {
         pub error: OpenAiErrorDetail,
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct OpenAiErrorDetail {
+    pub(crate) struct OpenAiErrorDetail {
         /// What went wrong and how to fix it.
         pub message: String,
         /// The category: `invalid_request_error`, `authentication_error`, `permission_error`,
@@ -283,7 +283,7 @@ pub mod schemas {
 
     /// Anthropic's error body (`/v1/messages`).
     #[derive(Deserialize, ToSchema)]
-    pub struct AnthropicError {
+    pub(crate) struct AnthropicError {
         #[serde(rename = "type")]
         pub kind: ErrorTag,
         pub error: AnthropicErrorDetail,
@@ -291,12 +291,12 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum ErrorTag {
+    pub(crate) enum ErrorTag {
         Error,
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct AnthropicErrorDetail {
+    pub(crate) struct AnthropicErrorDetail {
         /// `invalid_request_error`, `authentication_error`, `permission_error`,
         /// `not_found_error`, `request_too_large`, `rate_limit_error`, `api_error`,
         /// `overloaded_error`.
@@ -311,7 +311,7 @@ pub mod schemas {
 
     /// `POST /v1/chat/completions`. Fields not listed are accepted and forwarded.
     #[derive(Deserialize, ToSchema)]
-    pub struct ChatCompletionRequest {
+    pub(crate) struct ChatCompletionRequest {
         /// A model from `GET /v1/models` (or a router's name).
         #[schema(min_length = 1, example = "mock")]
         pub model: String,
@@ -352,7 +352,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct StreamOptions {
+    pub(crate) struct StreamOptions {
         /// Send a last chunk with `usage`.
         pub include_usage: Option<bool>,
     }
@@ -360,7 +360,7 @@ pub mod schemas {
     /// A stop sequence or up to four of them.
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum Stop {
+    pub(crate) enum Stop {
         One(String),
         Many(Vec<String>),
     }
@@ -368,7 +368,7 @@ pub mod schemas {
     /// A message, told apart by `role`.
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "role", rename_all = "lowercase")]
-    pub enum ChatMessage {
+    pub(crate) enum ChatMessage {
         System {
             content: TextContent,
             name: Option<String>,
@@ -403,28 +403,28 @@ pub mod schemas {
     /// A string, or an array of text parts.
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum TextContent {
+    pub(crate) enum TextContent {
         Text(String),
         Parts(Vec<TextPart>),
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum TextPart {
+    pub(crate) enum TextPart {
         Text { text: String },
     }
 
     /// A string, or an array of text, image, audio and file parts.
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum UserContent {
+    pub(crate) enum UserContent {
         Text(String),
         Parts(Vec<UserPart>),
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum UserPart {
+    pub(crate) enum UserPart {
         Text { text: String },
         ImageUrl { image_url: ImageUrl },
         InputAudio { input_audio: InputAudio },
@@ -432,7 +432,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ImageUrl {
+    pub(crate) struct ImageUrl {
         /// An `https:` URL or a `data:` URL.
         pub url: String,
         pub detail: Option<ImageDetail>,
@@ -440,14 +440,14 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum ImageDetail {
+    pub(crate) enum ImageDetail {
         Auto,
         Low,
         High,
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct InputAudio {
+    pub(crate) struct InputAudio {
         /// Base64 audio.
         pub data: String,
         #[schema(example = "wav")]
@@ -456,7 +456,7 @@ pub mod schemas {
 
     /// Either `file_data` or `file_id`.
     #[derive(Deserialize, ToSchema)]
-    pub struct FileRef {
+    pub(crate) struct FileRef {
         pub file_data: Option<String>,
         pub file_id: Option<String>,
         pub filename: Option<String>,
@@ -465,20 +465,20 @@ pub mod schemas {
     /// A string, or an array of text and refusal parts.
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum AssistantContent {
+    pub(crate) enum AssistantContent {
         Text(String),
         Parts(Vec<AssistantPart>),
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum AssistantPart {
+    pub(crate) enum AssistantPart {
         Text { text: String },
         Refusal { refusal: String },
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ToolCall {
+    pub(crate) struct ToolCall {
         pub id: String,
         #[serde(rename = "type")]
         pub kind: FunctionTag,
@@ -487,12 +487,12 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum FunctionTag {
+    pub(crate) enum FunctionTag {
         Function,
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct FunctionCall {
+    pub(crate) struct FunctionCall {
         pub name: String,
         /// The arguments as a JSON text.
         pub arguments: String,
@@ -501,7 +501,7 @@ pub mod schemas {
     /// A tool the model may call, told apart by `type`.
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum ChatTool {
+    pub(crate) enum ChatTool {
         Function {
             function: FunctionDef,
         },
@@ -512,7 +512,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct FunctionDef {
+    pub(crate) struct FunctionDef {
         #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
         pub name: String,
         pub description: Option<String>,
@@ -523,7 +523,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct CustomToolDef {
+    pub(crate) struct CustomToolDef {
         #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
         pub name: String,
         pub description: Option<String>,
@@ -532,28 +532,28 @@ pub mod schemas {
     /// `none`, `auto`, `required`, or a named function.
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum ToolChoice {
+    pub(crate) enum ToolChoice {
         Mode(ToolChoiceMode),
         Named(NamedToolChoice),
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum ToolChoiceMode {
+    pub(crate) enum ToolChoiceMode {
         None,
         Auto,
         Required,
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct NamedToolChoice {
+    pub(crate) struct NamedToolChoice {
         #[serde(rename = "type")]
         pub kind: FunctionTag,
         pub function: FunctionName,
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct FunctionName {
+    pub(crate) struct FunctionName {
         pub name: String,
     }
 
@@ -562,7 +562,7 @@ pub mod schemas {
 
     /// A whole answer (`stream` false or absent).
     #[derive(Deserialize, ToSchema)]
-    pub struct ChatCompletion {
+    pub(crate) struct ChatCompletion {
         pub id: String,
         #[schema(example = "chat.completion")]
         pub object: String,
@@ -574,7 +574,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ChatChoice {
+    pub(crate) struct ChatChoice {
         pub index: u32,
         pub message: ChatAnswer,
         /// `stop`, `length`, `tool_calls`, `content_filter`, `function_call`.
@@ -583,7 +583,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ChatAnswer {
+    pub(crate) struct ChatAnswer {
         #[schema(example = "assistant")]
         pub role: String,
         #[schema(required)]
@@ -593,7 +593,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ChatUsage {
+    pub(crate) struct ChatUsage {
         pub prompt_tokens: u64,
         pub completion_tokens: u64,
         pub total_tokens: u64,
@@ -605,7 +605,7 @@ pub mod schemas {
 
     /// One chunk of a streamed answer (`stream: true`).
     #[derive(Deserialize, ToSchema)]
-    pub struct ChatCompletionChunk {
+    pub(crate) struct ChatCompletionChunk {
         pub id: String,
         #[schema(example = "chat.completion.chunk")]
         pub object: String,
@@ -617,7 +617,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ChunkChoice {
+    pub(crate) struct ChunkChoice {
         pub index: u32,
         pub delta: ChunkDelta,
         #[schema(required)]
@@ -625,7 +625,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ChunkDelta {
+    pub(crate) struct ChunkDelta {
         pub role: Option<String>,
         pub content: Option<String>,
         #[schema(value_type = Option<Vec<Object>>)]
@@ -636,7 +636,7 @@ pub mod schemas {
     /// One server-sent event of `POST /v1/chat/completions` with `stream: true`: `data` is a
     /// [`ChatCompletionChunk`], an error (`{"error": …}`, when the stream fails midway) or
     /// `[DONE]`, the last event. (OpenAPI 3.1 describes an event stream by one event's schema.)
-    pub struct ChatStreamEvent;
+    pub(crate) struct ChatStreamEvent;
 
     impl utoipa::PartialSchema for ChatStreamEvent {
         fn schema() -> RefOr<Schema> {
@@ -666,7 +666,7 @@ pub mod schemas {
     /// One server-sent event of `POST /v1/messages` with `stream: true`: `message_start`,
     /// `content_block_start`, `content_block_delta`, `content_block_stop`, `message_delta`,
     /// `message_stop`, `ping`, or `error` when the stream fails midway.
-    pub struct MessageStreamEvent;
+    pub(crate) struct MessageStreamEvent;
 
     impl utoipa::PartialSchema for MessageStreamEvent {
         fn schema() -> RefOr<Schema> {
@@ -689,14 +689,14 @@ pub mod schemas {
 
     /// The `data` of a Messages stream event.
     #[derive(Deserialize, ToSchema)]
-    pub struct MessageStreamData {
+    pub(crate) struct MessageStreamData {
         #[serde(rename = "type")]
         pub kind: MessageStreamEventType,
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "snake_case")]
-    pub enum MessageStreamEventType {
+    pub(crate) enum MessageStreamEventType {
         MessageStart,
         ContentBlockStart,
         ContentBlockDelta,
@@ -724,7 +724,7 @@ pub mod schemas {
 
     /// `POST /v1/embeddings`. Fields not listed are accepted and forwarded.
     #[derive(Deserialize, ToSchema)]
-    pub struct EmbeddingsRequest {
+    pub(crate) struct EmbeddingsRequest {
         #[schema(min_length = 1, example = "mock-embedding")]
         pub model: String,
         pub input: EmbeddingsInput,
@@ -738,7 +738,7 @@ pub mod schemas {
     /// no string or array may be empty. Written by hand: the derive cannot put length limits on
     /// the variants of an untagged enum.
     #[derive(Deserialize)]
-    pub struct EmbeddingsInput;
+    pub(crate) struct EmbeddingsInput;
 
     impl utoipa::PartialSchema for EmbeddingsInput {
         fn schema() -> RefOr<Schema> {
@@ -772,13 +772,13 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum EncodingFormat {
+    pub(crate) enum EncodingFormat {
         Float,
         Base64,
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct EmbeddingsResponse {
+    pub(crate) struct EmbeddingsResponse {
         #[schema(example = "list")]
         pub object: String,
         pub data: Vec<Embedding>,
@@ -787,7 +787,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct Embedding {
+    pub(crate) struct Embedding {
         #[schema(example = "embedding")]
         pub object: String,
         pub index: u32,
@@ -797,13 +797,13 @@ pub mod schemas {
     /// Floats, or base64 little-endian `f32`s when `encoding_format` is `base64`.
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum EmbeddingVector {
+    pub(crate) enum EmbeddingVector {
         Float(Vec<f64>),
         Base64(String),
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct EmbeddingsUsage {
+    pub(crate) struct EmbeddingsUsage {
         pub prompt_tokens: u64,
         pub total_tokens: u64,
     }
@@ -812,7 +812,7 @@ pub mod schemas {
     // OpenAI models
 
     #[derive(Deserialize, ToSchema)]
-    pub struct Model {
+    pub(crate) struct Model {
         #[schema(example = "mock")]
         pub id: String,
         #[schema(example = "model")]
@@ -824,7 +824,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ModelList {
+    pub(crate) struct ModelList {
         #[schema(example = "list")]
         pub object: String,
         pub data: Vec<Model>,
@@ -835,7 +835,7 @@ pub mod schemas {
 
     /// `POST /v1/messages`. Fields not listed are accepted and forwarded.
     #[derive(Deserialize, ToSchema)]
-    pub struct MessagesRequest {
+    pub(crate) struct MessagesRequest {
         #[schema(min_length = 1, example = "mock")]
         pub model: String,
         #[schema(minimum = 1)]
@@ -861,21 +861,21 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct Metadata {
+    pub(crate) struct Metadata {
         pub user_id: Option<String>,
     }
 
     /// A string, or an array of text blocks.
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum SystemPrompt {
+    pub(crate) enum SystemPrompt {
         Text(String),
         Blocks(Vec<TextBlock>),
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum TextBlock {
+    pub(crate) enum TextBlock {
         Text {
             text: String,
             #[schema(value_type = Option<Object>)]
@@ -887,28 +887,28 @@ pub mod schemas {
     /// blocks only in user turns.
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "role", rename_all = "lowercase")]
-    pub enum AnthropicMessage {
+    pub(crate) enum AnthropicMessage {
         User { content: UserTurnContent },
         Assistant { content: AssistantTurnContent },
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum UserTurnContent {
+    pub(crate) enum UserTurnContent {
         Text(String),
         Blocks(Vec<UserBlock>),
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum AssistantTurnContent {
+    pub(crate) enum AssistantTurnContent {
         Text(String),
         Blocks(Vec<AssistantBlock>),
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum UserBlock {
+    pub(crate) enum UserBlock {
         Text {
             text: String,
         },
@@ -927,7 +927,7 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum AssistantBlock {
+    pub(crate) enum AssistantBlock {
         Text {
             text: String,
         },
@@ -946,14 +946,14 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum ToolResultContent {
+    pub(crate) enum ToolResultContent {
         Text(String),
         Blocks(Vec<ToolResultBlock>),
     }
 
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum ToolResultBlock {
+    pub(crate) enum ToolResultBlock {
         Text { text: String },
         Image { source: Source },
         Document { source: Source },
@@ -962,7 +962,7 @@ pub mod schemas {
     /// Where an image's or document's bytes are.
     #[derive(Deserialize, ToSchema)]
     #[serde(tag = "type", rename_all = "snake_case")]
-    pub enum Source {
+    pub(crate) enum Source {
         Base64 {
             #[schema(example = "image/png")]
             media_type: String,
@@ -988,13 +988,13 @@ pub mod schemas {
     /// (`web_search_20250305`, `bash_20250124`, …).
     #[derive(Deserialize, ToSchema)]
     #[serde(untagged)]
-    pub enum AnthropicTool {
+    pub(crate) enum AnthropicTool {
         Custom(CustomTool),
         Server(ServerTool),
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct CustomTool {
+    pub(crate) struct CustomTool {
         #[serde(rename = "type")]
         pub kind: Option<CustomTag>,
         #[schema(pattern = "^[a-zA-Z0-9_-]{1,64}$")]
@@ -1005,13 +1005,13 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum CustomTag {
+    pub(crate) enum CustomTag {
         Custom,
     }
 
     /// A JSON Schema for the tool's input; its `type`, when given, must be `object`.
     #[derive(Deserialize, ToSchema)]
-    pub struct InputSchema {
+    pub(crate) struct InputSchema {
         #[serde(rename = "type")]
         pub kind: Option<ObjectTag>,
         #[schema(value_type = Option<Object>)]
@@ -1021,12 +1021,12 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum ObjectTag {
+    pub(crate) enum ObjectTag {
         Object,
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct ServerTool {
+    pub(crate) struct ServerTool {
         #[serde(rename = "type")]
         #[schema(pattern = "^[a-z_]+_[0-9]{8}$", example = "web_search_20250305")]
         pub kind: String,
@@ -1035,7 +1035,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct AnthropicToolChoice {
+    pub(crate) struct AnthropicToolChoice {
         #[serde(rename = "type")]
         pub kind: ToolChoiceType,
         /// Required when `type` is `tool`.
@@ -1045,7 +1045,7 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum ToolChoiceType {
+    pub(crate) enum ToolChoiceType {
         Auto,
         Any,
         Tool,
@@ -1057,7 +1057,7 @@ pub mod schemas {
 
     /// A whole answer (`stream` false or absent).
     #[derive(Deserialize, ToSchema)]
-    pub struct Message {
+    pub(crate) struct Message {
         pub id: String,
         #[serde(rename = "type")]
         #[schema(example = "message")]
@@ -1076,7 +1076,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct MessageUsage {
+    pub(crate) struct MessageUsage {
         pub input_tokens: u64,
         pub output_tokens: u64,
         pub cache_creation_input_tokens: Option<u64>,
@@ -1089,7 +1089,7 @@ pub mod schemas {
     /// `POST /admin/keys`. Unknown fields are refused.
     #[derive(Deserialize, ToSchema)]
     #[serde(deny_unknown_fields)]
-    pub struct CreateKeyRequest {
+    pub(crate) struct CreateKeyRequest {
         /// A name to recognise the key by (not blank).
         #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
         pub name: String,
@@ -1105,7 +1105,7 @@ pub mod schemas {
 
     /// An API key (never its secret, except in the answer to its creation).
     #[derive(Deserialize, ToSchema)]
-    pub struct ApiKey {
+    pub(crate) struct ApiKey {
         #[schema(example = "key_0123abcd")]
         pub id: String,
         #[schema(example = "api_key")]
@@ -1126,7 +1126,7 @@ pub mod schemas {
 
     /// A new key with its secret, shown only this once.
     #[derive(Deserialize, ToSchema)]
-    pub struct CreatedApiKey {
+    pub(crate) struct CreatedApiKey {
         #[serde(flatten)]
         pub key: ApiKey,
         /// The secret to send as `Authorization: Bearer` or `x-api-key`.
@@ -1136,7 +1136,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct KeyList {
+    pub(crate) struct KeyList {
         #[schema(example = "list")]
         pub object: String,
         pub data: Vec<ApiKey>,
@@ -1144,7 +1144,7 @@ pub mod schemas {
 
     #[derive(Deserialize, ToSchema)]
     #[serde(rename_all = "lowercase")]
-    pub enum SpendGroupBy {
+    pub(crate) enum SpendGroupBy {
         Key,
         User,
         Tenant,
@@ -1153,7 +1153,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct SpendReport {
+    pub(crate) struct SpendReport {
         #[schema(example = "list")]
         pub object: String,
         pub group_by: SpendGroupBy,
@@ -1161,7 +1161,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct SpendRow {
+    pub(crate) struct SpendRow {
         /// The key id, user, tenant, model or day (`2026-11-23`).
         pub group: String,
         pub requests: u64,
@@ -1176,7 +1176,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct BreakerList {
+    pub(crate) struct BreakerList {
         #[schema(example = "list")]
         pub object: String,
         pub data: Vec<BreakerEntry>,
@@ -1184,7 +1184,7 @@ pub mod schemas {
 
     /// One deployment's circuit breaker.
     #[derive(Deserialize, ToSchema)]
-    pub struct BreakerEntry {
+    pub(crate) struct BreakerEntry {
         pub model: String,
         pub deployment: String,
         pub provider: String,
@@ -1200,7 +1200,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct Budgets {
+    pub(crate) struct Budgets {
         #[schema(example = "budgets")]
         pub object: String,
         /// The most one request may cost, in dollars (decimal string).
@@ -1213,7 +1213,7 @@ pub mod schemas {
     }
 
     #[derive(Deserialize, ToSchema)]
-    pub struct BudgetLimit {
+    pub(crate) struct BudgetLimit {
         pub name: String,
         pub scope: String,
         pub window: String,
@@ -1227,7 +1227,7 @@ pub mod schemas {
 
     /// One budget counter: settled spend, holds of calls in flight, what remains.
     #[derive(Deserialize, ToSchema)]
-    pub struct BudgetCounter {
+    pub(crate) struct BudgetCounter {
         /// The scope value: a tenant, `tenant/user`, a key id, `*`.
         pub scope_id: String,
         /// The window's id (`20261204`, `202612`, `all`).
@@ -1251,14 +1251,14 @@ pub mod schemas {
     // Operations
 
     #[derive(Deserialize, ToSchema)]
-    pub struct Health {
+    pub(crate) struct Health {
         #[schema(example = "ok")]
         pub status: String,
     }
 
     /// `ready`, or why not (`draining`, `unavailable` with the store's error).
     #[derive(Deserialize, ToSchema)]
-    pub struct Readiness {
+    pub(crate) struct Readiness {
         #[schema(example = "ready")]
         pub status: String,
         /// The store backend (`sqlite`, `postgres`).

@@ -49,7 +49,7 @@ use tracing::{debug, warn};
 
 /// The connection-level limits, from `[server]`.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub header_read_timeout: Duration,
     pub keep_alive_timeout: Duration,
     pub max_header_bytes: usize,
@@ -57,7 +57,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(server: &agentd_config::ServerConfig) -> Limits {
+    pub(crate) fn from_config(server: &agentd_config::ServerConfig) -> Limits {
         Limits {
             header_read_timeout: server.header_read_timeout,
             keep_alive_timeout: server.keep_alive_timeout,
@@ -166,13 +166,13 @@ impl Drop for RequestGuard {
 
 /// A response body that holds `guard` until it is finished or dropped. Also used for the
 /// concurrency limit's permit, so a stream counts as in flight until it ends.
-pub struct Guarded<G> {
+pub(crate) struct Guarded<G> {
     inner: Body,
     guard: Option<G>,
 }
 
 impl<G: Send + Unpin + 'static> Guarded<G> {
-    pub fn wrap(resp: Response, guard: G) -> Response {
+    pub(crate) fn wrap(resp: Response, guard: G) -> Response {
         resp.map(|inner| {
             Body::new(Guarded {
                 inner,
@@ -284,7 +284,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// so new connections are refused), calls `on_drain`, asks every connection to finish its
 /// requests and close, and waits up to `grace` for them. Returns once they are all closed or
 /// the grace is over (the ones left are closed then).
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     app: Router,
     limits: Limits,

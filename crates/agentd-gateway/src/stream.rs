@@ -1,9 +1,9 @@
 //! A provider's stream on its way to the client: metered, batched, and settled when it ends.
 
 use crate::call::{Outcome, Settlement};
-use crate::health::{self, Permit};
 use crate::metrics as m;
 use crate::models::Deployment;
+use crate::resilience::{self, Permit};
 use agentd_providers::{error_frame, ApiFormat, ChatStream};
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -34,7 +34,7 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// to the scheduler while the upstream keeps delivering, and writes what it gathered in one go
 /// once [`MAX_EMPTY_YIELDS`] turns brought nothing new. An event that arrives alone waits that
 /// many scheduler turns (microseconds).
-pub struct MeteredStream {
+pub(crate) struct MeteredStream {
     /// `None` once dropped (the count may move to a blocking thread).
     inner: Option<ChatStream>,
     format: ApiFormat,
@@ -61,7 +61,7 @@ pub struct MeteredStream {
 }
 
 impl MeteredStream {
-    pub fn new(
+    pub(crate) fn new(
         inner: ChatStream,
         format: ApiFormat,
         deployment: Arc<Deployment>,
@@ -153,7 +153,7 @@ impl Stream for MeteredStream {
                     // start (a client-side error says nothing: the permit is dropped).
                     if let Some((permit, _)) = this.permit.take() {
                         if err.is_retryable() {
-                            permit.record(health::Outcome::Failure);
+                            permit.record(resilience::Outcome::Failure);
                         }
                     }
                     metrics::counter!(m::ERRORS, "kind" => api.kind.as_str(), "fault" => api.kind.fault().as_str())
@@ -164,7 +164,7 @@ impl Stream for MeteredStream {
                 Poll::Ready(None) => {
                     this.ended = true;
                     if let Some((permit, ttft)) = this.permit.take() {
-                        permit.record(health::Outcome::Success { ttft: Some(ttft) });
+                        permit.record(resilience::Outcome::Success { ttft: Some(ttft) });
                     }
                 }
                 Poll::Pending if this.batch.is_empty() => return Poll::Pending,

@@ -546,7 +546,7 @@ fn brief(totals: &[SpendTotal]) -> Vec<(String, u64, Micros)> {
 mod cases {
     use super::*;
 
-    pub async fn insert_then_get_by_hash_and_id(fx: &Fixture) {
+    pub(crate) async fn insert_then_get_by_hash_and_id(fx: &Fixture) {
         let store = fx.open().await;
         let new = new_key("key_insert", "acme", base_time());
         let inserted = store.insert_key(new.clone()).await.unwrap();
@@ -580,7 +580,7 @@ mod cases {
         );
     }
 
-    pub async fn list_is_oldest_first_and_isolates_tenants(fx: &Fixture) {
+    pub(crate) async fn list_is_oldest_first_and_isolates_tenants(fx: &Fixture) {
         let store = fx.open().await;
         assert!(store.list_keys(None).await.unwrap().is_empty());
 
@@ -639,7 +639,7 @@ mod cases {
         }
     }
 
-    pub async fn revoke_sets_time_once_and_reports_unknown(fx: &Fixture) {
+    pub(crate) async fn revoke_sets_time_once_and_reports_unknown(fx: &Fixture) {
         let store = fx.open().await;
         let key = store
             .insert_key(new_key("key_revoke", "acme", base_time()))
@@ -695,7 +695,7 @@ mod cases {
         );
     }
 
-    pub async fn concurrent_revokes_agree_on_one_time(fx: &Fixture) {
+    pub(crate) async fn concurrent_revokes_agree_on_one_time(fx: &Fixture) {
         let store = fx.open().await;
         let key = store
             .insert_key(new_key("key_race", "acme", base_time()))
@@ -719,7 +719,7 @@ mod cases {
         );
     }
 
-    pub async fn duplicate_hash_is_conflict(fx: &Fixture) {
+    pub(crate) async fn duplicate_hash_is_conflict(fx: &Fixture) {
         let store = fx.open().await;
         let original = store
             .insert_key(new_key("key_one", "acme", base_time()))
@@ -738,7 +738,7 @@ mod cases {
         assert_eq!(store.list_keys(None).await.unwrap().len(), 1);
     }
 
-    pub async fn duplicate_id_is_conflict(fx: &Fixture) {
+    pub(crate) async fn duplicate_id_is_conflict(fx: &Fixture) {
         let store = fx.open().await;
         let original = store
             .insert_key(new_key("key_same", "acme", base_time()))
@@ -752,7 +752,7 @@ mod cases {
         assert_eq!(store.key_by_id(&original.id).await.unwrap(), Some(original));
     }
 
-    pub async fn user_none_and_some_round_trip(fx: &Fixture) {
+    pub(crate) async fn user_none_and_some_round_trip(fx: &Fixture) {
         let store = fx.open().await;
         let mut with_user = new_key("key_user", "acme", base_time());
         with_user.user = Some(UserId::new("alice.eu-1"));
@@ -776,7 +776,7 @@ mod cases {
         assert!(users.contains(&None) && users.contains(&Some(UserId::new("alice.eu-1"))));
     }
 
-    pub async fn timestamps_round_trip_at_millisecond_precision(fx: &Fixture) {
+    pub(crate) async fn timestamps_round_trip_at_millisecond_precision(fx: &Fixture) {
         let store = fx.open().await;
         let cases = [
             ("key_ts_sub_ms", base_time()),
@@ -812,7 +812,7 @@ mod cases {
         );
     }
 
-    pub async fn ping_and_close(fx: &Fixture) {
+    pub(crate) async fn ping_and_close(fx: &Fixture) {
         let store = fx.open().await;
         assert_eq!(store.backend(), fx.backend());
         store.ping().await.unwrap();
@@ -824,7 +824,7 @@ mod cases {
         assert!(matches!(err, StoreError::Unavailable(_)), "got {err:?}");
     }
 
-    pub async fn reopening_keeps_data(fx: &Fixture) {
+    pub(crate) async fn reopening_keeps_data(fx: &Fixture) {
         let store = fx.open().await;
         let mut with_user = new_key("key_persist", "acme", base_time());
         with_user.user = Some(UserId::new("bob"));
@@ -854,7 +854,7 @@ mod cases {
         assert_eq!(reopened.list_keys(None).await.unwrap().len(), 3);
     }
 
-    pub async fn concurrent_opens_migrate_once(fx: &Fixture) {
+    pub(crate) async fn concurrent_opens_migrate_once(fx: &Fixture) {
         // Like several replicas starting at once on a fresh database.
         let (a, b, c) = tokio::join!(fx.open(), fx.open(), fx.open());
         a.insert_key(new_key("key_from_a", "acme", base_time()))
@@ -866,7 +866,7 @@ mod cases {
         }
     }
 
-    pub async fn newer_schema_still_opens(fx: &Fixture) {
+    pub(crate) async fn newer_schema_still_opens(fx: &Fixture) {
         // A newer replica applied a migration this binary does not know (rolling deploy): this
         // binary must still start and serve, since migrations are additive.
         let store = fx.open().await;
@@ -894,7 +894,7 @@ mod cases {
             .unwrap();
     }
 
-    pub async fn concurrent_inserts_all_land(fx: &Fixture) {
+    pub(crate) async fn concurrent_inserts_all_land(fx: &Fixture) {
         const TASKS: usize = 40;
         let store = fx.open().await;
         let mut tasks = tokio::task::JoinSet::new();
@@ -933,7 +933,7 @@ mod cases {
         }
     }
 
-    pub async fn tier_none_and_some_round_trip(fx: &Fixture) {
+    pub(crate) async fn tier_none_and_some_round_trip(fx: &Fixture) {
         let store = fx.open().await;
         let mut fast = new_key("key_fast", "acme", base_time());
         fast.tier = Some("fast".to_owned());
@@ -976,7 +976,7 @@ mod cases {
         assert_eq!(read.tier, None);
     }
 
-    pub async fn first_release_database_upgrades_in_place(fx: &Fixture) {
+    pub(crate) async fn first_release_database_upgrades_in_place(fx: &Fixture) {
         // A database an older binary created and wrote a key to, before the ledger and tiers.
         fx.migrate_first_release_only().await;
         let created_at = match fx {
@@ -1027,7 +1027,7 @@ mod cases {
         assert_eq!(versions[..3], ["1", "2", "3"]);
     }
 
-    pub async fn spend_record_is_idempotent(fx: &Fixture) {
+    pub(crate) async fn spend_record_is_idempotent(fx: &Fixture) {
         let store = fx.open().await;
         store.record_spend(&[]).await.unwrap();
         assert_eq!(
@@ -1121,7 +1121,7 @@ mod cases {
         assert_eq!(requests, 6 + 1 + 100);
     }
 
-    pub async fn spend_totals_per_group_with_filters(fx: &Fixture) {
+    pub(crate) async fn spend_totals_per_group_with_filters(fx: &Fixture) {
         let store = fx.open().await;
         let rows = ledger();
         store.record_spend(&rows).await.unwrap();
@@ -1259,7 +1259,7 @@ mod cases {
         }
     }
 
-    pub async fn spend_sum_per_scope_since(fx: &Fixture) {
+    pub(crate) async fn spend_sum_per_scope_since(fx: &Fixture) {
         let store = fx.open().await;
         let rows = ledger();
         store.record_spend(&rows).await.unwrap();
@@ -1320,7 +1320,7 @@ mod cases {
         }
     }
 
-    pub async fn spend_batch_of_500_in_one_call(fx: &Fixture) {
+    pub(crate) async fn spend_batch_of_500_in_one_call(fx: &Fixture) {
         let store = fx.open().await;
         let rows = generated_ledger(750);
         let (first, second) = (&rows[..500], &rows[250..]);
@@ -1353,7 +1353,7 @@ mod cases {
         }
     }
 
-    pub async fn spend_rows_sharing_a_request_id_are_all_counted(fx: &Fixture) {
+    pub(crate) async fn spend_rows_sharing_a_request_id_are_all_counted(fx: &Fixture) {
         let store = fx.open().await;
         // One HTTP request that made two model calls (a fallback, an agent step): two ledger
         // rows, two call ids, one request id.
@@ -1456,7 +1456,7 @@ mod cases {
         );
     }
 
-    pub async fn spend_rows_from_before_request_ids_read_back_empty(fx: &Fixture) {
+    pub(crate) async fn spend_rows_from_before_request_ids_read_back_empty(fx: &Fixture) {
         // A ledger an older binary wrote (schema through 0003, no request_id column).
         fx.migrate_through("0003").await;
         let at = match fx {
@@ -1502,7 +1502,7 @@ mod cases {
         );
     }
 
-    pub async fn spend_totals_group_users_per_tenant(fx: &Fixture) {
+    pub(crate) async fn spend_totals_group_users_per_tenant(fx: &Fixture) {
         let store = fx.open().await;
         let row = |id: &str, tenant: &str, user: Option<&str>, cost: i64| {
             spend(id, base_time(), tenant, None, user, None, "gpt", cost)
@@ -1566,7 +1566,7 @@ mod cases {
         }
     }
 
-    pub async fn nul_in_key_text_is_invalid(fx: &Fixture) {
+    pub(crate) async fn nul_in_key_text_is_invalid(fx: &Fixture) {
         let store = fx.open().await;
         let good = new_key("key_good", "acme", base_time());
         type Edit = fn(&mut NewKey);
@@ -1605,7 +1605,7 @@ mod cases {
         assert_eq!(ids(&store.list_keys(None).await.unwrap()), ["key_good"]);
     }
 
-    pub async fn nul_in_spend_filters_is_invalid(fx: &Fixture) {
+    pub(crate) async fn nul_in_spend_filters_is_invalid(fx: &Fixture) {
         let store = fx.open().await;
         store.record_spend(&ledger()).await.unwrap();
         for group_by in ALL_GROUPS {
@@ -1646,7 +1646,7 @@ mod cases {
         );
     }
 
-    pub async fn nul_in_spend_rows_is_replaced_not_lost(fx: &Fixture) {
+    pub(crate) async fn nul_in_spend_rows_is_replaced_not_lost(fx: &Fixture) {
         let store = fx.open().await;
         let mut dirty = spend(
             "call_\0nul",
@@ -1745,7 +1745,9 @@ mod cases {
         );
     }
 
-    pub async fn store_errors_name_the_operation_and_keep_the_database_message(fx: &Fixture) {
+    pub(crate) async fn store_errors_name_the_operation_and_keep_the_database_message(
+        fx: &Fixture,
+    ) {
         let store = fx.open().await;
         store.close().await;
         // Tables gone behind the store's back (an operator's mistake, a bad restore): the store

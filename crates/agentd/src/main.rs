@@ -7,6 +7,7 @@ mod cli;
 // glibc malloc showed up at ~15 % of the gateway's CPU under load (many small, short-lived
 // allocations per request); with mimalloc, bench/profile.sh json measured 55 instead of 73 µs
 // of CPU per request. `--no-default-features` builds with the system allocator.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -39,7 +39,7 @@ use std::sync::Arc;
     ),
     security(("x_api_key" = []), ("bearer_api_key" = [])),
 )]
-pub async fn messages(
+pub(crate) async fn messages(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     request_id: Option<Extension<RequestId>>,

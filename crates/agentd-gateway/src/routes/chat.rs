@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use std::sync::Arc;
 
-pub fn model_not_found(model: &str) -> ApiError {
+pub(crate) fn model_not_found(model: &str) -> ApiError {
     ApiError::new(
         ErrorKind::NotFound,
         "model_not_found",
@@ -29,7 +29,7 @@ pub fn model_not_found(model: &str) -> ApiError {
     .with_param("model")
 }
 
-pub async fn handle(
+pub(crate) async fn handle(
     state: Arc<AppState>,
     format: ApiFormat,
     principal: Principal,
@@ -102,7 +102,7 @@ async fn chat(
 }
 
 /// The HTTP response for a call's answer.
-pub fn respond(answer: Answer) -> Response {
+pub(crate) fn respond(answer: Answer) -> Response {
     match answer {
         Answer::Complete { body, sse, cache } => {
             let resp = if sse {
@@ -118,13 +118,13 @@ pub fn respond(answer: Answer) -> Response {
     }
 }
 
-pub fn with_cache_header(mut resp: Response, state: &'static str) -> Response {
+pub(crate) fn with_cache_header(mut resp: Response, state: &'static str) -> Response {
     resp.headers_mut()
         .insert(cache::CACHE_HEADER, HeaderValue::from_static(state));
     resp
 }
 
-pub fn json_response(body: Bytes) -> Response {
+pub(crate) fn json_response(body: Bytes) -> Response {
     let mut resp = Response::new(Body::from(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -49,7 +49,7 @@ use std::sync::Arc;
     ),
     security(("bearer_api_key" = []), ("x_api_key" = [])),
 )]
-pub async fn chat_completions(
+pub(crate) async fn chat_completions(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     request_id: Option<Extension<RequestId>>,
@@ -86,7 +86,7 @@ pub async fn chat_completions(
     ),
     security(("bearer_api_key" = []), ("x_api_key" = [])),
 )]
-pub async fn embeddings(
+pub(crate) async fn embeddings(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     request_id: Option<Extension<RequestId>>,
@@ -153,7 +153,7 @@ fn model_object(name: &str, owned_by: &str, created: i64) -> Value {
     ),
     security(("bearer_api_key" = []), ("x_api_key" = [])),
 )]
-pub async fn list_models(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn list_models(State(state): State<Arc<AppState>>) -> Response {
     let created = state.models.created;
     let mut data: Vec<Value> = state
         .models
@@ -185,7 +185,7 @@ pub async fn list_models(State(state): State<Arc<AppState>>) -> Response {
     ),
     security(("bearer_api_key" = []), ("x_api_key" = [])),
 )]
-pub async fn get_model(
+pub(crate) async fn get_model(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<String>,
 ) -> Response {

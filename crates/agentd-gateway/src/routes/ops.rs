@@ -22,7 +22,7 @@ use std::time::Duration;
     operation_id = "healthz",
     responses((status = 200, description = "Up", body = Health)),
 )]
-pub async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
@@ -37,7 +37,7 @@ pub async fn healthz() -> Response {
         (status = 503, description = "Draining, or the store does not answer", body = Readiness),
     ),
 )]
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let backend = state.store.backend();
     if state.draining.load(Ordering::SeqCst) {
         return (
@@ -70,7 +70,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     responses((status = 200, description = "The Prometheus text format", body = String,
         content_type = "text/plain; version=0.0.4; charset=utf-8")),
 )]
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -90,7 +90,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object,
         content_type = "application/json")),
 )]
-pub async fn openapi_json() -> Response {
+pub(crate) async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         crate::openapi::document(),
@@ -98,7 +98,7 @@ pub async fn openapi_json() -> Response {
         .into_response()
 }
 
-pub async fn not_found(uri: Uri) -> Response {
+pub(crate) async fn not_found(uri: Uri) -> Response {
     closing(
         ErrorResponse {
             format: format_for(uri.path()),
@@ -115,7 +115,7 @@ pub async fn not_found(uri: Uri) -> Response {
     )
 }
 
-pub async fn method_not_allowed(uri: Uri) -> Response {
+pub(crate) async fn method_not_allowed(uri: Uri) -> Response {
     let mut resp = ErrorResponse {
         format: format_for(uri.path()),
         error: ApiError::new(

@@ -5,15 +5,15 @@
 use agentd_mock::{spawn, MockOptions, MockServer};
 use serde_json::Value;
 
-pub async fn mock() -> MockServer {
+pub(crate) async fn mock() -> MockServer {
     mock_with(MockOptions::default()).await
 }
 
-pub async fn mock_with(opts: MockOptions) -> MockServer {
+pub(crate) async fn mock_with(opts: MockOptions) -> MockServer {
     spawn(opts).await.expect("mock server starts")
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -21,14 +21,14 @@ pub fn client() -> reqwest::Client {
 }
 
 /// An OpenAI-style request with a key.
-pub fn openai(server: &MockServer, path: &str) -> reqwest::RequestBuilder {
+pub(crate) fn openai(server: &MockServer, path: &str) -> reqwest::RequestBuilder {
     client()
         .post(format!("{}{path}", server.url()))
         .bearer_auth("sk-test")
 }
 
 /// An Anthropic-style request with key and version headers.
-pub fn anthropic(server: &MockServer) -> reqwest::RequestBuilder {
+pub(crate) fn anthropic(server: &MockServer) -> reqwest::RequestBuilder {
     client()
         .post(format!("{}/v1/messages", server.url()))
         .header("x-api-key", "sk-ant-test")
@@ -37,20 +37,20 @@ pub fn anthropic(server: &MockServer) -> reqwest::RequestBuilder {
 
 /// One SSE frame: its `event:` name (if any) and `data:` payload.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Frame {
+pub(crate) struct Frame {
     pub event: Option<String>,
     pub data: String,
 }
 
 impl Frame {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data)
             .unwrap_or_else(|err| panic!("frame data is not JSON ({err}): {}", self.data))
     }
 }
 
 /// Parses a complete SSE body, asserting the framing is exactly `field: value\n…\n\n`.
-pub fn parse_sse(body: &str) -> Vec<Frame> {
+pub(crate) fn parse_sse(body: &str) -> Vec<Frame> {
     assert!(
         body.ends_with("\n\n"),
         "SSE body must end with a blank line: {body:?}"
@@ -75,7 +75,7 @@ pub fn parse_sse(body: &str) -> Vec<Frame> {
         .collect()
 }
 
-pub async fn recorded(server: &MockServer) -> Vec<Value> {
+pub(crate) async fn recorded(server: &MockServer) -> Vec<Value> {
     let value: Value = client()
         .get(format!("{}/_mock/requests", server.url()))
         .send()

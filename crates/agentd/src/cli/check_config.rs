@@ -5,12 +5,12 @@ use clap::Args;
 use std::process::ExitCode;
 
 #[derive(Args)]
-pub struct CheckArgs {
+pub(super) struct CheckArgs {
     #[command(flatten)]
     config: ConfigArgs,
 }
 
-pub fn run(args: CheckArgs) -> ExitCode {
+pub(super) fn run(args: CheckArgs) -> ExitCode {
     match args.config.load(None) {
         Ok(config) => {
             let origin = config

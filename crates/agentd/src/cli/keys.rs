@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Args)]
-pub struct KeysArgs {
+pub(super) struct KeysArgs {
     #[command(subcommand)]
     command: KeysCommand,
     #[command(flatten)]
@@ -60,7 +60,7 @@ fn parse_tier(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
-pub async fn open_store(config: &agentd_config::Config) -> anyhow::Result<Store> {
+pub(super) async fn open_store(config: &agentd_config::Config) -> anyhow::Result<Store> {
     Ok(match &config.store {
         agentd_config::StoreConfig::Sqlite { path } => Store::open_sqlite(path)
             .await
@@ -74,7 +74,7 @@ pub async fn open_store(config: &agentd_config::Config) -> anyhow::Result<Store>
     })
 }
 
-pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     let config = match args.config.load(None) {
         Ok(c) => c,
         Err(code) => return Ok(code),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Args)]
-pub struct MockArgs {
+pub(super) struct MockArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     addr: SocketAddr,
@@ -25,7 +25,7 @@ pub struct MockArgs {
     require_key: Option<String>,
 }
 
-pub fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: MockArgs) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Exit code for an invalid configuration (EX_CONFIG from sysexits.h).
-pub const EXIT_CONFIG: u8 = 78;
+pub(crate) const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
 #[command(
@@ -20,7 +20,7 @@ pub const EXIT_CONFIG: u8 = 78;
     version,
     about = "Run AI agents in production: LLM gateway, agent runtime and workers in one binary"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -39,7 +39,7 @@ enum Command {
 
 /// Options every command that reads the config shares.
 #[derive(Args, Clone)]
-pub struct ConfigArgs {
+pub(crate) struct ConfigArgs {
     /// Configuration file (TOML). Without it, built-in defaults (see README).
     #[arg(short = 'c', long = "config", env = "AGENTD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -50,7 +50,7 @@ pub struct ConfigArgs {
 
 impl ConfigArgs {
     /// Loads the config, or prints every error and returns the exit code to use.
-    pub fn load(&self, listen: Option<SocketAddr>) -> Result<Config, ExitCode> {
+    pub(crate) fn load(&self, listen: Option<SocketAddr>) -> Result<Config, ExitCode> {
         let env = |k: &str| std::env::var(k).ok();
         let overrides = Overrides {
             listen,
@@ -63,7 +63,7 @@ impl ConfigArgs {
     }
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => Ok(check_config::run(args)),
@@ -73,7 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// A tokio runtime for the short-lived commands.
-pub fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)

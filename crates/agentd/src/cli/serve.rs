@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(super) struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
     /// Address to listen on (default 127.0.0.1:8080; env AGENTD_LISTEN).
@@ -36,7 +36,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -103,7 +103,7 @@ fn describe(config: &Config) {
     }
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = match args.config.load(args.listen) {
         Ok(c) => Arc::new(c),
         Err(code) => return Ok(code),

@@ -9,11 +9,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_agentd");
-pub const ADMIN_KEY: &str = "admin-key-for-tests-0123456789";
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_agentd");
+pub(crate) const ADMIN_KEY: &str = "admin-key-for-tests-0123456789";
 
 /// Environment for a child: a clean slate without the developer's provider keys.
-pub fn base_command(args: &[&str]) -> Command {
+pub(crate) fn base_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("OPENAI_API_KEY")
@@ -28,7 +28,7 @@ pub fn base_command(args: &[&str]) -> Command {
     cmd
 }
 
-pub struct Server {
+pub(crate) struct Server {
     pub child: Option<Child>,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -37,7 +37,7 @@ pub struct Server {
     data_dir_override: Option<PathBuf>,
 }
 
-pub struct Options<'a> {
+pub(crate) struct Options<'a> {
     pub config: Option<&'a str>,
     pub env: Vec<(&'a str, String)>,
     /// Reuse this data directory (a restart) instead of a fresh one.
@@ -55,14 +55,14 @@ impl Default for Options<'_> {
 }
 
 impl Server {
-    pub fn start(config: Option<&str>) -> Server {
+    pub(crate) fn start(config: Option<&str>) -> Server {
         Server::start_with(Options {
             config,
             ..Options::default()
         })
     }
 
-    pub fn start_with(opts: Options<'_>) -> Server {
+    pub(crate) fn start_with(opts: Options<'_>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config = opts.config.map(|text| {
             let path = dir.path().join("agentd.toml");
@@ -130,18 +130,18 @@ impl Server {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.data_dir_override
             .clone()
             .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// Runs `agentd ARGS` against this server's config and data dir.
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         let data = self.data_dir();
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--data-dir", data.to_str().unwrap()]);
@@ -153,7 +153,7 @@ impl Server {
         base_command(&all).output().unwrap()
     }
 
-    pub fn create_key(&self, name: &str, tenant: Option<&str>) -> String {
+    pub(crate) fn create_key(&self, name: &str, tenant: Option<&str>) -> String {
         let mut args = vec!["keys", "create", "--name", name];
         if let Some(t) = tenant {
             args.extend(["--tenant", t]);
@@ -174,15 +174,15 @@ impl Server {
         lines[0].to_string()
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
 
-    pub fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
@@ -190,7 +190,7 @@ impl Server {
         assert!(status.success());
     }
 
-    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let child = self.child.as_mut().unwrap();
         let deadline = Instant::now() + within;
         loop {
@@ -218,7 +218,7 @@ impl Drop for Server {
     }
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -226,7 +226,7 @@ pub fn client() -> reqwest::Client {
 }
 
 /// A config with the in-process mock and two HTTP providers pointing at a mock server.
-pub fn config_with_upstream(mock_url: &str, extra: &str) -> String {
+pub(crate) fn config_with_upstream(mock_url: &str, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -267,6 +267,6 @@ model = "mock"
     )
 }
 
-pub fn assert_path_exists(p: &Path) {
+pub(crate) fn assert_path_exists(p: &Path) {
     assert!(p.exists(), "{} should exist", p.display());
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SpendParams {
+pub(crate) struct SpendParams {
     group_by: Option<String>,
     tenant: Option<String>,
     since: Option<String>,
@@ -63,7 +63,7 @@ fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     ),
     security(("admin_key" = [])),
 )]
-pub async fn spend(
+pub(crate) async fn spend(
     State(state): State<Arc<AppState>>,
     ApiQuery(p): ApiQuery<SpendParams>,
 ) -> Response {
@@ -136,7 +136,7 @@ pub async fn spend(
     ),
     security(("admin_key" = [])),
 )]
-pub async fn breakers(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn breakers(State(state): State<Arc<AppState>>) -> Response {
     let mut data = Vec::new();
     for route in &state.models.ordered {
         for d in &route.deployments {
@@ -173,7 +173,7 @@ pub async fn breakers(State(state): State<Arc<AppState>>) -> Response {
     ),
     security(("admin_key" = [])),
 )]
-pub async fn budgets(
+pub(crate) async fn budgets(
     State(state): State<Arc<AppState>>,
     ApiQuery(p): ApiQuery<BudgetParams>,
 ) -> Response {
@@ -235,6 +235,6 @@ pub async fn budgets(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BudgetParams {
+pub(crate) struct BudgetParams {
     tenant: Option<String>,
 }

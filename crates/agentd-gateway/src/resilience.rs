@@ -38,11 +38,11 @@ use tokio::time::Instant;
 /// breaker adds: `consecutive_failures = 0` turns that rule off; the error-rate window moves in
 /// tenths, so the oldest outcome it counts is between 0.9 and 1.0 `window` old; a success slower
 /// than `slow_ttft` to its first token counts as a failure; `half_open_probes = 0` is treated as 1.
-pub use agentd_config::BreakerConfig as BreakerSettings;
+pub(crate) use agentd_config::BreakerConfig as BreakerSettings;
 
 /// The externally visible state of a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
+pub(crate) enum BreakerState {
     /// Requests flow; outcomes are counted.
     Closed,
     /// Requests are refused until the open period is over.
@@ -52,7 +52,7 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
             BreakerState::Open => "open",
@@ -61,7 +61,7 @@ impl BreakerState {
     }
 
     /// The value of the breaker-state gauge: 0 closed, 1 open, 2 half-open.
-    pub fn gauge_value(self) -> f64 {
+    pub(crate) fn gauge_value(self) -> f64 {
         match self {
             BreakerState::Closed => 0.0,
             BreakerState::Open => 1.0,
@@ -72,7 +72,7 @@ impl BreakerState {
 
 /// Why a breaker changed state, for the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransitionReason {
+pub(crate) enum TransitionReason {
     /// `consecutive_failures` failures in a row (closed → open).
     ConsecutiveFailures,
     /// The window's error rate reached `error_rate_percent` (closed → open).
@@ -86,7 +86,7 @@ pub enum TransitionReason {
 }
 
 impl TransitionReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TransitionReason::ConsecutiveFailures => "consecutive_failures",
             TransitionReason::ErrorRate => "error_rate",
@@ -99,7 +99,7 @@ impl TransitionReason {
 
 /// A state change, handed to the listener set with [`Breaker::on_transition`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     pub from: BreakerState,
     pub to: BreakerState,
     pub reason: TransitionReason,
@@ -107,7 +107,7 @@ pub struct Transition {
 
 /// How a call through a [`Permit`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The deployment answered. `ttft` is the time to the first streamed token, when there was
     /// one; it is compared against [`BreakerSettings::slow_ttft`].
     Success { ttft: Option<Duration> },
@@ -124,7 +124,7 @@ type Listener = Box<dyn Fn(&Transition) + Send + Sync>;
 /// Transitions are reported through a listener rather than return values so that call sites
 /// stay `let Some(permit) = breaker.try_acquire() else { continue }`, and so that the reports
 /// come out in the order the transitions happened (the listener runs under the breaker's lock).
-pub struct Breaker {
+pub(crate) struct Breaker {
     settings: BreakerSettings,
     inner: Mutex<Inner>,
     listener: Option<Listener>,
@@ -158,7 +158,7 @@ impl Phase {
 }
 
 impl Breaker {
-    pub fn new(settings: BreakerSettings) -> Breaker {
+    pub(crate) fn new(settings: BreakerSettings) -> Breaker {
         let window = Window::new(Instant::now(), settings.window);
         Breaker {
             settings,
@@ -174,7 +174,7 @@ impl Breaker {
 
     /// Calls `listener` on every state change, for the log line and the state gauge. It runs
     /// while the breaker is locked, so it must not call back into this breaker.
-    pub fn on_transition(
+    pub(crate) fn on_transition(
         mut self,
         listener: impl Fn(&Transition) + Send + Sync + 'static,
     ) -> Breaker {
@@ -182,13 +182,9 @@ impl Breaker {
         self
     }
 
-    pub fn settings(&self) -> &BreakerSettings {
-        &self.settings
-    }
-
     /// Asks to send one request to this deployment. `None` means skip it: the breaker is open,
     /// or it is half-open and all probe slots are taken.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
         self.try_acquire_at(Instant::now())
     }
 
@@ -235,7 +231,7 @@ impl Breaker {
     /// its open period over, or half-open with a probe slot free. For [`Candidate::available`],
     /// so that ordering skips deployments that would refuse; only a hint, as another request
     /// may take the last probe slot in between.
-    pub fn is_available(&self) -> bool {
+    pub(crate) fn is_available(&self) -> bool {
         self.is_available_at(Instant::now())
     }
 
@@ -255,7 +251,7 @@ impl Breaker {
 
     /// The current state. An open breaker whose open period is over still reads `Open` until
     /// the next [`try_acquire`](Self::try_acquire) turns it half-open.
-    pub fn state(&self) -> BreakerState {
+    pub(crate) fn state(&self) -> BreakerState {
         if !self.settings.enabled {
             return BreakerState::Closed;
         }
@@ -263,7 +259,7 @@ impl Breaker {
     }
 
     /// The breaker as the admin API shows it.
-    pub fn snapshot(&self) -> serde_json::Value {
+    pub(crate) fn snapshot(&self) -> serde_json::Value {
         self.snapshot_at(Instant::now())
     }
 
@@ -434,7 +430,7 @@ impl Breaker {
 /// went away, the request was cancelled) counts neither as success nor as failure, and gives a
 /// half-open probe slot back.
 #[must_use = "record the outcome, or drop the permit if the call never finished"]
-pub struct Permit {
+pub(crate) struct Permit {
     breaker: Arc<Breaker>,
     generation: u64,
     probe: bool,
@@ -444,11 +440,12 @@ pub struct Permit {
 impl Permit {
     /// Whether this request is a half-open probe: its outcome decides whether the breaker
     /// closes or reopens.
-    pub fn is_probe(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_probe(&self) -> bool {
         self.probe
     }
 
-    pub fn record(self, outcome: Outcome) {
+    pub(crate) fn record(self, outcome: Outcome) {
         self.record_at(outcome, Instant::now());
     }
 
@@ -550,13 +547,13 @@ fn millis(d: Duration) -> u64 {
 /// Weight of the newest sample. At 0.3 the last three samples carry two thirds of the weight
 /// (0.3, 0.21, 0.147): one slow answer moves the average noticeably, and a deployment that has
 /// really slowed down is overtaken within a handful of requests, while single outliers fade.
-pub const EWMA_ALPHA: f64 = 0.3;
+pub(crate) const EWMA_ALPHA: f64 = 0.3;
 
 /// How fast a deployment's latency is forgotten while it gets no traffic: the score is
 /// multiplied by `exp(-idle / EWMA_FORGET)`. Without it, least-latency balancing between two
 /// deployments would never again try the one that was once slow, and never learn it recovered;
 /// with 10 s, a deployment ten times slower than its sibling gets one request every ~23 s.
-pub const EWMA_FORGET: Duration = Duration::from_secs(10);
+pub(crate) const EWMA_FORGET: Duration = Duration::from_secs(10);
 
 /// Observed latency of one deployment (time to first token for streams, whole latency
 /// otherwise) and its in-flight count: the input of least-latency balancing. Lock-free: it is
@@ -564,7 +561,7 @@ pub const EWMA_FORGET: Duration = Duration::from_secs(10);
 ///
 /// The average and the time of the last sample are separate atomics; a reader racing a writer
 /// may pair a new average with an old time, which only nudges one score for one request.
-pub struct LatencyEwma {
+pub(crate) struct LatencyEwma {
     origin: Instant,
     /// f64 bits of the average in seconds; 0 means nothing observed yet.
     ewma: AtomicU64,
@@ -580,7 +577,7 @@ impl Default for LatencyEwma {
 }
 
 impl LatencyEwma {
-    pub fn new() -> LatencyEwma {
+    pub(crate) fn new() -> LatencyEwma {
         LatencyEwma {
             origin: Instant::now(),
             ewma: AtomicU64::new(0f64.to_bits()),
@@ -589,7 +586,7 @@ impl LatencyEwma {
         }
     }
 
-    pub fn observe(&self, latency: Duration) {
+    pub(crate) fn observe(&self, latency: Duration) {
         self.observe_at(latency, Instant::now());
     }
 
@@ -612,17 +609,17 @@ impl LatencyEwma {
     }
 
     /// The average latency, `None` before the first sample.
-    pub fn ewma(&self) -> Option<Duration> {
+    pub(crate) fn ewma(&self) -> Option<Duration> {
         let secs = f64::from_bits(self.ewma.load(Ordering::Relaxed));
         (secs > 0.0).then(|| Duration::from_secs_f64(secs))
     }
 
-    pub fn in_flight(&self) -> u32 {
+    pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Counts one request in flight until the guard is dropped.
-    pub fn start(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             latency: Arc::clone(self),
@@ -633,7 +630,7 @@ impl LatencyEwma {
     /// (see [`EWMA_FORGET`]), times (in-flight + 1) so that a fast deployment that is already
     /// busy stops attracting every request. A deployment never observed scores 0, so it is
     /// tried early and gets a measurement.
-    pub fn score(&self) -> f64 {
+    pub(crate) fn score(&self) -> f64 {
         self.score_at(Instant::now())
     }
 
@@ -651,7 +648,7 @@ impl LatencyEwma {
 
 /// One request in flight to a deployment; dropping it ends the count.
 #[must_use = "the request counts as in flight only while the guard lives"]
-pub struct InFlight {
+pub(crate) struct InFlight {
     latency: Arc<LatencyEwma>,
 }
 
@@ -667,11 +664,11 @@ impl Drop for InFlight {
 
 /// How to order a model's deployments (`models.<name>.balance`): `Weighted` is random in
 /// proportion to the weights, `LeastLatency` prefers the lowest [`LatencyEwma::score`].
-pub use agentd_config::Balance;
+pub(crate) use agentd_config::Balance;
 
 /// One deployment as [`order`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub weight: u32,
     /// From [`LatencyEwma::score`]; lower is better.
     pub score: f64,
@@ -680,7 +677,7 @@ pub struct Candidate {
 }
 
 /// The indices of the available candidates, in the order to try them.
-pub fn order(balance: Balance, candidates: &[Candidate]) -> Vec<usize> {
+pub(crate) fn order(balance: Balance, candidates: &[Candidate]) -> Vec<usize> {
     order_with(&mut rand::thread_rng(), balance, candidates)
 }
 
@@ -693,7 +690,11 @@ pub fn order(balance: Balance, candidates: &[Candidate]) -> Vec<usize> {
 ///   lower score wins), then the rest by ascending score, ties in random order. Two choices
 ///   rather than the global minimum so that many gateways reading slightly stale scores do not
 ///   all pile onto the same deployment at once.
-pub fn order_with(rng: &mut impl Rng, balance: Balance, candidates: &[Candidate]) -> Vec<usize> {
+pub(crate) fn order_with(
+    rng: &mut impl Rng,
+    balance: Balance,
+    candidates: &[Candidate],
+) -> Vec<usize> {
     let mut available: Vec<usize> = (0..candidates.len())
         .filter(|&i| candidates[i].available)
         .collect();
@@ -765,7 +766,7 @@ pub fn order_with(rng: &mut impl Rng, balance: Balance, candidates: &[Candidate]
 /// so a quiet hour does not bank a storm of retries. A separate reserve refilled at
 /// `min_per_sec` lets low-traffic gateways retry at all. Tokens are counted in thousandths so
 /// that fractional deposits do not drift.
-pub struct RetryBudget {
+pub(crate) struct RetryBudget {
     deposit: u64,
     max_balance: u64,
     min_per_sec: u64,
@@ -793,7 +794,7 @@ impl RetryBudget {
     /// `ratio`: tokens per request (0.2 allows one retry per five requests; negative counts as
     /// 0); `min_per_sec`: retries always allowed per second; `max_balance`: the most deposited
     /// retries that can be banked.
-    pub fn new(ratio: f64, min_per_sec: u32, max_balance: u32) -> RetryBudget {
+    pub(crate) fn new(ratio: f64, min_per_sec: u32, max_balance: u32) -> RetryBudget {
         let min_per_sec = u64::from(min_per_sec);
         RetryBudget {
             // `as` saturates: NaN and negatives become 0, huge ratios the maximum.
@@ -809,7 +810,7 @@ impl RetryBudget {
     }
 
     /// One request was made.
-    pub fn deposit(&self) {
+    pub(crate) fn deposit(&self) {
         let mut inner = self.lock();
         inner.balance = inner
             .balance
@@ -818,7 +819,7 @@ impl RetryBudget {
     }
 
     /// Asks for one retry; false means give up instead of retrying.
-    pub fn try_withdraw(&self) -> bool {
+    pub(crate) fn try_withdraw(&self) -> bool {
         self.try_withdraw_at(Instant::now())
     }
 
@@ -868,7 +869,7 @@ impl RetryBudget {
 /// failed together do not retry together. A `retry_after` from the upstream (429/503) is a
 /// floor. `None` when `retry_after` is longer than `max`: waiting that long is worse than
 /// moving on to the next deployment, so don't retry this one.
-pub fn backoff(
+pub(crate) fn backoff(
     attempt: u32,
     base: Duration,
     max: Duration,
