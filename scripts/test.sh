@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The one command that tests everything (README "Testing"):
-#   1. builds the agentd binary (debug),
-#   2. runs every Rust test in the workspace,
-#   3. creates or reuses the Python venv at .venv with the pinned official SDKs,
-#   4. runs the SDK suite (tests/sdk) against the real binary,
-#   5. fuzzes the real binary against its own OpenAPI document (tests/fuzz/run.sh, schemathesis).
+#   1. checks formatting (cargo fmt) and lints (cargo clippy, warnings are errors),
+#   2. builds the binary without default features (no Redis, no PostgreSQL, system malloc),
+#   3. builds the agentd binary (debug, default features),
+#   4. runs every Rust test in the workspace,
+#   5. creates or reuses the Python venv at .venv with the pinned official SDKs,
+#   6. runs the SDK suite (tests/sdk) against the real binary,
+#   7. fuzzes the real binary against its own OpenAPI document (tests/fuzz/run.sh, schemathesis).
 # Any failure stops the run with a non-zero exit. Works from a fresh clone; needs cargo and python3.
 # The backend tests read AGENTD_TEST_POSTGRES_URL / _REDIS_URL / _NATS_URL (.ci/run sets them).
 set -euo pipefail
@@ -25,6 +27,17 @@ REQS="$ROOT/tests/sdk/requirements.txt"
 section "toolchain"
 cargo --version
 "$PYTHON" --version
+
+section "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+section "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Before the default build below: both write target/debug/agentd, and the tests and the SDK
+# suite must run the default binary.
+section "cargo build -p agentd --no-default-features"
+cargo build -p agentd --no-default-features
 
 section "cargo build -p agentd"
 cargo build -p agentd

@@ -29,12 +29,15 @@
 //!   negative amounts in an admission, a negative capacity, a period under a millisecond.
 //! - The response cache never fails a request: the Redis cache turns errors into misses.
 //!
-//! Redis is isolated here so the rest of agentd does not link a Redis client it does not use.
+//! Redis is isolated here so the rest of agentd does not link a Redis client it does not use:
+//! the Redis backends exist only with the cargo feature `redis`.
 
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
 
 pub use crate::memory::{MemoryCache, MemoryCounters};
+#[cfg(feature = "redis")]
 pub use crate::redis::{RedisCache, RedisCounters};
 
 use agentd_core::{Admission, CounterError, RateCharge};

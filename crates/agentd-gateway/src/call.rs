@@ -94,7 +94,18 @@ impl Outcome {
 /// A new call id: 128 random bits from a cryptographic generator (unguessable, so no caller can
 /// name another call's ledger row or budget hold).
 pub(crate) fn new_call_id() -> Arc<str> {
-    format!("{:032x}", rand::random::<u128>()).into()
+    hex128(rand::random::<u128>())
+}
+
+/// `n` as 32 lowercase hex digits (without `format!`'s machinery: ids are made per request).
+pub(crate) fn hex128(n: u128) -> Arc<str> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = DIGITS[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    // Only ASCII hex digits were written.
+    Arc::from(std::str::from_utf8(&out).unwrap_or_default())
 }
 
 /// Who is calling and the request's identity, for admission and the ledger.
@@ -570,5 +581,21 @@ impl Drop for Settlement {
         };
         self.finished = true;
         this.finish(Usage::default(), false, Outcome::Aborted, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex128_matches_format() {
+        for n in [
+            0u128,
+            1,
+            0xdead_beef,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+        ] {
+            assert_eq!(&*super::hex128(n), format!("{n:032x}"));
+        }
     }
 }

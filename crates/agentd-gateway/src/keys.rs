@@ -16,6 +16,8 @@ use std::time::Duration;
 pub const SECRET_PREFIX: &str = "sk-agentd-";
 /// How many characters of the secret are kept in clear, to tell keys apart in listings.
 const SHOWN_PREFIX_LEN: usize = SECRET_PREFIX.len() + 6;
+/// Longest secret cached under itself; longer ones (never ours) are cached under their hash.
+const MAX_SECRET_AS_KEY: usize = 128;
 /// Bound on cached lookups, so a flood of random bad keys cannot grow memory without limit.
 const MAX_CACHED: u64 = 100_000;
 
@@ -169,9 +171,16 @@ impl KeyCache {
         store: &dyn KeyStore,
         secret: &str,
     ) -> Result<Option<Principal>, StoreError> {
-        let hash = hash_secret(secret);
+        // Keyed by the secret itself (a hit then costs no SHA-256), tagged so that no secret can
+        // pose as another's hash; an over-long secret by its hash, so entries stay small.
+        let key = if secret.len() <= MAX_SECRET_AS_KEY {
+            format!("s:{secret}")
+        } else {
+            format!("h:{}", hash_secret(secret))
+        };
         self.entries
-            .try_get_with(hash.clone(), async {
+            .try_get_with(key, async {
+                let hash = hash_secret(secret);
                 Ok::<_, StoreError>(
                     store
                         .key_by_hash(&hash)

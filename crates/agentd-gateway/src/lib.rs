@@ -79,6 +79,7 @@ impl AppState {
         let gate = if needs_counters {
             let counters: Arc<dyn agentd_core::Counters> = match &config.counters {
                 CountersConfig::Memory => Arc::new(agentd_counters::MemoryCounters::new()),
+                #[cfg(feature = "redis")]
                 CountersConfig::Redis { url, prefix } => Arc::new(
                     agentd_counters::RedisCounters::connect(url.expose(), prefix)
                         .await
@@ -87,6 +88,10 @@ impl AppState {
                                 "cannot connect to the counters' Redis (counters.url): {e}"
                             )
                         })?,
+                ),
+                #[cfg(not(feature = "redis"))]
+                CountersConfig::Redis { .. } => anyhow::bail!(
+                    "this agentd was built without Redis support (cargo feature `redis`); use counters.kind = \"memory\" or rebuild with it"
                 ),
             };
             Some(admission::Gatekeeper::new(
@@ -106,6 +111,7 @@ impl AppState {
                     CacheBackend::Memory { max_bytes } => {
                         Arc::new(agentd_counters::MemoryCache::new(*max_bytes))
                     }
+                    #[cfg(feature = "redis")]
                     CacheBackend::Redis { url, prefix } => Arc::new(
                         agentd_counters::RedisCache::connect(url.expose(), prefix)
                             .await
@@ -114,6 +120,10 @@ impl AppState {
                                     "cannot connect to the cache's Redis (cache.url): {e}"
                                 )
                             })?,
+                    ),
+                    #[cfg(not(feature = "redis"))]
+                    CacheBackend::Redis { .. } => anyhow::bail!(
+                        "this agentd was built without Redis support (cargo feature `redis`); use cache.kind = \"memory\" or rebuild with it"
                     ),
                 };
                 Some(Arc::new(cache::Cache {
@@ -183,17 +193,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            middleware::authenticate,
+            middleware::guard,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::limit_time,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::shed_load,
-        ))
-        .layer(axum::middleware::from_fn(middleware::shape_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,

@@ -40,21 +40,19 @@ fn request_id(headers: &HeaderMap) -> Arc<str> {
             return v.into();
         }
     }
-    next_request_id().into()
+    next_request_id()
 }
 
 /// 32 hex digits: a random per-process prefix and a counter. Unique across processes without a
 /// random draw (a syscall) per request; request ids are not secrets.
-fn next_request_id() -> String {
+fn next_request_id() -> Arc<str> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(rand::random::<u64>);
-    format!(
-        "{prefix:016x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    crate::call::hex128((u128::from(prefix) << 64) | u128::from(n))
 }
 
 /// Outermost layer: gives the request an id, times it, counts it and writes one access-log
@@ -146,16 +144,25 @@ pub(crate) fn access_for(path: &str) -> Access {
     }
 }
 
-/// Over the whole router: deny by default.
-pub(crate) async fn authenticate(
+/// The request's guards, in one layer (one boxed future and one clone of the router per
+/// request instead of one per guard), outermost first: JSON error shapes → load shedding →
+/// request timeout → authentication → the router.
+pub(crate) async fn guard(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
+    let format = format_for(req.uri().path());
+    let resp = shed_load(&state, req, next).await;
+    shape_errors(format, resp).await
+}
+
+/// Over the whole router: deny by default.
+async fn authenticate(state: &AppState, req: Request, next: Next) -> Response {
     match access_for(req.uri().path()) {
         Access::Public => next.run(req).await,
-        Access::ApiKey => require_key(&state, req, next).await,
-        Access::AdminKey => require_admin(&state, req, next).await,
+        Access::ApiKey => require_key(state, req, next).await,
+        Access::AdminKey => require_admin(state, req, next).await,
     }
 }
 
@@ -168,20 +175,16 @@ fn is_operational(path: &str) -> bool {
 /// Concurrency limit with load shedding: past `server.max_concurrent_requests` requests in
 /// flight (a stream counts until its body ends), a request is refused at once with 503
 /// `overloaded` and `Retry-After: 1`, never queued.
-pub(crate) async fn shed_load(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn shed_load(state: &AppState, req: Request, next: Next) -> Response {
     let Some(slots) = &state.concurrency else {
-        return next.run(req).await;
+        return limit_time(state, req, next).await;
     };
     let path = req.uri().path();
     if is_operational(path) {
-        return next.run(req).await;
+        return limit_time(state, req, next).await;
     }
     match slots.clone().try_acquire_owned() {
-        Ok(permit) => Guarded::wrap(next.run(req).await, permit),
+        Ok(permit) => Guarded::wrap(limit_time(state, req, next).await, permit),
         Err(_) => {
             ::metrics::counter!(m::LOAD_SHED).increment(1);
             closing(
@@ -204,14 +207,10 @@ pub(crate) async fn shed_load(
 /// whole when its head is ready, so this bounds the whole request; a stream's length is bounded
 /// by the providers' own timeouts. The handler future is dropped at the deadline, so whatever it
 /// holds must be released on drop (breaker probes and in-flight counts are guards).
-pub(crate) async fn limit_time(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn limit_time(state: &AppState, req: Request, next: Next) -> Response {
     let format = format_for(req.uri().path());
     let limit = state.config.server.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
+    match tokio::time::timeout(limit, authenticate(state, req, next)).await {
         Ok(resp) => resp,
         Err(_) => closing(
             ErrorResponse {
@@ -236,9 +235,7 @@ const REJECTION_TEXT_MAX: usize = 4096;
 /// Errors axum answers by itself (an undecodable path parameter, a bad query string, a wrong
 /// content type…) come as `text/plain`; clients of a JSON API get JSON, in their API's shape,
 /// from here. Our own errors (marked with [`LoggedError`]) and JSON answers pass untouched.
-pub(crate) async fn shape_errors(req: Request, next: Next) -> Response {
-    let format = format_for(req.uri().path());
-    let resp = next.run(req).await;
+async fn shape_errors(format: ApiFormat, resp: Response) -> Response {
     let status = resp.status();
     let is_json = resp
         .headers()

@@ -14,11 +14,10 @@ use serde_json::Value;
 
 use crate::error::status_for_error_type;
 use crate::http::{self, HttpClient};
-use crate::openai::to_vec;
 use crate::sse::SseEvent;
 use crate::stream::{Observed, Text};
 use crate::tokens::Generated;
-use crate::{set_model, translate, ApiFormat, ChatRequest, ChatResponse, ProviderError};
+use crate::{translate, ApiFormat, ChatRequest, ChatResponse, ProviderError};
 
 /// A client for one Anthropic provider.
 #[derive(Debug)]
@@ -52,17 +51,16 @@ impl AnthropicClient {
         &self.http.name
     }
 
-    pub async fn chat(&self, mut req: ChatRequest) -> Result<ChatResponse, ProviderError> {
+    pub async fn chat(&self, req: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let deadlines = self.http.deadlines();
-        let mut body = match req.format {
-            ApiFormat::Anthropic => std::mem::take(&mut req.body),
+        let bytes = match req.format {
+            ApiFormat::Anthropic => request_bytes(&req.body, &req.upstream_model, req.stream)?,
             ApiFormat::OpenAi => {
-                translate::openai_to_anthropic_request(&req.body, &req.upstream_model)
-                    .map_err(ProviderError::InvalidRequest)?
+                let body = translate::openai_to_anthropic_request(&req.body, &req.upstream_model)
+                    .map_err(ProviderError::InvalidRequest)?;
+                request_bytes(&body, &req.upstream_model, req.stream)?
             }
         };
-        prepare_request(&mut body, &req.upstream_model, req.stream);
-        let bytes = to_vec(&body)?;
         self.http
             .chat(
                 &self.messages_url,
@@ -75,9 +73,31 @@ impl AnthropicClient {
     }
 }
 
+/// The body sent upstream: the client's with `model` rewritten; a stream is asked for exactly
+/// when the client asked for one.
+pub(crate) fn request_bytes(
+    body: &Value,
+    upstream_model: &str,
+    stream: bool,
+) -> Result<Vec<u8>, ProviderError> {
+    let model = Some(Value::String(upstream_model.to_owned()));
+    let asked = body
+        .get("stream")
+        .is_some_and(|s| s.as_bool() == Some(true));
+    let stream_member = match (stream, asked) {
+        (true, _) => Some(("stream", Some(Value::Bool(true)))),
+        (false, true) => Some(("stream", None)),
+        (false, false) => None,
+    };
+    let mut patch = vec![("model", model)];
+    patch.extend(stream_member);
+    crate::encode_patched(body, &patch)
+}
+
 /// Rewrites `model`; a stream is asked for exactly when the client asked for one.
+#[cfg(test)]
 pub(crate) fn prepare_request(body: &mut Value, upstream_model: &str, stream: bool) {
-    set_model(body, upstream_model);
+    crate::set_model(body, upstream_model);
     if let Some(obj) = body.as_object_mut() {
         if stream {
             obj.insert("stream".to_owned(), Value::Bool(true));
@@ -311,6 +331,23 @@ mod tests {
         );
         prepare_request(&mut body, "m", true);
         assert_eq!(body["stream"], true);
+        for (body, stream) in [
+            (
+                json!({"model":"c","max_tokens":10,"messages":[],"stream":true}),
+                false,
+            ),
+            (
+                json!({"model":"c","max_tokens":10,"messages":[],"stream":true}),
+                true,
+            ),
+            (json!({"model":"c","max_tokens":10,"messages":[]}), true),
+        ] {
+            let mut expected = body.clone();
+            prepare_request(&mut expected, "up", stream);
+            let got: Value =
+                serde_json::from_slice(&request_bytes(&body, "up", stream).unwrap()).unwrap();
+            assert_eq!(got, expected, "{body}");
+        }
     }
 
     #[test]

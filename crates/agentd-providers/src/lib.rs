@@ -37,6 +37,7 @@ use agentd_config::{ProviderConfig, ProviderKind};
 use agentd_core::Usage;
 use bytes::Bytes;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// The wire format of a request and its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +72,9 @@ pub struct ChatRequest {
     /// The format of `body` and of the answer.
     pub format: ApiFormat,
     /// The client's JSON, already validated (`validate::openai_chat` / `anthropic_messages`).
-    pub body: Value,
+    /// Shared, never copied: every attempt (retries, fallbacks) encodes it for its deployment
+    /// with [`encode_patched`], which replaces the few members a deployment changes.
+    pub body: Arc<Value>,
     /// Whether the client asked for a stream.
     pub stream: bool,
     /// OpenAI clients only: whether the client asked for the usage chunk
@@ -157,6 +160,44 @@ impl Provider {
 }
 
 /// Sets `model` to the deployment's model. The body was validated to be an object.
+/// `body` (a JSON object) encoded with some top-level members replaced (`Some`), removed
+/// (`None`) or added, without copying it: each attempt of a call re-encodes the client's body
+/// for its deployment this way. A member replaced keeps its place; one added goes last. A body
+/// that is not an object is encoded as it is.
+pub(crate) fn encode_patched(
+    body: &Value,
+    patch: &[(&str, Option<Value>)],
+) -> Result<Vec<u8>, ProviderError> {
+    struct Patched<'a> {
+        body: &'a serde_json::Map<String, Value>,
+        patch: &'a [(&'a str, Option<Value>)],
+    }
+    impl serde::Serialize for Patched<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut map = s.serialize_map(None)?;
+            for (k, v) in self.body {
+                match self.patch.iter().find(|(name, _)| name == k) {
+                    None => map.serialize_entry(k, v)?,
+                    Some((_, Some(new))) => map.serialize_entry(k, new)?,
+                    Some((_, None)) => {}
+                }
+            }
+            for (name, new) in self.patch {
+                if let (Some(new), false) = (new, self.body.contains_key(*name)) {
+                    map.serialize_entry(name, new)?;
+                }
+            }
+            map.end()
+        }
+    }
+    let encoded = match body.as_object() {
+        Some(obj) => serde_json::to_vec(&Patched { body: obj, patch }),
+        None => serde_json::to_vec(body),
+    };
+    encoded.map_err(|e| ProviderError::Config(format!("cannot encode the request: {e}")))
+}
+
 pub(crate) fn set_model(body: &mut Value, upstream_model: &str) {
     if let Some(obj) = body.as_object_mut() {
         obj.insert("model".to_owned(), Value::String(upstream_model.to_owned()));

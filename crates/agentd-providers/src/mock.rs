@@ -48,21 +48,20 @@ impl MockProvider {
         &self.name
     }
 
-    pub async fn chat(&self, mut req: ChatRequest) -> Result<ChatResponse, ProviderError> {
+    pub async fn chat(&self, req: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let deadlines = Deadlines::start(self.first_token_timeout, self.timeout);
-        let mut body = std::mem::take(&mut req.body);
-        let api = match req.format {
-            ApiFormat::OpenAi => {
-                // Like the HTTP client: always ask for usage, drop the chunk if not wanted.
-                openai::prepare_request(&mut body, &req.upstream_model, req.stream);
-                Api::OpenAiChat
-            }
-            ApiFormat::Anthropic => {
-                anthropic::prepare_request(&mut body, &req.upstream_model, req.stream);
-                Api::AnthropicMessages
-            }
+        let (api, bytes) = match req.format {
+            // Like the HTTP client: always ask for usage, drop the chunk if not wanted.
+            ApiFormat::OpenAi => (
+                Api::OpenAiChat,
+                openai::request_bytes(&req.body, &req.upstream_model, req.stream)?,
+            ),
+            ApiFormat::Anthropic => (
+                Api::AnthropicMessages,
+                anthropic::request_bytes(&req.body, &req.upstream_model, req.stream)?,
+            ),
         };
-        let bytes = Bytes::from(to_vec(&body)?);
+        let bytes = Bytes::from(bytes);
         let request_len = bytes.len();
         let plan = agentd_mock::plan(api, &bytes, None, &self.opts);
         // Only a stream needs the request later (to count its prompt if it reports no usage).

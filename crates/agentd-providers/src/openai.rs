@@ -50,17 +50,16 @@ impl OpenAiClient {
         &self.http.name
     }
 
-    pub async fn chat(&self, mut req: ChatRequest) -> Result<ChatResponse, ProviderError> {
+    pub async fn chat(&self, req: ChatRequest) -> Result<ChatResponse, ProviderError> {
         let deadlines = self.http.deadlines();
-        let mut body = match req.format {
-            ApiFormat::OpenAi => std::mem::take(&mut req.body),
+        let bytes = match req.format {
+            ApiFormat::OpenAi => request_bytes(&req.body, &req.upstream_model, req.stream)?,
             ApiFormat::Anthropic => {
-                translate::anthropic_to_openai_request(&req.body, &req.upstream_model)
-                    .map_err(ProviderError::InvalidRequest)?
+                let body = translate::anthropic_to_openai_request(&req.body, &req.upstream_model)
+                    .map_err(ProviderError::InvalidRequest)?;
+                request_bytes(&body, &req.upstream_model, req.stream)?
             }
         };
-        prepare_request(&mut body, &req.upstream_model, req.stream);
-        let bytes = to_vec(&body)?;
         self.http
             .chat(&self.chat_url, ApiFormat::OpenAi, &req, bytes, deadlines)
             .await
@@ -93,7 +92,34 @@ pub(crate) fn to_vec(body: &Value) -> Result<Vec<u8>, ProviderError> {
         .map_err(|e| ProviderError::Config(format!("cannot encode the request: {e}")))
 }
 
+/// The body sent upstream: the client's with `model` rewritten and, for streams, the usage chunk
+/// asked for (`stream_options.include_usage`), other stream options kept.
+pub(crate) fn request_bytes(
+    body: &Value,
+    upstream_model: &str,
+    stream: bool,
+) -> Result<Vec<u8>, ProviderError> {
+    let model = Some(Value::String(upstream_model.to_owned()));
+    if !stream {
+        return crate::encode_patched(body, &[("model", model)]);
+    }
+    let mut options = match body.get("stream_options") {
+        Some(Value::Object(o)) => o.clone(),
+        _ => serde_json::Map::new(),
+    };
+    options.insert("include_usage".to_owned(), Value::Bool(true));
+    crate::encode_patched(
+        body,
+        &[
+            ("model", model),
+            ("stream", Some(Value::Bool(true))),
+            ("stream_options", Some(Value::Object(options))),
+        ],
+    )
+}
+
 /// Rewrites `model` and, for streams, asks for the usage chunk (`stream_options.include_usage`).
+#[cfg(test)]
 pub(crate) fn prepare_request(body: &mut Value, upstream_model: &str, stream: bool) {
     set_model(body, upstream_model);
     if !stream {
@@ -366,6 +392,28 @@ mod tests {
         let mut body = json!({"model":"public","messages":[]});
         prepare_request(&mut body, "up", false);
         assert_eq!(body, json!({"model":"up","messages":[]}));
+    }
+
+    #[test]
+    fn request_bytes_match_the_rewritten_body_without_copying_it() {
+        for (body, stream) in [
+            (
+                json!({"model":"public","messages":[],"stream":true,"stream_options":{"include_usage":false,"x":1}}),
+                true,
+            ),
+            (json!({"model":"public","messages":[],"stream":true}), true),
+            (
+                json!({"messages":[],"model":"public","temperature":0}),
+                false,
+            ),
+            (json!({"messages":[]}), true),
+        ] {
+            let mut expected = body.clone();
+            prepare_request(&mut expected, "up", stream);
+            let bytes = request_bytes(&body, "up", stream).unwrap();
+            let got: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(got, expected, "{body}");
+        }
     }
 
     #[test]

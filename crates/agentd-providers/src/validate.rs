@@ -105,9 +105,10 @@ fn as_object<'a>(v: &'a Value, param: &str) -> Res<&'a Map<String, Value>> {
 }
 
 fn req_string<'a>(obj: &'a Map<String, Value>, parent: &str, key: &str) -> Res<&'a str> {
-    let param = join(parent, key);
-    let v = field(obj, key).ok_or_else(|| missing(&param))?;
-    v.as_str().ok_or_else(|| wrong_type(&param, "a string", v))
+    // The parameter's path is only built for an error: this runs for every message field.
+    let v = field(obj, key).ok_or_else(|| missing(&join(parent, key)))?;
+    v.as_str()
+        .ok_or_else(|| wrong_type(&join(parent, key), "a string", v))
 }
 
 fn opt_string<'a>(obj: &'a Map<String, Value>, parent: &str, key: &str) -> Res<Option<&'a str>> {
@@ -143,10 +144,10 @@ fn opt_object<'a>(
 
 /// An integer ≥ `min`.
 fn opt_int(obj: &Map<String, Value>, param: &str, key: &str, min: u64) -> Res<Option<u64>> {
-    let param = join(param, key);
     let Some(v) = field(obj, key) else {
         return Ok(None);
     };
+    let param = join(param, key);
     let Some(n) = v
         .as_i64()
         .map(i128::from)

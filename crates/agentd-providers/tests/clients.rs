@@ -137,7 +137,7 @@ fn request(
     };
     ChatRequest {
         format,
-        body,
+        body: body.into(),
         stream,
         include_usage: include_usage && format == ApiFormat::OpenAi,
         public_model: PUBLIC_MODEL.to_owned(),
@@ -1011,7 +1011,7 @@ async fn translation_rejects_what_anthropic_cannot_express() {
     let mock = mock_server().await;
     let provider = http_provider(Kind::Anthropic, &mock, "");
     let mut req = request(ApiFormat::OpenAi, PROMPT, false, true, false);
-    req.body["messages"] = json!([
+    std::sync::Arc::make_mut(&mut req.body)["messages"] = json!([
         {"role": "user", "content": "weather?"},
         {"role": "assistant", "content": null, "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{not json"}}
@@ -2192,7 +2192,7 @@ async fn streams_with_usage_keep_the_providers_numbers() {
                     .unwrap()
             }
             (ApiFormat::OpenAi, ApiFormat::OpenAi)
-            | (ApiFormat::Anthropic, ApiFormat::Anthropic) => req.body.clone(),
+            | (ApiFormat::Anthropic, ApiFormat::Anthropic) => (*req.body).clone(),
         };
         let api = match upstream {
             ApiFormat::OpenAi => Api::OpenAiChat,

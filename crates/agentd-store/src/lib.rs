@@ -14,7 +14,11 @@
 //! a method in both backend files. Migrations must stay additive: a binary
 //! ignores migrations it does not know, so an older replica keeps running against a schema a
 //! newer one has already migrated (rolling deploys).
+//!
+//! PostgreSQL (`postgres.rs`, `Store::Postgres`, the `open_postgres*` constructors) exists only
+//! with the cargo feature `postgres`, so a build without it links no PostgreSQL driver.
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 
@@ -27,6 +31,7 @@ use chrono::{DateTime, Utc};
 use std::borrow::Cow;
 use std::path::Path;
 
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -35,6 +40,7 @@ pub use sqlite::SqliteStore;
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(SqliteStore),
+    #[cfg(feature = "postgres")]
     Postgres(PgStore),
 }
 
@@ -47,6 +53,7 @@ impl Store {
 
     /// Connects to PostgreSQL with a pool of at most `max_connections` and applies pending
     /// migrations. Errors never contain the password of `url`.
+    #[cfg(feature = "postgres")]
     pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         PgStore::open(url, max_connections, None)
             .await
@@ -57,6 +64,7 @@ impl Store {
     /// missing) as its `search_path`, so all tables, including the migrations table, live
     /// there. Tests use it to run in parallel on one database without seeing each other's rows.
     /// `schema` must match `[a-z_][a-z0-9_]{0,62}`.
+    #[cfg(feature = "postgres")]
     pub async fn open_postgres_in_schema(url: &str, schema: &str) -> Result<Store, StoreError> {
         PgStore::open(url, postgres::SCHEMA_POOL_SIZE, Some(schema))
             .await
@@ -67,6 +75,7 @@ impl Store {
     pub fn backend(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             Store::Postgres(_) => "postgres",
         }
     }
@@ -75,6 +84,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.ping().await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.ping().await,
         }
     }
@@ -84,6 +94,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(store) => store.close().await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.close().await,
         }
     }
@@ -94,6 +105,7 @@ impl KeyStore for Store {
     async fn insert_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
         match self {
             Store::Sqlite(store) => store.insert_key(key).await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.insert_key(key).await,
         }
     }
@@ -101,6 +113,7 @@ impl KeyStore for Store {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         match self {
             Store::Sqlite(store) => store.key_by_hash(hash).await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.key_by_hash(hash).await,
         }
     }
@@ -108,6 +121,7 @@ impl KeyStore for Store {
     async fn key_by_id(&self, id: &KeyId) -> Result<Option<ApiKey>, StoreError> {
         match self {
             Store::Sqlite(store) => store.key_by_id(id).await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.key_by_id(id).await,
         }
     }
@@ -115,6 +129,7 @@ impl KeyStore for Store {
     async fn list_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKey>, StoreError> {
         match self {
             Store::Sqlite(store) => store.list_keys(tenant).await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.list_keys(tenant).await,
         }
     }
@@ -122,6 +137,7 @@ impl KeyStore for Store {
     async fn revoke_key(&self, id: &KeyId) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(store) => store.revoke_key(id).await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.revoke_key(id).await,
         }
     }
@@ -132,6 +148,7 @@ impl SpendStore for Store {
     async fn record_spend(&self, rows: &[SpendRecord]) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(store) => store.record_spend(rows).await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.record_spend(rows).await,
         }
     }
@@ -139,6 +156,7 @@ impl SpendStore for Store {
     async fn spend_totals(&self, query: &SpendQuery) -> Result<Vec<SpendTotal>, StoreError> {
         match self {
             Store::Sqlite(store) => store.spend_totals(query).await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.spend_totals(query).await,
         }
     }
@@ -150,6 +168,7 @@ impl SpendStore for Store {
     ) -> Result<Micros, StoreError> {
         match self {
             Store::Sqlite(store) => store.spend_sum(scope, since).await,
+            #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.spend_sum(scope, since).await,
         }
     }

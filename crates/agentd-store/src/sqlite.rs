@@ -311,10 +311,10 @@ impl SpendStore for SqliteStore {
                     .push_bind(row.input_tokens)
                     .push_bind(row.output_tokens)
                     .push_bind(row.cached_input_tokens)
-                    .push_bind(record.usage_estimated)
-                    .push_bind(record.cost.0)
+                    .push_bind(row.record.usage_estimated)
+                    .push_bind(row.record.cost.0)
                     .push_bind(row.latency_ms)
-                    .push_bind(record.cache_hit)
+                    .push_bind(row.record.cache_hit)
                     .push_bind(row.status.into_owned());
             });
             sql.push(" ON CONFLICT (id) DO NOTHING");

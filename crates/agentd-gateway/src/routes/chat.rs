@@ -90,7 +90,7 @@ async fn chat(
         cache_key,
         work: Work::Chat(ChatRequest {
             format,
-            body: json,
+            body: Arc::new(json),
             stream: info.stream,
             include_usage: info.include_usage,
             public_model: route.name.clone(),

@@ -65,12 +65,17 @@ pub(super) async fn open_store(config: &agentd_config::Config) -> anyhow::Result
         agentd_config::StoreConfig::Sqlite { path } => Store::open_sqlite(path)
             .await
             .with_context(|| format!("cannot open the SQLite store at {}", path.display()))?,
+        #[cfg(feature = "postgres")]
         agentd_config::StoreConfig::Postgres {
             url,
             max_connections,
         } => Store::open_postgres(url.expose(), *max_connections)
             .await
             .context("cannot open the PostgreSQL store")?,
+        #[cfg(not(feature = "postgres"))]
+        agentd_config::StoreConfig::Postgres { .. } => anyhow::bail!(
+            "this agentd was built without PostgreSQL support (cargo feature `postgres`); use store.kind = \"sqlite\" or rebuild with it"
+        ),
     })
 }
 
