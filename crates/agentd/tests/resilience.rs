@@ -905,3 +905,62 @@ usd = "0.1"
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_that_die_midway_open_the_breaker_and_traffic_moves_to_the_fallback() {
+    let primary = agentd_mock::spawn(Default::default()).await.unwrap();
+    let backup = agentd_mock::spawn(Default::default()).await.unwrap();
+    let server = Server::start(Some(&two_upstreams(&primary.url(), &backup.url(), "")));
+    let key = server.create_key("midway", None);
+    // Each stream starts fine (its first events reach the client), then the primary cuts it.
+    for i in 0..3 {
+        let body = json!({
+            "model": "smart",
+            "stream": true,
+            "messages": [{"role": "user", "content": format!("cut {i} mock:cut_after=3")}],
+        });
+        let resp = post_chat(&server, &key, &body).await;
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("provider_stream_cut"), "{text}");
+    }
+    // Three failures in a row (consecutive_failures = 3): a stream that died midway counts as
+    // one, although its first event had arrived.
+    let breakers = admin_get(&server, "/admin/breakers").await;
+    assert_eq!(breaker_state(&breakers, "primary/mock"), "open", "{breakers}");
+    let resp = post_chat(&server, &key, &chat("smart", "after")).await;
+    assert_eq!(resp.status(), 200);
+    let seen = mock_requests(&backup).await;
+    assert!(
+        seen.iter().any(|r| r.to_string().contains("after")),
+        "the fallback served the next request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_hits_draw_no_tokens_per_minute() {
+    let upstream = agentd_mock::spawn(Default::default()).await.unwrap();
+    let config = config_with_upstream(
+        &upstream.url(),
+        r#"
+[rate_limits]
+key_tpm = 120
+
+[cache]
+enabled = true
+"#,
+    );
+    let server = Server::start(Some(&config));
+    let key = server.create_key("tpm", None);
+    let mut body = chat("gpt-up", "the same question");
+    body["temperature"] = json!(0);
+    // The first call reaches the provider and draws its tokens (~30 of 120).
+    let resp = post_chat(&server, &key, &body).await;
+    assert_eq!(resp.status(), 200);
+    // Cache hits are free: a dozen of them would be ~360 tokens if they were counted.
+    for i in 0..12 {
+        let resp = post_chat(&server, &key, &body).await;
+        assert_eq!(resp.status(), 200, "hit {i}");
+        assert_eq!(resp.headers()["x-agentd-cache"], "hit");
+    }
+}
