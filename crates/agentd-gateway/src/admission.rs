@@ -609,7 +609,11 @@ fn window(
                 .with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0)
                 .single();
             (
-                now.format("%Y%m%d").to_string(),
+                digits(&[
+                    (now.year(), 4),
+                    (now.month() as i32, 2),
+                    (now.day() as i32, 2),
+                ]),
                 start,
                 Some(Duration::from_secs(2 * 24 * 3600)),
             )
@@ -619,13 +623,27 @@ fn window(
                 .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
                 .single();
             (
-                now.format("%Y%m").to_string(),
+                digits(&[(now.year(), 4), (now.month() as i32, 2)]),
                 start,
                 Some(Duration::from_secs(32 * 24 * 3600)),
             )
         }
         BudgetWindow::Total => ("all".to_owned(), None, None),
     }
+}
+
+/// Zero-padded numbers side by side (`20261123`), without chrono's format machinery: window
+/// ids are made for every budget of every request.
+fn digits(parts: &[(i32, usize)]) -> String {
+    let mut out = String::with_capacity(8);
+    for &(value, width) in parts {
+        let value = value.unsigned_abs();
+        for i in (0..width).rev() {
+            let d = (value / 10u32.pow(i as u32)) % 10;
+            out.push(char::from(b'0' + d as u8));
+        }
+    }
+    out
 }
 
 fn unavailable(message: String) -> ApiError {

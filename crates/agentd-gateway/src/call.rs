@@ -91,10 +91,16 @@ impl Outcome {
     }
 }
 
-/// A new call id: 128 random bits from a cryptographic generator (unguessable, so no caller can
-/// name another call's ledger row or budget hold).
+/// A new call id: the time in milliseconds (48 bits) then 80 random bits from a cryptographic
+/// generator. Unguessable, so no caller can name another call's ledger row or budget hold; and
+/// increasing with time, so the ledger's primary-key index grows at its end (fully random keys
+/// scattered the inserts over the whole B-tree: 3× the SQLite writer's CPU, measured).
 pub(crate) fn new_call_id() -> Arc<str> {
-    hex128(rand::random::<u128>())
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let random = rand::random::<u128>() & ((1u128 << 80) - 1);
+    hex128(((millis & ((1u128 << 48) - 1)) << 80) | random)
 }
 
 /// `n` as 32 lowercase hex digits (without `format!`'s machinery: ids are made per request).
@@ -586,6 +592,17 @@ impl Drop for Settlement {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn call_ids_grow_with_time_and_differ() {
+        let a = super::new_call_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = super::new_call_id();
+        let c = super::new_call_id();
+        assert!(a < b, "{a} {b}");
+        assert_ne!(b, c);
+        assert_eq!(a.len(), 32);
+    }
+
     #[test]
     fn hex128_matches_format() {
         for n in [

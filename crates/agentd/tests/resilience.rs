@@ -927,7 +927,11 @@ async fn streams_that_die_midway_open_the_breaker_and_traffic_moves_to_the_fallb
     // Three failures in a row (consecutive_failures = 3): a stream that died midway counts as
     // one, although its first event had arrived.
     let breakers = admin_get(&server, "/admin/breakers").await;
-    assert_eq!(breaker_state(&breakers, "primary/mock"), "open", "{breakers}");
+    assert_eq!(
+        breaker_state(&breakers, "primary/mock"),
+        "open",
+        "{breakers}"
+    );
     let resp = post_chat(&server, &key, &chat("smart", "after")).await;
     assert_eq!(resp.status(), 200);
     let seen = mock_requests(&backup).await;
