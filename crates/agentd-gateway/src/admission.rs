@@ -501,6 +501,11 @@ impl Ticket {
     /// Replaces the hold by the real cost and corrects the token draw to the real count, in
     /// the background (tracked: a drain waits for it).
     pub(crate) fn settle(mut self, cost: Micros, tokens: u64) {
+        self.spawn_settle(cost, tokens);
+    }
+
+    /// Settles in a tracked background task; marks the ticket settled.
+    fn spawn_settle(&mut self, cost: Micros, tokens: u64) {
         self.settled = true;
         let gate = self.gate.clone();
         let call_id = self.call_id.clone();
@@ -519,17 +524,10 @@ impl Drop for Ticket {
             return;
         }
         // Only reached when the call's task unwound: give the hold back; the ledger row (if
-        // any) is the call's own business.
+        // any) is the call's own business. The token draw stays at its estimate.
         tracing::warn!(call_id = %self.call_id, "A call ended without settling its budget hold; releasing it");
-        let gate = self.gate.clone();
-        let call_id = self.call_id.clone();
-        let held = std::mem::take(&mut self.held);
-        let tpm = std::mem::take(&mut self.tpm);
-        let amount = self.amount;
-        let estimate = tpm.first().map_or(0, |t| t.amount as u64);
-        gate.alerts.tracker().clone().spawn(async move {
-            settle_now(&gate, &call_id, held, amount, tpm, Micros::ZERO, estimate).await;
-        });
+        let estimate = self.tpm.first().map_or(0, |t| t.amount as u64);
+        self.spawn_settle(Micros::ZERO, estimate);
     }
 }
 

@@ -23,6 +23,7 @@ use crate::dispatch;
 use crate::keys::Principal;
 use crate::middleware::RequestId;
 use crate::models::{Deployment, ModelRoute};
+use crate::resilience;
 use crate::stream::MeteredStream;
 use crate::AppState;
 use agentd_core::{ApiError, ErrorKind, Micros, Price, SpendRecord, Usage};
@@ -371,7 +372,9 @@ async fn execute(state: &Arc<AppState>, call: Call, client: &CancellationToken) 
             s.served_by(&d);
             match served.response {
                 Reply::Chat(ChatResponse::Complete(done)) | Reply::Embeddings(done) => {
-                    dispatch::Served::<()>::record_success(served.permit, served.ttft);
+                    served.permit.record(resilience::Outcome::Success {
+                        ttft: Some(served.ttft),
+                    });
                     d.metrics.outcome("ok", served.started.elapsed());
                     d.metrics.tokens(done.usage);
                     s.usage = done.usage;

@@ -36,13 +36,6 @@ pub(crate) struct Served<T> {
 }
 
 impl<T> Served<T> {
-    /// Records the call as a success with the breaker (for a whole answer).
-    pub(crate) fn record_success(permit: Permit, ttft: Duration) {
-        permit.record(Outcome::Success { ttft: Some(ttft) });
-    }
-}
-
-impl<T> Served<T> {
     pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Served<U> {
         Served {
             response: f(self.response),

@@ -9,28 +9,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn env_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{var} must be set under CI (.ci/run sets it)")
-        }
-        _ => {
-            eprintln!("skipped: {var} not set");
-            None
-        }
-    }
-}
-
-/// A name no other test run uses (Redis prefixes, tenants, schemas).
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("{prefix}_{}_{nanos}", std::process::id())
-}
-
 async fn arm(mock: &agentd_mock::MockServer, fault: Value) {
     let resp = client()
         .post(format!("{}/_mock/faults", mock.url()))

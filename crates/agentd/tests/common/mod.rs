@@ -270,3 +270,27 @@ model = "mock"
 pub(crate) fn assert_path_exists(p: &Path) {
     assert!(p.exists(), "{} should exist", p.display());
 }
+
+/// A backend service URL from the environment (`.ci/run` sets them). Under CI its absence is
+/// a failure; on a laptop the test says it was skipped.
+pub(crate) fn env_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} must be set under CI (.ci/run sets it)")
+        }
+        _ => {
+            eprintln!("skipped: {var} not set");
+            None
+        }
+    }
+}
+
+/// A name no other test run uses (Redis prefixes, tenants, schemas).
+pub(crate) fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{nanos}", std::process::id())
+}
