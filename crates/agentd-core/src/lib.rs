@@ -10,6 +10,8 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod money;
+pub mod queue;
+pub mod runs;
 pub mod spend;
 pub mod usage;
 
@@ -20,5 +22,10 @@ pub use error::{echo, ApiError, ErrorKind, Fault};
 pub use ids::{KeyId, TenantId, UserId};
 pub use keys::{ApiKey, KeyStore, NewKey, StoreError};
 pub use money::{Micros, Price};
+pub use queue::{DeadLetter, Delivery, QueueError, QueueStats, Ticket, WorkQueue};
+pub use runs::{
+    CancelAction, CreateRun, Cron, CronQuery, MultitaskStrategy, NewEvent, Priority, Run, RunEvent,
+    RunStatus, RunStore, Step, Swept, Thread, ThreadQuery, ThreadStatus,
+};
 pub use spend::{SpendGroup, SpendQuery, SpendRecord, SpendScope, SpendStore, SpendTotal};
 pub use usage::Usage;

@@ -59,6 +59,14 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The connection pool, for components that keep their own tables in the same database
+    /// (the embedded work queue).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl PgStore {
     /// Connects and migrates. With `schema`, every pooled connection gets it as `search_path`
     /// (created if missing), so all tables, the migration table included, live there.
     pub(crate) async fn open(

@@ -62,6 +62,14 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The connection pool, for components that keep their own tables in the same database
+    /// (the embedded work queue).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl SqliteStore {
     pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent).await.map_err(|err| {
