@@ -5,7 +5,7 @@
 #   3. builds the agentd binary (debug, default features),
 #   4. runs every Rust test in the workspace,
 #   5. creates or reuses the Python venv at .venv with the pinned official SDKs,
-#   6. runs the SDK suite (tests/sdk) against the real binary,
+#   6. runs the SDK suite (tests/sdk) and the agent API suite (tests/agents, langgraph-sdk) against the real binary,
 #   7. fuzzes the real binary against its own OpenAPI document (tests/fuzz/run.sh, schemathesis).
 # Any failure stops the run with a non-zero exit. Works from a fresh clone; needs cargo and python3.
 # The backend tests read AGENTD_TEST_POSTGRES_URL / _REDIS_URL / _NATS_URL (.ci/run sets them).
@@ -67,10 +67,13 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
 else
   echo "requirements unchanged; reusing $VENV"
 fi
-"$VENV/bin/python" -m pip list --format=freeze | grep -Ei '^(openai|anthropic|pytest|httpx|schemathesis)=='
+"$VENV/bin/python" -m pip list --format=freeze | grep -Ei '^(openai|anthropic|pytest|httpx|schemathesis|langgraph-sdk|langgraph_sdk)=='
 
 section "pytest tests/sdk (AGENTD_BIN=$AGENTD_BIN)"
 "$VENV/bin/python" -m pytest -q tests/sdk -p no:cacheprovider
+
+section "pytest tests/agents (AGENTD_BIN=$AGENTD_BIN)"
+"$VENV/bin/python" -m pytest -q tests/agents -p no:cacheprovider
 
 section "API fuzzing: schemathesis against /openapi.json (tests/fuzz/run.sh)"
 SCHEMATHESIS="$VENV/bin/schemathesis" bash tests/fuzz/run.sh

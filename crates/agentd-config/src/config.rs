@@ -15,6 +15,7 @@ use crate::routing_and_cost::{
     Balance, BudgetsConfig, CacheConfig, CountersConfig, FallbackOn, LedgerConfig,
     RateLimitsConfig, RouterConfig, RoutingConfig,
 };
+use crate::runtime::{AgentConfig, PoolConfig, QueueConfig, RuntimeConfig, TaskRoute, ToolConfig};
 use crate::secret::Secret;
 use crate::validate::Sink;
 use crate::{defaults, raw, validate};
@@ -48,6 +49,18 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[ledger]`.
     pub ledger: LedgerConfig,
+    /// `[agents.*]`, in file order.
+    pub agents: Vec<AgentConfig>,
+    /// `[tools.*]`, in file order.
+    pub tools: Vec<ToolConfig>,
+    /// `[pools.*]`: `cpu` and `gpu` first (they always exist), then the others in file order.
+    pub pools: Vec<PoolConfig>,
+    /// `[[task_routes]]`, in file order (the first match wins).
+    pub task_routes: Vec<TaskRoute>,
+    /// `[queue]`.
+    pub queue: QueueConfig,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
 }
 
 /// `[server]`.
@@ -312,6 +325,21 @@ impl Config {
     /// The provider with this name.
     pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| p.name == name)
+    }
+
+    /// The agent with this name.
+    pub fn agent(&self, name: &str) -> Option<&AgentConfig> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+
+    /// The tool with this name.
+    pub fn tool(&self, name: &str) -> Option<&ToolConfig> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+
+    /// The pool with this name (`cpu` and `gpu` always exist).
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
     }
 
     /// True when no file was given and the built-in defaults are in use (mock provider, plus

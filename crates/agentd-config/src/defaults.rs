@@ -36,6 +36,31 @@ pub(crate) const CACHE_MAX_ENTRY_BYTES: u64 = 1024 * 1024;
 pub(crate) const CACHE_CHAT_TTL: Duration = Duration::from_secs(3600);
 pub(crate) const CACHE_EMBEDDINGS_TTL: Duration = Duration::from_secs(24 * 3600);
 pub(crate) const LEDGER_FLUSH: Duration = Duration::from_millis(100);
+pub(crate) const AGENT_MAX_STEPS: u32 = 16;
+pub(crate) const AGENT_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const AGENT_POOL: &str = "cpu";
+pub(crate) const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TOOL_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+pub(crate) const POOL_MAX_TENANT_SHARE: f64 = 0.5;
+pub(crate) const QUEUE_PREFIX: &str = "agentd";
+pub(crate) const QUEUE_LEASE: Duration = Duration::from_secs(30);
+pub(crate) const QUEUE_REAP_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const QUEUE_MAX_DELIVERIES: u32 = 20;
+pub(crate) const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const RUN_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const STREAM_KEEPALIVE: Duration = Duration::from_secs(5);
+pub(crate) const WS_SEND_BUFFER: usize = 256;
+pub(crate) const MAX_STREAM_CLIENTS: usize = 20_000;
+
+/// Runs a worker of this pool executes at once when `[pools.<name>]` does not say.
+pub(crate) fn pool_concurrency(pool: &str) -> u32 {
+    match pool {
+        "cpu" => 16,
+        "gpu" => 2,
+        _ => 8,
+    }
+}
 
 pub(crate) fn breaker() -> crate::routing_and_cost::BreakerConfig {
     crate::routing_and_cost::BreakerConfig {
@@ -83,8 +108,23 @@ pub(crate) fn document(env: &dyn Fn(&str) -> Option<String>) -> String {
         );
         push_models(&mut models, "anthropic", ANTHROPIC_MODELS);
     }
-    providers + &models
+    providers + &models + EXAMPLE_AGENT
 }
+
+/// The example agent served without a file, so `agentd serve` runs an agent end to end on the
+/// mock model. Named `agent` because that is LangGraph's default graph id.
+const EXAMPLE_AGENT: &str = r#"[agents.agent]
+model = "mock"
+description = "Example agent on the mock model; calls the lookup tool when asked to."
+instructions = "You are a helpful assistant."
+tools = ["lookup"]
+
+[tools.lookup]
+kind = "static"
+description = "Look up a fact."
+parameters = { type = "object", properties = { query = { type = "string" } }, required = ["query"] }
+result = "lookup result: the answer is 42"
+"#;
 
 fn push_models(out: &mut String, provider: &str, models: &[&str]) {
     for model in models {

@@ -1,7 +1,8 @@
 //! agentd's configuration: reads `agentd.toml` (or the built-in defaults), layers environment
 //! variables and command-line overrides on top, and hands the rest of agentd a validated
 //! [`Config`] — `Duration`s instead of `_ms` integers, [`Secret`]s with `${VAR}` already expanded,
-//! model routes checked against the providers that exist.
+//! model routes checked against the providers that exist, agents checked against the models,
+//! tools and pools they name (see [`runtime`]).
 //!
 //! The one decision to know: **loading never stops at the first problem.** The file is parsed
 //! once into a `toml_edit` document; each section, provider and model is deserialized on its own
@@ -31,6 +32,7 @@ mod expand;
 mod locate;
 pub mod raw;
 pub mod routing_and_cost;
+pub mod runtime;
 mod secret;
 mod validate;
 
@@ -45,7 +47,13 @@ pub use routing_and_cost::{
     CacheBackend, CacheConfig, CountersConfig, FallbackOn, LedgerConfig, RateLimitsConfig,
     RouterConfig, RoutingConfig, RuleConfig,
 };
+pub use runtime::{
+    url_placeholders, AgentConfig, HttpMethod, PoolConfig, QueueBackend, QueueConfig,
+    RuntimeConfig, TaskRoute, ToolConfig, ToolKind,
+};
 pub use secret::Secret;
 
+#[cfg(test)]
+mod runtime_tests;
 #[cfg(test)]
 mod tests;

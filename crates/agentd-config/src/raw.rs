@@ -34,6 +34,12 @@ pub const SECTIONS: &[&str] = &[
     "counters",
     "cache",
     "ledger",
+    "agents",
+    "tools",
+    "pools",
+    "task_routes",
+    "queue",
+    "runtime",
 ];
 
 /// The whole file. Not deserialized in one go: each section (and each provider and model) is
@@ -66,6 +72,19 @@ pub struct RawConfig {
     pub cache: RawCache,
     /// `[ledger]`.
     pub ledger: RawLedger,
+    /// `[agents.<name>]`, in file order.
+    pub agents: Vec<(String, RawAgent)>,
+    /// `[tools.<name>]`, in file order.
+    pub tools: Vec<(String, RawTool)>,
+    /// `[pools.<name>]`, in file order.
+    pub pools: Vec<(String, RawPool)>,
+    /// `[[task_routes]]`, in file order, with their index (a route that failed to deserialize
+    /// leaves a gap, so later routes keep their own index in error messages).
+    pub task_routes: Vec<(usize, RawTaskRoute)>,
+    /// `[queue]`.
+    pub queue: RawQueue,
+    /// `[runtime]`.
+    pub runtime: RawRuntime,
 }
 
 /// `[server]`: the HTTP listener and process-wide settings.
@@ -375,6 +394,134 @@ pub struct RawLedger {
     pub queue_rows: Option<i64>,
 }
 
+/// `[agents.<name>]`: an agent the runtime runs. The table name is the agent's name
+/// (LangGraph's `graph_id`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    /// Required: the model the agent calls, a `[models.<name>]` or `[routers.<name>]` name.
+    pub model: Option<String>,
+    /// System prompt. Excludes `instructions_file`. Default none.
+    pub instructions: Option<String>,
+    /// File holding the system prompt, relative to the config file's directory; read at load. Excludes `instructions`.
+    pub instructions_file: Option<String>,
+    /// Names of `[tools.<name>]` the agent may call. Default none.
+    pub tools: Option<Vec<String>>,
+    /// Most steps in one run (model calls plus tool calls), 1 to 1000. Default 16.
+    pub max_steps: Option<i64>,
+    /// Most a run may spend, in US$, greater than 0. Default no limit.
+    pub max_run_usd: Option<RawAmount>,
+    /// Most tokens (prompt plus output, all steps) a run may use, at least 1. Default no limit.
+    pub max_run_tokens: Option<i64>,
+    /// Limit for a whole run, in milliseconds. Default 600000 (10 min).
+    pub timeout_ms: Option<i64>,
+    /// The `[pools.<name>]` the agent's runs execute in (unless a task route says otherwise). Default `cpu`.
+    pub pool: Option<String>,
+    /// Queue priority of its runs: `critical`, `high`, `normal` (default) or `low`.
+    pub priority: Option<String>,
+    /// Most runs of this agent executing at once (others wait in the queue), at least 1. Default no limit.
+    pub max_concurrent_runs: Option<i64>,
+    /// Shown in the assistants API. Default none.
+    pub description: Option<String>,
+}
+
+/// `[tools.<name>]`: a tool agents can call. The table name is the tool's name, as the model
+/// sees it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTool {
+    /// Required: `static` (a fixed answer), `http` (calls a URL) or `agent` (runs another agent).
+    pub kind: Option<String>,
+    /// What the tool does, shown to the model. Default none.
+    pub description: Option<String>,
+    /// JSON Schema of the arguments: a table with `type = "object"`, optional `properties` and `required`. Default `{ type = "object" }`.
+    pub parameters: Option<serde_json::Value>,
+    /// Static only (required there): the answer, any TOML value (a string stays a string).
+    pub result: Option<serde_json::Value>,
+    /// HTTP only (required there): `http://` or `https://` URL; `{name}` placeholders in its path and query are filled from the arguments of that name (which `parameters` must declare).
+    pub url: Option<String>,
+    /// HTTP only: `GET` (default), `POST`, `PUT`, `PATCH` or `DELETE`. Arguments not used in the URL go in the query for `GET`/`DELETE`, else in a JSON body.
+    pub method: Option<String>,
+    /// HTTP only: headers sent with every call, e.g. `{ Authorization = "Bearer ${WEATHER_KEY}" }`; values may use `${VAR}` and are kept secret.
+    pub headers: Option<Entries<String>>,
+    /// HTTP only: limit for the whole call, in milliseconds. Default 10000.
+    pub timeout_ms: Option<i64>,
+    /// HTTP only: largest response body read, in bytes; longer answers are cut. Default 65536.
+    pub max_response_bytes: Option<i64>,
+    /// HTTP only: allow private, loopback and link-local addresses. Default false.
+    pub allow_private: Option<bool>,
+    /// Agent only (required there): the `[agents.<name>]` the tool runs.
+    pub agent: Option<String>,
+}
+
+/// `[pools.<name>]`: a class of workers; `cpu` and `gpu` always exist.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    /// Runs a worker of this pool executes at once, at least 1. Default 16 (`cpu`), 2 (`gpu`), 8 (other pools).
+    pub concurrency: Option<i64>,
+    /// The largest share of a worker's slots one tenant may hold while others wait, in (0, 1]. Default 0.5.
+    pub max_tenant_share: Option<f64>,
+}
+
+/// One `[[task_routes]]` rule: the first whose conditions all hold picks the run's pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTaskRoute {
+    /// Condition: the run's agent.
+    pub agent: Option<String>,
+    /// Condition: a tag the caller sent (run metadata `tag`).
+    pub tag: Option<String>,
+    /// Condition: the caller's tier.
+    pub tier: Option<String>,
+    /// Condition: estimated prompt tokens at least this.
+    pub min_estimated_tokens: Option<i64>,
+    /// Condition: input size in bytes at least this.
+    pub min_input_bytes: Option<i64>,
+    /// Required: the `[pools.<name>]` matching runs go to.
+    pub pool: Option<String>,
+    /// Overrides the agent's priority for matching runs.
+    pub priority: Option<String>,
+}
+
+/// `[queue]`: where queued runs wait for a worker.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    /// `store` (default: the `[store]` database), `redis` or `nats`.
+    pub kind: Option<String>,
+    /// Redis and NATS only (required there): `redis://…` / `rediss://…` or `nats://…` / `tls://…`; may use `${VAR}`.
+    pub url: Option<String>,
+    /// Prefix of every Redis key or NATS subject, `[A-Za-z0-9_-]`, 1 to 32 characters. Default `agentd`.
+    pub prefix: Option<String>,
+    /// How long a worker holds a run before it must renew its lease, in milliseconds, at least 1000. Default 30000.
+    pub lease_ms: Option<i64>,
+    /// How often expired leases are looked for, in milliseconds. Default 5000.
+    pub reap_interval_ms: Option<i64>,
+    /// Deliveries of one run (first plus redeliveries after lost leases) before it is dead-lettered, at least 1. Default 20.
+    pub max_deliveries: Option<i64>,
+}
+
+/// `[runtime]`: retention, sweeping and streaming.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    /// How long a run's stream events are kept for replay, in seconds. Default 86400 (24 h).
+    pub event_retention_s: Option<i64>,
+    /// How long finished runs are kept, in seconds. Default 604800 (7 days).
+    pub run_retention_s: Option<i64>,
+    /// Default thread TTL in minutes; 0 means threads live until deleted unless the client asks for a TTL. Default 0.
+    pub thread_ttl_minutes: Option<i64>,
+    /// How often expired threads, runs and events are deleted, in seconds. Default 60.
+    pub sweep_interval_s: Option<i64>,
+    /// Keep-alive interval of SSE and WebSocket streams, in milliseconds, at least 100. Default 5000.
+    pub keepalive_ms: Option<i64>,
+    /// Events buffered per WebSocket client; a client that falls further behind is disconnected. Default 256.
+    pub ws_send_buffer: Option<i64>,
+    /// Most SSE and WebSocket streams open at once; more get 503. Default 20000.
+    pub max_stream_clients: Option<i64>,
+}
+
 /// A TOML table read as `(key, value)` pairs in file order (serde maps would sort or hash them,
 /// and header order / model order is user-visible).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -409,12 +556,26 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
 pub(crate) struct ParsedFile {
     pub(crate) raw: RawConfig,
     pub(crate) provider_names: Vec<String>,
+    /// Every name under `[models]`, `[routers]`, `[agents]`, `[tools]` and `[pools]`, including
+    /// entries that failed to deserialize (so references to them get no second error).
+    pub(crate) names: Names,
+}
+
+/// The table names of the named sections, in file order.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    pub(crate) models: Vec<String>,
+    pub(crate) routers: Vec<String>,
+    pub(crate) agents: Vec<String>,
+    pub(crate) tools: Vec<String>,
+    pub(crate) pools: Vec<String>,
 }
 
 /// Deserializes every section of `doc`, reporting each failure to `sink`.
 pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile {
     let mut raw = RawConfig::default();
     let mut provider_names = Vec::new();
+    let mut names = Names::default();
     let root = doc.as_table();
     for (name, item) in root.iter() {
         let path = KeyPath::root().key(name);
@@ -435,6 +596,7 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
             }
             "models" => {
                 for (entry, item) in entries(item, &path, "[models.<name>]", sink) {
+                    names.models.push(entry.to_owned());
                     if unquoted_dot(name, entry, item, &keys_of::<RawModel>(), &path, sink) {
                         continue;
                     }
@@ -451,6 +613,7 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
             "ledger" => raw.ledger = section(item, &path, sink).unwrap_or_default(),
             "routers" => {
                 for (entry, item) in entries(item, &path, "[routers.<name>]", sink) {
+                    names.routers.push(entry.to_owned());
                     if unquoted_dot(name, entry, item, &keys_of::<RawRouter>(), &path, sink) {
                         continue;
                     }
@@ -469,6 +632,53 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
                     }
                 }
             }
+            "agents" => {
+                for (entry, item) in entries(item, &path, "[agents.<name>]", sink) {
+                    names.agents.push(entry.to_owned());
+                    if unquoted_dot(name, entry, item, &keys_of::<RawAgent>(), &path, sink) {
+                        continue;
+                    }
+                    if let Some(a) = section(item, &path.key(entry), sink) {
+                        raw.agents.push((entry.to_owned(), a));
+                    }
+                }
+            }
+            "tools" => {
+                for (entry, item) in entries(item, &path, "[tools.<name>]", sink) {
+                    names.tools.push(entry.to_owned());
+                    // `parameters` and `result` may be tables, but they are fields, so the
+                    // dotted-name hint (table-valued keys that are not fields) skips them.
+                    if unquoted_dot(name, entry, item, &keys_of::<RawTool>(), &path, sink) {
+                        continue;
+                    }
+                    if let Some(t) = section(item, &path.key(entry), sink) {
+                        raw.tools.push((entry.to_owned(), t));
+                    }
+                }
+            }
+            "pools" => {
+                for (entry, item) in entries(item, &path, "[pools.<name>]", sink) {
+                    names.pools.push(entry.to_owned());
+                    if unquoted_dot(name, entry, item, &keys_of::<RawPool>(), &path, sink) {
+                        continue;
+                    }
+                    if let Some(p) = section(item, &path.key(entry), sink) {
+                        raw.pools.push((entry.to_owned(), p));
+                    }
+                }
+            }
+            "task_routes" => {
+                for (i, item) in array_items(item, &path, "[[task_routes]]", sink)
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Some(r) = section(&item, &path.index(i), sink) {
+                        raw.task_routes.push((i, r));
+                    }
+                }
+            }
+            "queue" => raw.queue = section(item, &path, sink).unwrap_or_default(),
+            "runtime" => raw.runtime = section(item, &path, sink).unwrap_or_default(),
             other => sink.error(
                 &path,
                 format!("unknown top-level key \"{other}\""),
@@ -479,7 +689,25 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
     ParsedFile {
         raw,
         provider_names,
+        names,
     }
+}
+
+/// The elements of an array of tables (`[[x]]`) or of an inline array (`x = [{ … }]`), each
+/// deserialized on its own so one bad element does not hide the others.
+fn array_items(item: &Item, path: &KeyPath, shape: &str, sink: &mut Sink<'_>) -> Vec<Item> {
+    if let Some(tables) = item.as_array_of_tables() {
+        return tables.iter().map(|t| Item::Table(t.clone())).collect();
+    }
+    if let Some(array) = item.as_array() {
+        return array.iter().map(|v| Item::Value(v.clone())).collect();
+    }
+    sink.error(
+        path,
+        format!("{path} must be an array of tables"),
+        format!("write one {shape} table per entry"),
+    );
+    Vec::new()
 }
 
 /// `[models.gpt-4.1]` is the table `gpt-4` with a sub-table `1`: the most common mistake with
@@ -600,6 +828,12 @@ pub fn reference_keys() -> Vec<(&'static str, Vec<String>)> {
         ("counters", keys_of::<RawCounters>()),
         ("cache", keys_of::<RawCache>()),
         ("ledger", keys_of::<RawLedger>()),
+        ("agents.<name>", keys_of::<RawAgent>()),
+        ("tools.<name>", keys_of::<RawTool>()),
+        ("pools.<name>", keys_of::<RawPool>()),
+        ("task_routes[]", keys_of::<RawTaskRoute>()),
+        ("queue", keys_of::<RawQueue>()),
+        ("runtime", keys_of::<RawRuntime>()),
     ]
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::{Config, ConfigError, LogFormat, Overrides, ProviderKind, StoreConfig};
 
-fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+pub(crate) fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let map: HashMap<String, String> = pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -16,26 +16,29 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |k| map.get(k).cloned()
 }
 
-fn no_env(_: &str) -> Option<String> {
+pub(crate) fn no_env(_: &str) -> Option<String> {
     None
 }
 
-fn load_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigError>> {
+pub(crate) fn load_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<ConfigError>> {
     Config::from_str(text, Path::new("agentd.toml"), env, &Overrides::default()).map_err(|e| e.0)
 }
 
-fn load(text: &str) -> Config {
+pub(crate) fn load(text: &str) -> Config {
     match load_with(text, &no_env) {
         Ok(c) => c,
         Err(errors) => panic!("unexpected errors:\n{}", crate::ConfigErrors(errors)),
     }
 }
 
-fn errors(text: &str) -> Vec<ConfigError> {
+pub(crate) fn errors(text: &str) -> Vec<ConfigError> {
     errors_with(text, &no_env)
 }
 
-fn errors_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigError> {
+pub(crate) fn errors_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigError> {
     match load_with(text, env) {
         Ok(c) => panic!("expected errors, got {c:#?}"),
         Err(e) => e,
@@ -43,7 +46,7 @@ fn errors_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigEr
 }
 
 /// Exactly one error, at `line`, for `key`, whose message contains `message`.
-fn one_error(text: &str, line: usize, key: &str, message: &str) -> ConfigError {
+pub(crate) fn one_error(text: &str, line: usize, key: &str, message: &str) -> ConfigError {
     let errs = errors(text);
     assert_eq!(
         errs.len(),
@@ -64,7 +67,7 @@ fn one_error(text: &str, line: usize, key: &str, message: &str) -> ConfigError {
     e
 }
 
-const MOCK: &str = "[providers.mock]\nkind = \"mock\"\n";
+pub(crate) const MOCK: &str = "[providers.mock]\nkind = \"mock\"\n";
 
 // ---------------------------------------------------------------- serde-level errors
 

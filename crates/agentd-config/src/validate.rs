@@ -16,8 +16,9 @@ use crate::defaults;
 use crate::error::{closest, ConfigError, ConfigErrors, KeyPath, ENV_FILE};
 use crate::expand::expand;
 use crate::locate::{line_col, path_at, span_of};
-use crate::raw::{ParsedFile, RawAuth, RawModel, RawProvider, RawServer, RawStore};
+use crate::raw::{Entries, ParsedFile, RawAuth, RawModel, RawProvider, RawServer, RawStore};
 use crate::routing_and_cost;
+use crate::runtime;
 use crate::secret::Secret;
 use agentd_core::Price;
 use std::collections::HashMap;
@@ -173,6 +174,13 @@ pub(crate) fn build(
         .iter()
         .filter_map(|(name, r)| routing_and_cost::router(sink, name, r, &model_names))
         .collect();
+    // Relative `instructions_file`s are read from the config file's directory.
+    let base_dir = source
+        .as_deref()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    let runtime = runtime::build(parsed, &base_dir, env, sink);
     Config {
         source,
         server,
@@ -187,6 +195,12 @@ pub(crate) fn build(
         counters: routing_and_cost::counters(sink, &raw.counters, env),
         cache: routing_and_cost::cache(sink, &raw.cache, &raw.counters, env),
         ledger: routing_and_cost::ledger(sink, &raw.ledger),
+        agents: runtime.agents,
+        tools: runtime.tools,
+        pools: runtime.pools,
+        task_routes: runtime.task_routes,
+        queue: runtime.queue,
+        runtime: runtime.runtime,
     }
 }
 
@@ -611,33 +625,7 @@ fn provider(
         );
     }
 
-    let mut headers = Vec::new();
-    for (header, value) in raw.headers.iter().flat_map(|h| h.0.iter()) {
-        let path = p.key("headers").key(header);
-        if header.is_empty() || !header.bytes().all(is_token_byte) {
-            sink.error(
-                &path,
-                format!("invalid header name \"{header}\""),
-                "header names use letters, digits and !#$%&'*+-.^_`|~ only",
-            );
-            continue;
-        }
-        if let Some(value) = sink.expand(&path, value, env) {
-            if value.is_empty() {
-                // Lets a file carry optional headers: `"${OPENAI_ORG_ID:-}"` sends nothing when unset.
-                continue;
-            }
-            if value.contains(['\r', '\n', '\0']) {
-                sink.error(
-                    &path,
-                    "header value contains a line break or NUL",
-                    "remove control characters from the value (check the variable it comes from)",
-                );
-            } else {
-                headers.push((header.clone(), Secret::new(value)));
-            }
-        }
-    }
+    let headers = headers(sink, &p.key("headers"), raw.headers.as_ref(), env);
 
     let connect_timeout = positive_ms(
         sink,
@@ -760,6 +748,43 @@ fn base_url(
             None
         }
     }
+}
+
+/// Header names checked, values `${VAR}`-expanded into secrets; empty values are dropped so a
+/// file can carry optional headers (`"${OPENAI_ORG_ID:-}"` sends nothing when unset).
+pub(crate) fn headers(
+    sink: &mut Sink<'_>,
+    p: &KeyPath,
+    raw: Option<&Entries<String>>,
+    env: Env<'_>,
+) -> Vec<(String, Secret)> {
+    let mut headers = Vec::new();
+    for (header, value) in raw.iter().flat_map(|h| h.0.iter()) {
+        let path = p.key(header);
+        if header.is_empty() || !header.bytes().all(is_token_byte) {
+            sink.error(
+                &path,
+                format!("invalid header name \"{header}\""),
+                "header names use letters, digits and !#$%&'*+-.^_`|~ only",
+            );
+            continue;
+        }
+        if let Some(value) = sink.expand(&path, value, env) {
+            if value.is_empty() {
+                continue;
+            }
+            if value.contains(['\r', '\n', '\0']) {
+                sink.error(
+                    &path,
+                    "header value contains a line break or NUL",
+                    "remove control characters from the value (check the variable it comes from)",
+                );
+            } else {
+                headers.push((header.clone(), Secret::new(value)));
+            }
+        }
+    }
+    headers
 }
 
 fn is_token_byte(b: u8) -> bool {

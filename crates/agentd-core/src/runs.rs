@@ -358,6 +358,7 @@ pub struct Swept {
 /// Durable state of the agent runtime. Every read and write of a tenant's object takes the
 /// tenant: another tenant's id reads as absent.
 #[async_trait]
+#[allow(clippy::too_many_arguments)] // finish_step: the journal row and its events in one call
 pub trait RunStore: Send + Sync {
     // --- threads ---
     /// `Ok(None)` if the id exists already (any tenant).
@@ -385,8 +386,11 @@ pub trait RunStore: Send + Sync {
     /// `cancel = Some(Interrupt|Rollback)` (pending ones are ended at once: interrupted, or
     /// deleted for rollback) and are listed in `cancelled`; `enqueue` → nothing. The thread's
     /// status becomes `busy` and its TTL is renewed.
-    async fn create_run(&self, run: &Run, first_events: &[NewEvent])
-        -> Result<CreateRun, StoreError>;
+    async fn create_run(
+        &self,
+        run: &Run,
+        first_events: &[NewEvent],
+    ) -> Result<CreateRun, StoreError>;
     async fn get_run(&self, tenant: &TenantId, id: &str) -> Result<Option<Run>, StoreError>;
     /// A run by id whatever its tenant (workers, the reaper).
     async fn run_by_id(&self, id: &str) -> Result<Option<Run>, StoreError>;

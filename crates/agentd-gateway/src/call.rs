@@ -122,6 +122,8 @@ pub(crate) struct Ctx {
     pub session: Option<String>,
     pub tier: Option<String>,
     pub cache_wish: cache::Wish,
+    /// Told what the call was charged when it settles (in-process callers: the runtime).
+    pub report: Option<oneshot::Sender<crate::model_call::Charged>>,
 }
 
 pub(crate) const SESSION_HEADER: &str = "x-agentd-session";
@@ -155,6 +157,7 @@ impl Ctx {
             session,
             tier,
             cache_wish: cache::wish(headers),
+            report: None,
             principal,
         })
     }
@@ -280,8 +283,9 @@ fn deliver(tx: oneshot::Sender<Result<Answer, ApiError>>, delivery: Delivery) {
     }
 }
 
-async fn execute(state: &Arc<AppState>, call: Call, client: &CancellationToken) -> Delivery {
+async fn execute(state: &Arc<AppState>, mut call: Call, client: &CancellationToken) -> Delivery {
     let started = Instant::now();
+    let report = call.ctx.report.take();
     let call_id = new_call_id();
     let kind = call.kind();
     let gate = state.gate.as_ref();
@@ -306,6 +310,7 @@ async fn execute(state: &Arc<AppState>, call: Call, client: &CancellationToken) 
                 None => None,
             };
             let mut s = Settlement::new(state, &call, call_id, ticket, started);
+            s.report = report;
             s.row.cache_hit = true;
             s.usage = usage;
             let sse = matches!(&call.work, Work::Chat(r) if r.stream);
@@ -347,6 +352,7 @@ async fn execute(state: &Arc<AppState>, call: Call, client: &CancellationToken) 
         None => None,
     };
     let mut s = Settlement::new(state, &call, call_id, ticket, started);
+    s.report = report;
     if client.is_cancelled() {
         // Gone while waiting for admission: nothing was sent anywhere.
         s.row_wanted = false;
@@ -466,6 +472,8 @@ pub(crate) struct Settlement {
     /// False when the call reached no provider and was no cache hit: no ledger row.
     row_wanted: bool,
     finished: bool,
+    /// Told the usage and cost once settled (see `Ctx::report`).
+    report: Option<oneshot::Sender<crate::model_call::Charged>>,
 }
 
 impl Settlement {
@@ -487,6 +495,7 @@ impl Settlement {
             body: None,
             row_wanted: true,
             finished: false,
+            report: None,
         }
     }
 
@@ -524,6 +533,9 @@ impl Settlement {
             (body, self.cache.take(), self.state.cache.as_ref(), outcome)
         {
             cache.put(key, kind, usage, body);
+        }
+        if let Some(report) = self.report.take() {
+            let _ = report.send(crate::model_call::Charged { usage, cost });
         }
         if !self.row_wanted {
             return;
@@ -587,6 +599,7 @@ impl Drop for Settlement {
             body: None,
             row_wanted: self.row_wanted,
             finished: false,
+            report: self.report.take(),
         };
         self.finished = true;
         this.finish(Usage::default(), false, Outcome::Aborted, None);

@@ -24,6 +24,7 @@ pub mod keys;
 pub(crate) mod ledger;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
+pub mod model_call;
 pub(crate) mod models;
 pub(crate) mod openapi;
 pub(crate) mod resilience;
@@ -156,8 +157,35 @@ impl AppState {
     }
 }
 
+impl AppState {
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// SIGTERM arrived: stop taking new work.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The task tracker drain waits for (calls, alerts); the runtime's tasks join it.
+    pub fn tracker(&self) -> &tokio_util::task::TaskTracker {
+        self.alerts.tracker()
+    }
+}
+
 /// The whole HTTP application.
 pub fn router(state: Arc<AppState>) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The HTTP application with more routes (the agent runtime's API), which get the same
+/// middleware: request ids, access log, metrics, load shedding, timeouts and deny-by-default
+/// authentication (handlers find the caller's `keys::Principal` in the request extensions).
+pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
     let api = Router::new()
         .route(
             "/v1/chat/completions",
@@ -189,6 +217,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(api)
         .merge(admin)
         .merge(ops)
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(routes::ops::not_found)
         .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -202,7 +232,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             middleware::panic_response,
         ))
-        .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then drains: stops accepting, fails `/readyz`, lets
@@ -212,13 +241,25 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, Router::new(), shutdown, async {}).await
+}
+
+/// [`serve`] with more routes (see [`router_with`]); `before_close` runs after the requests
+/// drained and before the ledger and store close (the runtime stops its workers there).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    before_close: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let server = &state.config.server;
     let grace = server.shutdown_grace;
     let limits = server::Limits::from_config(server);
     let draining = state.clone();
     server::run(
         listener,
-        router(state.clone()),
+        router_with(state.clone(), extra),
         limits,
         grace,
         shutdown,
@@ -231,6 +272,7 @@ pub async fn serve(
         },
     )
     .await;
+    before_close.await;
     // Settlements and alerts first (they may queue ledger rows), then the ledger's last rows.
     state.alerts.wait().await;
     state.ledger.close().await;

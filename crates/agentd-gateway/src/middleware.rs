@@ -122,7 +122,15 @@ impl Drop for InFlight<'_> {
 
 /// The routes anyone may call without a key. Everything else needs one (`/admin/*` the admin
 /// key): a route added later is protected unless it is added here on purpose.
-pub(crate) const PUBLIC_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/openapi.json"];
+pub(crate) const PUBLIC_PATHS: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    // The agent API's health and server info (LangGraph clients probe them without a key).
+    "/ok",
+    "/info",
+];
 
 /// What a path requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

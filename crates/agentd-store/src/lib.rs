@@ -3,8 +3,9 @@
 //!
 //! The one decision to know: the two backends are parallel files (`sqlite.rs`, `postgres.rs`)
 //! with the same methods in the same order, each with its own numbered migrations
-//! (`migrations/sqlite`, `migrations/postgres`), and both must pass the one conformance suite in
-//! `tests/conformance.rs`. They return *identical* values: timestamps are truncated to whole
+//! (`migrations/sqlite`, `migrations/postgres`), and both must pass the conformance suites in
+//! `tests/conformance.rs` (keys, spend) and `tests/runs_conformance.rs` (`RunStore`; its
+//! methods live in `sqlite_runs.rs` and `postgres_runs.rs`, parallel in the same way). They return *identical* values: timestamps are truncated to whole
 //! milliseconds before they are written, so a key reads back the same from either backend.
 //! Likewise text: PostgreSQL cannot store a NUL character, so both backends refuse one in keys
 //! and query filters ([`StoreError::Invalid`], checked in this file before any SQL runs), and
@@ -20,16 +21,23 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_runs;
+mod runs;
 pub mod sqlite;
+mod sqlite_runs;
 
 use agentd_core::{
-    ApiKey, KeyId, KeyStore, Micros, NewKey, SpendQuery, SpendRecord, SpendScope, SpendStore,
-    SpendTotal, StoreError, TenantId,
+    ApiKey, CancelAction, CreateRun, Cron, CronQuery, KeyId, KeyStore, Micros, NewEvent, NewKey,
+    Run, RunEvent, RunStatus, RunStore, SpendQuery, SpendRecord, SpendScope, SpendStore,
+    SpendTotal, Step, StoreError, Swept, TenantId, Thread, ThreadQuery,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::path::Path;
+use std::time::Duration;
 
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
@@ -170,6 +178,350 @@ impl SpendStore for Store {
             Store::Sqlite(store) => store.spend_sum(scope, since).await,
             #[cfg(feature = "postgres")]
             Store::Postgres(store) => store.spend_sum(scope, since).await,
+        }
+    }
+}
+
+#[async_trait]
+impl RunStore for Store {
+    async fn create_thread(&self, thread: &Thread) -> Result<Option<Thread>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.create_thread(thread).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.create_thread(thread).await,
+        }
+    }
+
+    async fn get_thread(&self, tenant: &TenantId, id: &str) -> Result<Option<Thread>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.get_thread(tenant, id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.get_thread(tenant, id).await,
+        }
+    }
+
+    async fn update_thread_metadata(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        metadata: &Map<String, Value>,
+    ) -> Result<Option<Thread>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.update_thread_metadata(tenant, id, metadata).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.update_thread_metadata(tenant, id, metadata).await,
+        }
+    }
+
+    async fn search_threads(
+        &self,
+        tenant: &TenantId,
+        query: &ThreadQuery,
+    ) -> Result<Vec<Thread>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.search_threads(tenant, query).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.search_threads(tenant, query).await,
+        }
+    }
+
+    async fn delete_thread(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.delete_thread(tenant, id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.delete_thread(tenant, id).await,
+        }
+    }
+
+    async fn create_run(
+        &self,
+        run: &Run,
+        first_events: &[NewEvent],
+    ) -> Result<CreateRun, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.create_run(run, first_events).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.create_run(run, first_events).await,
+        }
+    }
+
+    async fn get_run(&self, tenant: &TenantId, id: &str) -> Result<Option<Run>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.get_run(tenant, id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.get_run(tenant, id).await,
+        }
+    }
+
+    async fn run_by_id(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.run_by_id(id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.run_by_id(id).await,
+        }
+    }
+
+    async fn list_runs(
+        &self,
+        tenant: &TenantId,
+        thread_id: &str,
+        status: Option<RunStatus>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Run>, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .list_runs(tenant, thread_id, status, limit, offset)
+                    .await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => {
+                store
+                    .list_runs(tenant, thread_id, status, limit, offset)
+                    .await
+            }
+        }
+    }
+
+    async fn delete_run(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.delete_run(tenant, id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.delete_run(tenant, id).await,
+        }
+    }
+
+    async fn claim_run(
+        &self,
+        run_id: &str,
+        owner: &str,
+        lease: Duration,
+        agent_cap: Option<u32>,
+    ) -> Result<Option<Run>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.claim_run(run_id, owner, lease, agent_cap).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.claim_run(run_id, owner, lease, agent_cap).await,
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        lease: Duration,
+    ) -> Result<Option<Option<CancelAction>>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.renew_lease(run_id, epoch, lease).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.renew_lease(run_id, epoch, lease).await,
+        }
+    }
+
+    async fn request_cancel(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        action: CancelAction,
+    ) -> Result<Option<Run>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.request_cancel(tenant, id, action).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.request_cancel(tenant, id, action).await,
+        }
+    }
+
+    async fn cancel_requests(
+        &self,
+        run_ids: &[String],
+    ) -> Result<Vec<(String, CancelAction)>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.cancel_requests(run_ids).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.cancel_requests(run_ids).await,
+        }
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        status: RunStatus,
+        error: Option<&str>,
+        thread_values: Option<&Value>,
+        last_events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .finish_run(run_id, epoch, status, error, thread_values, last_events)
+                    .await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => {
+                store
+                    .finish_run(run_id, epoch, status, error, thread_values, last_events)
+                    .await
+            }
+        }
+    }
+
+    async fn reap(&self, stale: Duration, limit: i64) -> Result<Vec<Run>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.reap(stale, limit).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.reap(stale, limit).await,
+        }
+    }
+
+    async fn next_pending_on_thread(&self, thread_id: &str) -> Result<Option<Run>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.next_pending_on_thread(thread_id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.next_pending_on_thread(thread_id).await,
+        }
+    }
+
+    async fn start_step(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        step: i32,
+        kind: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.start_step(run_id, epoch, step, kind).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.start_step(run_id, epoch, step, kind).await,
+        }
+    }
+
+    async fn finish_step(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        step: i32,
+        output: &Value,
+        cost_micros: i64,
+        tokens: i64,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => {
+                store
+                    .finish_step(run_id, epoch, step, output, cost_micros, tokens, events)
+                    .await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => {
+                store
+                    .finish_step(run_id, epoch, step, output, cost_micros, tokens, events)
+                    .await
+            }
+        }
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<Step>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.steps(run_id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.steps(run_id).await,
+        }
+    }
+
+    async fn append_events(
+        &self,
+        run_id: &str,
+        epoch: i64,
+        events: &[NewEvent],
+    ) -> Result<Option<i64>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.append_events(run_id, epoch, events).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.append_events(run_id, epoch, events).await,
+        }
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.events_after(run_id, after, limit).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.events_after(run_id, after, limit).await,
+        }
+    }
+
+    async fn create_cron(&self, cron: &Cron) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(store) => store.create_cron(cron).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.create_cron(cron).await,
+        }
+    }
+
+    async fn get_cron(&self, tenant: &TenantId, id: &str) -> Result<Option<Cron>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.get_cron(tenant, id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.get_cron(tenant, id).await,
+        }
+    }
+
+    async fn search_crons(
+        &self,
+        tenant: &TenantId,
+        query: &CronQuery,
+    ) -> Result<Vec<Cron>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.search_crons(tenant, query).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.search_crons(tenant, query).await,
+        }
+    }
+
+    async fn delete_cron(&self, tenant: &TenantId, id: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.delete_cron(tenant, id).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.delete_cron(tenant, id).await,
+        }
+    }
+
+    async fn due_crons(&self, limit: i64) -> Result<Vec<Cron>, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.due_crons(limit).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.due_crons(limit).await,
+        }
+    }
+
+    async fn advance_cron(
+        &self,
+        cron_id: &str,
+        expected: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.advance_cron(cron_id, expected, next).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.advance_cron(cron_id, expected, next).await,
+        }
+    }
+
+    async fn sweep(
+        &self,
+        events_before: DateTime<Utc>,
+        runs_before: DateTime<Utc>,
+    ) -> Result<Swept, StoreError> {
+        match self {
+            Store::Sqlite(store) => store.sweep(events_before, runs_before).await,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(store) => store.sweep(events_before, runs_before).await,
         }
     }
 }

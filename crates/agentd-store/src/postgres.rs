@@ -461,7 +461,7 @@ fn is_unavailable_code(code: &str) -> bool {
 /// `context` names the operation. sqlx shows only the server's message, so the SQLSTATE is
 /// appended: many messages are ambiguous without it. The detail is left out on purpose (it can
 /// quote row values, which do not belong in logs).
-fn store_error(context: &str, err: sqlx::Error) -> StoreError {
+pub(crate) fn store_error(context: &str, err: sqlx::Error) -> StoreError {
     let code = match &err {
         sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
         _ => None,
@@ -486,7 +486,7 @@ fn store_error(context: &str, err: sqlx::Error) -> StoreError {
 }
 
 /// A stored row that does not decode (a column missing or of another type).
-fn read_error(err: sqlx::Error) -> StoreError {
+pub(crate) fn read_error(err: sqlx::Error) -> StoreError {
     store_error("read stored row", err)
 }
 

@@ -452,11 +452,11 @@ impl Filter {
     }
 }
 
-fn to_millis(at: DateTime<Utc>) -> i64 {
+pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
     truncate_to_millis(at).timestamp_millis()
 }
 
-fn from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(millis)
         .ok_or_else(|| StoreError::Backend(format!("stored timestamp {millis} ms is out of range")))
 }
@@ -476,7 +476,7 @@ fn is_busy(err: &sqlx::Error) -> bool {
 }
 
 /// `context` names the operation; the message keeps SQLite's own (with its result code).
-fn store_error(context: &str, err: sqlx::Error) -> StoreError {
+pub(crate) fn store_error(context: &str, err: sqlx::Error) -> StoreError {
     if is_busy(&err) {
         return StoreError::Unavailable(format!("{context}: {err}"));
     }
@@ -484,7 +484,7 @@ fn store_error(context: &str, err: sqlx::Error) -> StoreError {
 }
 
 /// A stored row that does not decode (a column missing or of another type).
-fn read_error(err: sqlx::Error) -> StoreError {
+pub(crate) fn read_error(err: sqlx::Error) -> StoreError {
     store_error("read stored row", err)
 }
 

@@ -16,6 +16,10 @@ pub(super) struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080; env AGENTD_LISTEN).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// What this process runs: `all` (API and workers, the default), `api` (the HTTP API
+    /// only; runs are executed by worker processes) or `worker` (claims and executes runs).
+    #[arg(long, value_name = "ROLE", default_value = "all", env = "AGENTD_ROLE", value_parser = ["all", "api", "worker"])]
+    role: String,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -124,7 +128,19 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
         info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), region = config.server.region.as_deref().unwrap_or("-"), "agentd listening");
-        agentd_gateway::serve(listener, state, shutdown_signal()).await?;
+        let role = agentd_runtime::Role::parse(&args.role).unwrap_or(agentd_runtime::Role::All);
+        let runtime = agentd_runtime::Runtime::start(state.clone(), role).await?;
+        info!(role = %args.role, agents = runtime.agents().len(), queue = %config.queue.backend.kind(), "Agent runtime");
+        let api = if role.serves_api() {
+            agentd_runtime::api::router(runtime.clone())
+        } else {
+            axum::Router::new()
+        };
+        let rt = runtime.clone();
+        agentd_gateway::serve_with(listener, state, api, shutdown_signal(), async move {
+            rt.stop().await;
+        })
+        .await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
