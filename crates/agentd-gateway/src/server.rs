@@ -378,7 +378,10 @@ impl Connection {
                 Ok::<_, Infallible>(Guarded::wrap(resp.unwrap_or_else(|e| match e {}), guard))
             }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        // With upgrades: the agent API's WebSocket endpoints take the connection over.
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut closing = false;
         loop {

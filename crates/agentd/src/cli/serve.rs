@@ -131,11 +131,10 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let role = agentd_runtime::Role::parse(&args.role).unwrap_or(agentd_runtime::Role::All);
         let runtime = agentd_runtime::Runtime::start(state.clone(), role).await?;
         info!(role = %args.role, agents = runtime.agents().len(), queue = %config.queue.backend.kind(), "Agent runtime");
-        let api = if role.serves_api() {
-            agentd_runtime::api::router(runtime.clone())
-        } else {
-            axum::Router::new()
-        };
+        let mut api = agentd_runtime::api::admin_router(runtime.clone());
+        if role.serves_api() {
+            api = api.merge(agentd_runtime::api::router(runtime.clone()));
+        }
         let rt = runtime.clone();
         agentd_gateway::serve_with(listener, state, api, shutdown_signal(), async move {
             rt.stop().await;
