@@ -18,8 +18,7 @@
 //! in every statement, so replicas with skewed clocks agree on leases.
 
 use crate::{
-    check_stream, count, decode_ticket, encode_ticket, invalid_token, millis, now_ms,
-    POLL_INTERVAL,
+    check_stream, count, decode_ticket, encode_ticket, invalid_token, millis, now_ms, POLL_INTERVAL,
 };
 use agentd_core::{DeadLetter, Delivery, QueueError, QueueStats, Ticket, WorkQueue};
 use agentd_store::Store;
@@ -431,7 +430,10 @@ impl WorkQueue for StoreQueue {
         // The row leaves the live table and lands in the dead one atomically.
         match &self.db {
             Db::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(|err| db_error("dead letter", err))?;
+                let mut tx = pool
+                    .begin()
+                    .await
+                    .map_err(|err| db_error("dead letter", err))?;
                 let moved = sqlx::query(
                     "DELETE FROM queue_messages WHERE id = ?1 AND deliveries = ?2 \
                      RETURNING stream, ticket, deliveries, enqueued_at",
@@ -622,29 +624,30 @@ impl WorkQueue for StoreQueue {
         check_stream(stream)?;
         // A row is in flight while claimed and its lease runs; every other row waits
         // (including nacked rows waiting out their delay and rows whose lease expired).
-        let (total, in_flight, oldest, now, dead): (i64, i64, Option<i64>, i64, i64) =
-            match &self.db {
-                Db::Sqlite(pool) => {
-                    let now = now_ms();
-                    let row = sqlx::query(
-                        "SELECT COUNT(*), \
+        let (total, in_flight, oldest, now, dead): (i64, i64, Option<i64>, i64, i64) = match &self
+            .db
+        {
+            Db::Sqlite(pool) => {
+                let now = now_ms();
+                let row = sqlx::query(
+                    "SELECT COUNT(*), \
                          COALESCE(SUM(CASE WHEN claimed_by IS NOT NULL AND visible_at > ?2 \
                                   THEN 1 ELSE 0 END), 0), \
                          MIN(CASE WHEN claimed_by IS NOT NULL AND visible_at > ?2 \
                              THEN NULL ELSE enqueued_at END), \
                          (SELECT COUNT(*) FROM queue_dead_letters WHERE stream = ?1) \
                          FROM queue_messages WHERE stream = ?1",
-                    )
-                    .bind(stream)
-                    .bind(now)
-                    .fetch_one(pool)
-                    .await
-                    .map_err(|err| db_error("stats", err))?;
-                    (row.get(0), row.get(1), row.get(2), now, row.get(3))
-                }
-                #[cfg(feature = "postgres")]
-                Db::Postgres(pool) => {
-                    let row = sqlx::query(concat!(
+                )
+                .bind(stream)
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .map_err(|err| db_error("stats", err))?;
+                (row.get(0), row.get(1), row.get(2), now, row.get(3))
+            }
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => {
+                let row = sqlx::query(concat!(
                         "WITH now AS (SELECT ",
                         pg_now!(),
                         " AS ms) \
@@ -660,9 +663,9 @@ impl WorkQueue for StoreQueue {
                     .fetch_one(pool)
                     .await
                     .map_err(|err| db_error("stats", err))?;
-                    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
-                }
-            };
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+            }
+        };
         let unsigned = |value: i64| u64::try_from(value).unwrap_or(0);
         Ok(QueueStats {
             depth: unsigned(total - in_flight),

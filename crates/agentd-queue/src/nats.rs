@@ -27,9 +27,10 @@
 //!   whose lease ran out until they are redelivered. `oldest_age_ms` is the age of the next
 //!   undelivered message (0 when there is none).
 //!
-//! Waiting claims subscribe (core NATS, one subscription per queue) to `P.work.>`: a publish
-//! wakes them at once; redeliveries and nak delays are seen by polling every
-//! [`POLL_INTERVAL`].
+//! Waiting claims are woken by a core-NATS message on `P.wake` that every enqueue and retry
+//! sends after publishing (one subscription per queue handle; not on the work subjects, whose
+//! "no responders" must keep telling a publisher that the stream is gone); redeliveries and
+//! nak delays are seen by polling every [`POLL_INTERVAL`].
 
 use crate::{check_stream, count, decode_ticket, encode_ticket, invalid_token, POLL_INTERVAL};
 use agentd_core::{DeadLetter, Delivery, QueueError, QueueStats, Ticket, WorkQueue};
@@ -45,8 +46,11 @@ use tokio::time::Instant;
 
 /// The consumers' `ack_wait` until a claim says otherwise.
 const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-/// How long an ack, a fetch or an API request may take.
+/// How long a fetch or an API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the server to confirm an ack. Shorter: an ack for a consumer that is
+/// gone is never answered, and an unconfirmed ack costs at most a redelivery.
+const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Fence entries kept at most (one per message this process holds or held).
 const MAX_FENCES: usize = 100_000;
 
@@ -99,7 +103,7 @@ impl NatsQueue {
         let js = jetstream::new(client.clone());
         let notify = Arc::new(Notify::new());
         let mut wake = client
-            .subscribe(format!("{prefix}.work.>"))
+            .subscribe(format!("{prefix}.wake"))
             .await
             .map_err(|err| QueueError::Unavailable(format!("nats: subscribe: {err}")))?;
         let waker = {
@@ -304,7 +308,7 @@ impl NatsQueue {
     async fn reply(&self, token: &str, payload: &str) -> Result<(), QueueError> {
         let request = async_nats::Request::new()
             .payload(payload.to_owned().into())
-            .timeout(Some(REQUEST_TIMEOUT));
+            .timeout(Some(ACK_TIMEOUT));
         match self.client.send_request(token.to_owned(), request).await {
             Ok(_) => Ok(()),
             // Nobody answers an ack for a message the consumer no longer has (or a consumer
@@ -319,6 +323,17 @@ impl NatsQueue {
                 Ok(())
             }
             Err(err) => Err(nats_error("ack", err)),
+        }
+    }
+
+    /// Tells waiting claims (in every process) to look now. Best effort: they poll anyway.
+    async fn wake(&self) {
+        if let Err(err) = self
+            .client
+            .publish(format!("{}.wake", self.prefix), "".into())
+            .await
+        {
+            tracing::debug!(error = %err, "Cannot publish a queue wake-up");
         }
     }
 
@@ -455,8 +470,9 @@ impl WorkQueue for NatsQueue {
     async fn enqueue(&self, stream: &str, ticket: &Ticket) -> Result<(), QueueError> {
         check_stream(stream)?;
         self.publish(self.work_subject(stream), encode_ticket(ticket)?)
-            .await
-            .map(drop)
+            .await?;
+        self.wake().await;
+        Ok(())
     }
 
     async fn claim(
@@ -517,7 +533,11 @@ impl WorkQueue for NatsQueue {
         match self.current(&delivery.token, true)? {
             Some(_) => {
                 let payload = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
-                self.reply(&delivery.token, &payload).await
+                self.reply(&delivery.token, &payload).await?;
+                if delay.is_zero() {
+                    self.wake().await;
+                }
+                Ok(())
             }
             None => Ok(()),
         }
@@ -602,6 +622,7 @@ impl WorkQueue for NatsQueue {
         dead.delete_message(sequence)
             .await
             .map_err(|err| nats_error("delete dead letter", err))?;
+        self.wake().await;
         Ok(true)
     }
 
@@ -649,8 +670,8 @@ impl WorkQueue for NatsQueue {
                 .send()
                 .await;
             if let Ok(message) = next {
-                let at_ms = i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000)
-                    .unwrap_or(0);
+                let at_ms =
+                    i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
                 oldest_age_ms = u64::try_from(now_ms() - at_ms).unwrap_or(0);
             }
         }
@@ -696,8 +717,7 @@ mod tests {
     fn ack_subjects_parse_in_both_forms() {
         let v1 = parse_ack_subject("$JS.ACK.S.q_a.3.100.7.1790230470084404000.42").unwrap();
         assert_eq!((v1.consumer, v1.delivered, v1.stream_seq), ("q_a", 3, 100));
-        let v2 = parse_ack_subject("$JS.ACK._.HASH.S.q_a.2.9.7.1790230470084404000.0.tok")
-            .unwrap();
+        let v2 = parse_ack_subject("$JS.ACK._.HASH.S.q_a.2.9.7.1790230470084404000.0.tok").unwrap();
         assert_eq!((v2.consumer, v2.delivered, v2.stream_seq), ("q_a", 2, 9));
         assert!(parse_ack_subject("$JS.ACK.S.q_a").is_none());
         assert!(parse_ack_subject("inbox.1").is_none());

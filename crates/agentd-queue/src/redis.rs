@@ -508,7 +508,8 @@ type ReadReply = Vec<(String, Vec<(String, Vec<(String, String)>)>)>;
 
 /// An `XREADGROUP` reply: per stream key, its entries with their fields. Nil when nothing came.
 fn parse_read_reply(reply: Value) -> Result<ReadReply, QueueError> {
-    let unexpected = |what: &Value| QueueError::Backend(format!("unexpected XREADGROUP reply: {what:?}"));
+    let unexpected =
+        |what: &Value| QueueError::Backend(format!("unexpected XREADGROUP reply: {what:?}"));
     let streams = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Array(streams) => streams,
