@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Property-based API fuzzing of the real binary against its own OpenAPI document.
 #
-# Starts `agentd serve` (debug build, default config: the in-process mock models `mock` and
-# `mock-embedding`) on 127.0.0.1 with a fresh data dir, an admin key and an API key, then runs
-# schemathesis against http://127.0.0.1:PORT/openapi.json. Fails on any 5xx, on any status,
-# content type or body the document does not describe, or if the server dies.
+# Starts `agentd serve` (debug build, tests/fuzz/agentd.toml: the in-process mock models `mock`
+# and `mock-embedding`, and agents on them so the agent API runs real runs) on 127.0.0.1 with a
+# fresh data dir, an admin key and an API key, then runs schemathesis against
+# http://127.0.0.1:PORT/openapi.json. Fails on any 5xx, on any status, content type or body the
+# document does not describe, or if the server dies.
 #
 #   tests/fuzz/run.sh                      # AGENTD_BIN or $CARGO_TARGET_DIR/debug/agentd
 #   AGENTD_FUZZ_EXAMPLES=100 AGENTD_FUZZ_MAX_TIME=600 AGENTD_FUZZ_SEED=random tests/fuzz/run.sh
 #
 # Needs schemathesis (tests/sdk/requirements.txt, installed into .venv by scripts/test.sh).
-# AGENTD_FUZZ_CONFIG=FILE serves with that config instead of the defaults (it must keep the
-# models `mock` and `mock-embedding`; tests/fuzz/controls.toml turns on budgets, rate limits and
-# the cache).
-# Bounded: AGENTD_FUZZ_EXAMPLES test cases per operation and phase (default 100), and
+# AGENTD_FUZZ_CONFIG=FILE serves with that config instead of tests/fuzz/agentd.toml (it must keep
+# the models `mock` and `mock-embedding` and the agents `echo` and `react`; tests/fuzz/controls.toml
+# turns on budgets, rate limits and the cache).
+# Bounded: AGENTD_FUZZ_EXAMPLES test cases per operation and phase (default 100; the agent API's
+# operations get fewer, see schemathesis.toml), and
 # AGENTD_FUZZ_MAX_TIME seconds for schemathesis (default 150; past it the run is killed and
 # fails). The seed is fixed (so CI is reproducible) unless AGENTD_FUZZ_SEED says otherwise;
-# `random` picks a new one. AGENTD_FUZZ_LOG=FILE keeps the server's log. hooks.py steers half of the bodies to the served mock models.
+# `random` picks a new one. AGENTD_FUZZ_LOG=FILE keeps the server's log. hooks.py steers half of
+# the bodies to the served mock models and agents, and keeps runs short (see there).
 # Traffic goes to 127.0.0.1 only.
 set -euo pipefail
 
@@ -25,8 +28,7 @@ HERE="$ROOT/tests/fuzz"
 BIN="${AGENTD_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/agentd}"
 ST="${SCHEMATHESIS:-$ROOT/.venv/bin/schemathesis}"
 EXAMPLES="${AGENTD_FUZZ_EXAMPLES:-100}"
-CONFIG_ARGS=()
-[ -n "${AGENTD_FUZZ_CONFIG:-}" ] && CONFIG_ARGS=(-c "$AGENTD_FUZZ_CONFIG")
+CONFIG_ARGS=(-c "${AGENTD_FUZZ_CONFIG:-$HERE/agentd.toml}")
 MAX_TIME="${AGENTD_FUZZ_MAX_TIME:-150}"
 SEED="${AGENTD_FUZZ_SEED:-20261123}"
 [ "$SEED" = random ] && SEED="$RANDOM$RANDOM"

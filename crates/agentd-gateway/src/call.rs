@@ -534,10 +534,15 @@ impl Settlement {
         {
             cache.put(key, kind, usage, body);
         }
-        if let Some(report) = self.report.take() {
-            let _ = report.send(crate::model_call::Charged { usage, cost });
-        }
+        let report = self.report.take();
         if !self.row_wanted {
+            if let Some(report) = report {
+                let _ = report.send(crate::model_call::Charged {
+                    usage,
+                    cost,
+                    row: None,
+                });
+            }
             return;
         }
         let mut row = std::mem::replace(&mut self.row, placeholder_row());
@@ -552,7 +557,22 @@ impl Settlement {
         if outcome == Outcome::ClientClosed {
             metrics::counter!(CLIENT_CLOSED).increment(1);
         }
-        self.state.ledger.record(row);
+        // An in-process caller (a run's model step) writes its row itself, durably, before it
+        // journals the step; if it is gone, the row goes the batched way.
+        let row = match report {
+            Some(report) => match report.send(crate::model_call::Charged {
+                usage,
+                cost,
+                row: Some(row),
+            }) {
+                Ok(()) => return,
+                Err(unsent) => unsent.row,
+            },
+            None => Some(row),
+        };
+        if let Some(row) = row {
+            self.state.ledger.record(row);
+        }
     }
 }
 

@@ -102,6 +102,14 @@ impl Ledger {
         })
     }
 
+    /// Whether rows are recorded at all (`ledger.enabled`).
+    pub(crate) fn enabled(&self) -> bool {
+        self.tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// Queues a row; never waits.
     pub(crate) fn record(&self, row: SpendRecord) {
         let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());

@@ -63,6 +63,8 @@ pub struct AppState {
     pub(crate) alerts: Arc<alerts::Alerts>,
     /// Slots for requests in flight (`server.max_concurrent_requests`); `None`: no limit.
     pub(crate) concurrency: Option<Arc<Semaphore>>,
+    /// The served `/openapi.json` when routes were added ([`AppState::set_extra_openapi`]).
+    pub(crate) openapi: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl AppState {
@@ -151,6 +153,7 @@ impl AppState {
                 .server
                 .max_concurrent_requests
                 .map(|n| Arc::new(Semaphore::new(n))),
+            openapi: std::sync::OnceLock::new(),
             config,
             store,
         }))
@@ -174,6 +177,12 @@ impl AppState {
     /// The task tracker drain waits for (calls, alerts); the runtime's tasks join it.
     pub fn tracker(&self) -> &tokio_util::task::TaskTracker {
         self.alerts.tracker()
+    }
+
+    /// Adds the description of the routes given to [`router_with`] to `/openapi.json`. Call it
+    /// once, before serving; a later call is ignored (the document is built once).
+    pub fn set_extra_openapi(&self, doc: utoipa::openapi::OpenApi) {
+        let _ = self.openapi.set(openapi::document_with(doc));
     }
 }
 

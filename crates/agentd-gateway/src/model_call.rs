@@ -44,11 +44,14 @@ pub struct ModelReply {
     pub model: String,
 }
 
-/// What the settlement of a call reports back.
-#[derive(Clone, Copy, Debug)]
+/// What the settlement of a call reports back: the charge, and the ledger row for the caller
+/// to write durably (so a run never journals a step whose charge is still in a batch that a
+/// crash could lose).
+#[derive(Debug)]
 pub(crate) struct Charged {
     pub usage: Usage,
     pub cost: Micros,
+    pub row: Option<agentd_core::SpendRecord>,
 }
 
 /// Why a model call ended without a reply.
@@ -61,6 +64,21 @@ pub enum ModelError {
 }
 
 impl AppState {
+    /// Writes a runtime call's ledger row now (not batched); on a store error it goes to the
+    /// batched writer, which retries. Returns whether a row was handed over.
+    async fn write_row(&self, row: Option<agentd_core::SpendRecord>) -> bool {
+        use agentd_core::SpendStore;
+        let Some(row) = row else { return false };
+        if !self.ledger.enabled() {
+            return true;
+        }
+        if let Err(e) = self.store.record_spend(std::slice::from_ref(&row)).await {
+            tracing::warn!(error = %e, "Cannot write a run's ledger row now; queued for the batched writer");
+            self.ledger.record(row);
+        }
+        true
+    }
+
     /// The worst-case cost of a call of `model` with this prompt (for a run's own budget), or
     /// `None` when the model is unknown.
     pub fn worst_case(&self, model: &str, prompt_tokens: u64) -> Option<Micros> {
@@ -153,8 +171,11 @@ impl AppState {
                     },
                     () = cancel.cancelled() => {
                         drop(stream);
-                        let cost = report_rx.await.map(|c| c.cost).unwrap_or(Micros::ZERO);
-                        return Err(ModelError::Cancelled { cost });
+                        let cost = match report_rx.await {
+                            Ok(c) => self.write_row(c.row).await.then_some(c.cost),
+                            Err(_) => None,
+                        };
+                        return Err(ModelError::Cancelled { cost: cost.unwrap_or(Micros::ZERO) });
                     }
                 }
             },
@@ -169,7 +190,9 @@ impl AppState {
         let charged = report_rx.await.unwrap_or(Charged {
             usage: acc.usage,
             cost: Micros::ZERO,
+            row: None,
         });
+        self.write_row(charged.row).await;
         Ok(ModelReply {
             message: acc.message(),
             usage: charged.usage,

@@ -107,6 +107,16 @@ pub(crate) fn document() -> Bytes {
     .clone()
 }
 
+/// The gateway's document merged with `extra` (the agent runtime's routes), as JSON bytes.
+/// Paths and components already in the gateway's document win.
+pub(crate) fn document_with(extra: utoipa::openapi::OpenApi) -> Bytes {
+    let json = ApiDoc::openapi()
+        .merge_from(extra)
+        .to_json()
+        .expect("the OpenAPI document serialises (it is built from static data)");
+    Bytes::from(json)
+}
+
 /// Error responses, one set per kind of route, shared by the annotations in `routes/`.
 pub(crate) mod responses {
     use super::schemas::{AnthropicError, OpenAiError};

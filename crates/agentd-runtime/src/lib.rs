@@ -98,6 +98,11 @@ impl Runtime {
         Ok(rt)
     }
 
+    /// SIGTERM arrived: stop claiming new runs (runs in flight go on).
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+    }
+
     /// Stops claiming work and waits (up to the drain grace) for runs in flight; runs still
     /// executing after that are left to their lease: another worker resumes them.
     pub async fn stop(&self) {

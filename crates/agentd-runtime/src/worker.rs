@@ -251,6 +251,7 @@ async fn handle(rt: &Arc<Runtime>, d: Delivery) {
     match outcome {
         Some(Stop::Fenced) => {
             // Another worker owns it and its delivery: ours is stale.
+            tracing::warn!(run_id = %run_id, "Lost the run's lease to another worker (paused or cut off past the lease); stopped without writing");
             let _ = rt.queue.ack(&d).await;
         }
         Some(Stop::Shutdown) => {
@@ -350,6 +351,7 @@ async fn cancel_watch(rt: Arc<Runtime>) {
         }
         let local = rt.hub.local_runs();
         if local.is_empty() {
+            rt.hub.tidy();
             continue;
         }
         if let Ok(found) = rt.store.cancel_requests(&local).await {
@@ -398,6 +400,7 @@ async fn sweeper(rt: Arc<Runtime>) {
             () = tokio::time::sleep(rt.settings.sweep_interval) => {}
             () = rt.shutdown.cancelled() => return,
         }
+        rt.hub.tidy();
         let now = chrono::Utc::now();
         let ev = now - chrono::Duration::from_std(rt.settings.event_retention).unwrap_or_default();
         let runs = now - chrono::Duration::from_std(rt.settings.run_retention).unwrap_or_default();

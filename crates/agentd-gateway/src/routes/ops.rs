@@ -90,12 +90,12 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object,
         content_type = "application/json")),
 )]
-pub(crate) async fn openapi_json() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document(),
-    )
-        .into_response()
+pub(crate) async fn openapi_json(State(state): State<Arc<AppState>>) -> Response {
+    let doc = match state.openapi.get() {
+        Some(doc) => doc.clone(),
+        None => crate::openapi::document(),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], doc).into_response()
 }
 
 pub(crate) async fn not_found(uri: Uri) -> Response {

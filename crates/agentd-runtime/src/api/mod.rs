@@ -7,11 +7,14 @@
 //! another replica, by a short poll. So any replica can serve any run's stream, and a client
 //! that reconnects with `Last-Event-ID` gets exactly the rest.
 
+mod admin;
 mod assistants;
 mod crons;
+mod openapi;
 mod runs;
 mod sse;
 mod threads;
+mod ws;
 
 use crate::runtime::Runtime;
 use agentd_core::{ApiError, ErrorKind};
@@ -22,6 +25,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::sync::Arc;
+
+pub use openapi::openapi;
 
 /// An agent-API error: the status LangGraph clients expect and a body every client can read
 /// (`detail` and `message` for the LangGraph SDKs, `error` in OpenAI's shape for the rest).
@@ -218,6 +223,23 @@ async fn info(axum::extract::State(rt): axum::extract::State<Arc<Runtime>>) -> J
     }))
 }
 
+/// The operators' queue routes (under `/admin`: the gateway requires the admin key). Served by
+/// every role: workers hold the queue too.
+pub fn admin_router(rt: Arc<Runtime>) -> Router {
+    Router::new()
+        .route("/admin/queues", get(admin::list))
+        .route("/admin/queues/{stream}/dead", get(admin::dead))
+        .route(
+            "/admin/queues/{stream}/dead/{id}/retry",
+            post(admin::retry),
+        )
+        .route(
+            "/admin/queues/{stream}/dead/{id}",
+            axum::routing::delete(admin::drop_dead),
+        )
+        .with_state(rt)
+}
+
 /// The agent API's routes (the gateway adds its middleware: auth, limits, logs).
 pub fn router(rt: Arc<Runtime>) -> Router {
     Router::new()
@@ -277,5 +299,7 @@ pub fn router(rt: Arc<Runtime>) -> Router {
             "/runs/crons/{cron_id}",
             axum::routing::delete(crons::delete),
         )
+        .route("/threads/{thread_id}/runs/{run_id}/ws", get(ws::run_socket))
+        .route("/threads/{thread_id}/ws", get(ws::thread_socket))
         .with_state(rt)
 }
