@@ -104,10 +104,7 @@ impl Ledger {
 
     /// Whether rows are recorded at all (`ledger.enabled`).
     pub(crate) fn enabled(&self) -> bool {
-        self.tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 
     /// Queues a row; never waits.

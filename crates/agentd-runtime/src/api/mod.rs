@@ -229,10 +229,7 @@ pub fn admin_router(rt: Arc<Runtime>) -> Router {
     Router::new()
         .route("/admin/queues", get(admin::list))
         .route("/admin/queues/{stream}/dead", get(admin::dead))
-        .route(
-            "/admin/queues/{stream}/dead/{id}/retry",
-            post(admin::retry),
-        )
+        .route("/admin/queues/{stream}/dead/{id}/retry", post(admin::retry))
         .route(
             "/admin/queues/{stream}/dead/{id}",
             axum::routing::delete(admin::drop_dead),
