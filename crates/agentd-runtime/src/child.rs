@@ -101,7 +101,7 @@ pub(crate) fn run_child<'a>(
                     key_id: agentd_core::KeyId::new(parent.key_id.clone().unwrap_or_default()),
                     tenant: parent.tenant.clone(),
                     user: parent.user_id.clone().map(agentd_core::UserId::new),
-                    tier: None,
+                    tier: parent.kwargs["tier"].as_str().map(str::to_owned),
                 },
                 session: Some(parent.thread_id.clone()),
                 request_id: format!("{key}.{steps}"),
@@ -168,7 +168,10 @@ pub(crate) fn run_child<'a>(
                                 }
                             }
                         }
-                        _ => rt.tools.call(tool, args, &sub_key).await.content,
+                        _ => tokio::select! {
+                            out = rt.tools.call(tool, args, &sub_key) => out.content,
+                            () = stop.cancelled() => return Err(Stop::Shutdown),
+                        },
                     },
                 };
                 let _ = messages::new_id;

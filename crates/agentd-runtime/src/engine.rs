@@ -602,7 +602,10 @@ impl Exec {
                                     child_steps = done.steps;
                                     (done.content, done.is_error)
                                 }
-                                Err(stop) => return Err(End::Stopped(stop)),
+                                // The child stopped because the run did: the run's reason.
+                                Err(stop) => {
+                                    return Err(End::Stopped(self.stopped().unwrap_or(stop)))
+                                }
                             }
                         }
                     }

@@ -615,7 +615,6 @@ async fn in_child(rt: &Rt, run: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a cancel during an agent tool leaves the run `running` until its lease is reaped (child.rs returns Stop::Shutdown)"]
 async fn cancelling_a_run_inside_an_agent_tool_interrupts_it_at_once() {
     let rt = Rt::start(SLOW_CHILD).await;
     let t = rt.thread().await;
@@ -643,7 +642,6 @@ async fn cancelling_a_run_inside_an_agent_tool_interrupts_it_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a timeout during an agent tool leaves the run `running`; it is redelivered with a fresh deadline (child.rs returns Stop::Shutdown)"]
 async fn a_timeout_inside_an_agent_tool_ends_the_run_timeout() {
     let rt = Rt::start(SLOW_CHILD).await;
     let t = rt.thread().await;
@@ -1303,7 +1301,6 @@ async fn a_run_stopped_by_a_graceful_shutdown_resumes_after_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: a stream cut during the drain is settled on an untracked spawn_blocking (stream.rs MeteredStream::drop); the ledger closes first and the row is lost"]
 async fn a_call_cut_by_a_graceful_shutdown_is_in_the_ledger() {
     let (stopped, _key, _t, run) = stop_mid_call(&config(SHUTDOWN_CFG)).await;
     assert_eq!(
