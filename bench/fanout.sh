@@ -161,6 +161,8 @@ status=0
 sed '$d' "$WORK/report.txt"
 tail -1 "$WORK/report.txt" >"$WORK/report.json"
 
+sleep 4
+echo "server RSS 5 s after    $(awk '/^VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SERVER_PID/status" 2>/dev/null || echo "?")"
 run_status=$(curl -fsS --max-time 10 "$URL/threads/$THREAD/runs/$RUN" -H "x-api-key: $KEY" | jq -r .status || echo "?")
 echo "run status              $run_status"
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then

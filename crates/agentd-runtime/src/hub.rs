@@ -1,12 +1,18 @@
 //! In-process signals between the API and the workers of one process: "run R has new events
 //! up to seq N" / "run R ended", and the cancel token of each run executing here.
 //!
-//! The store stays the truth: a subscriber always reads events from the store; the hub only
-//! tells it when to look. Across processes the subscriber also looks on a timer (see
-//! `Hub::poll`), so a run executing on another replica is followed too.
+//! The store stays the truth: subscribers read events from the store; the hub tells them when
+//! to look. Across processes a subscriber also looks on a timer (see `Hub::poll`), so a run
+//! executing on another replica is followed too.
+//!
+//! Many clients on one run (a fan-out) share one read: [`Hub::events_after`] keeps the run's
+//! recent events in memory (rendered once as SSE and WebSocket frames), so each new event costs
+//! one store query, not one per client. Clients behind the kept tail read the store directly.
 
+use agentd_core::{RunEvent, RunStore, StoreError};
+use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +23,42 @@ struct Entry {
     seq: Option<watch::Sender<u64>>,
     /// Set while the run executes in this process.
     cancel: Option<CancellationToken>,
+    /// The run's recent events, shared by its subscribers.
+    tail: Option<Arc<tokio::sync::Mutex<Tail>>>,
 }
+
+/// An event with its frames, rendered once for every client.
+pub struct Cached {
+    pub event: RunEvent,
+    /// `event: …\ndata: …\nid: …\n\n`
+    pub sse: Bytes,
+    /// `{"run_id","id","event","data"}`
+    pub ws: String,
+}
+
+impl Cached {
+    pub fn new(event: RunEvent) -> Cached {
+        let sse = Bytes::from(format!(
+            "event: {}\ndata: {}\nid: {}\n\n",
+            event.event, event.data, event.seq
+        ));
+        let data: &serde_json::value::RawValue = serde_json::from_str(&event.data)
+            .unwrap_or_else(|_| serde_json::value::RawValue::NULL);
+        let ws = serde_json::json!({"run_id": event.run_id, "id": event.seq, "event": event.event, "data": data})
+            .to_string();
+        Cached { event, sse, ws }
+    }
+}
+
+/// The last events of a run, contiguous by seq.
+#[derive(Default)]
+struct Tail {
+    events: std::collections::VecDeque<Arc<Cached>>,
+}
+
+/// How many events a run's tail keeps.
+const TAIL_EVENTS: usize = 4096;
+const PAGE: i64 = 512;
 
 pub struct Hub {
     runs: Mutex<HashMap<String, Entry>>,
@@ -49,6 +90,53 @@ impl Hub {
         self.with(run_id, |e| {
             e.seq.get_or_insert_with(|| watch::channel(0).0).subscribe()
         })
+    }
+
+    /// Events with `seq > cursor` (at most a page), through the run's shared tail.
+    pub async fn events_after(
+        &self,
+        store: &agentd_store::Store,
+        run_id: &str,
+        cursor: i64,
+    ) -> Result<Vec<Arc<Cached>>, StoreError> {
+        let tail = self.with(run_id, |e| e.tail.get_or_insert_with(Arc::default).clone());
+        let mut tail = tail.lock().await;
+        let first = tail.events.front().map(|c| c.event.seq);
+        let last = tail.events.back().map(|c| c.event.seq);
+        match (first, last) {
+            // Behind the tail: this client reads the store on its own.
+            (Some(first), _) if cursor + 1 < first => {
+                drop(tail);
+                let page = store.events_after(run_id, cursor, PAGE).await?;
+                return Ok(page.into_iter().map(|e| Arc::new(Cached::new(e))).collect());
+            }
+            // In the tail: no query.
+            (_, Some(last)) if cursor < last => {
+                return Ok(tail
+                    .events
+                    .iter()
+                    .filter(|c| c.event.seq > cursor)
+                    .take(PAGE as usize)
+                    .cloned()
+                    .collect());
+            }
+            _ => {}
+        }
+        // Caught up with the tail: read what is new, once for everyone.
+        let from = last.unwrap_or(cursor).max(cursor);
+        let page = store.events_after(run_id, from, PAGE).await?;
+        let mut out = Vec::with_capacity(page.len());
+        for e in page {
+            let c = Arc::new(Cached::new(e));
+            if last.is_some() || tail.events.is_empty() {
+                tail.events.push_back(c.clone());
+            }
+            out.push(c);
+        }
+        while tail.events.len() > TAIL_EVENTS {
+            tail.events.pop_front();
+        }
+        Ok(out)
     }
 
     /// New events were stored: subscribers re-read the store.

@@ -361,9 +361,10 @@ async fn ws_client(t: Arc<Target>, gate: Arc<Semaphore>, gauge: Arc<Gauge>) -> O
             Some(Ok(Message::Ping(_))) => out.keepalives += 1,
             Some(Ok(Message::Close(frame))) => {
                 let code = frame.as_ref().map(|f| f.code);
+                let reason = frame.as_ref().map(|f| f.reason.to_string()).unwrap_or_default();
                 break match (code, order.finish()) {
                     (Some(CloseCode::Normal), Ok(n)) => Ok(n),
-                    (_, Err(e)) => Err(format!("{e} (close {code:?})")),
+                    (_, Err(e)) => Err(format!("{e} (close {code:?} {reason:?})")),
                     (other, Ok(_)) => Err(format!("closed with {other:?} after end")),
                 };
             }

@@ -2,6 +2,7 @@
 //! event's integer seq as the id, keep-alive comments, and always an `end` last (a run that
 //! ended without one, e.g. a pending run cancelled, gets a synthesised `end`).
 
+use crate::hub::Cached;
 use crate::runtime::Runtime;
 use agentd_core::{RunEvent, RunStore, TenantId};
 use axum::body::Body;
@@ -78,6 +79,8 @@ struct State {
     rx: tokio::sync::watch::Receiver<u64>,
     queue: std::collections::VecDeque<Bytes>,
     done: bool,
+    /// A signal arrived (or the stream just began): the store may have more.
+    fresh: bool,
     last_sent: std::time::Instant,
     guard: Option<DisconnectGuard>,
     _client: ClientSlot,
@@ -109,14 +112,18 @@ impl Drop for ClientSlot {
     }
 }
 
-/// Reads events after the cursor; `Ok(true)` when the end was reached.
+/// Reads events after the cursor into the queue; marks the stream done at `end`.
 async fn refill(st: &mut State) -> Result<(), ()> {
     let events = st
         .rt
-        .store
-        .events_after(&st.run_id, st.cursor, 512)
+        .hub
+        .events_after(&st.rt.store, &st.run_id, st.cursor)
         .await
         .map_err(|_| ())?;
+    if events.len() >= 512 {
+        // A full page: there may be more without a new signal.
+        st.fresh = true;
+    }
     if events.is_empty() {
         // No more events: if the run is over (or gone) without an `end`, say it ended.
         match st.rt.store.get_run(&st.tenant, &st.run_id).await {
@@ -140,7 +147,7 @@ async fn refill(st: &mut State) -> Result<(), ()> {
                     st.done = true;
                     return Ok(());
                 }
-                push(st, late);
+                push(st, late.into_iter().map(|e| Arc::new(Cached::new(e))).collect());
                 return Ok(());
             }
             Err(_) => return Err(()),
@@ -150,14 +157,14 @@ async fn refill(st: &mut State) -> Result<(), ()> {
     Ok(())
 }
 
-fn push(st: &mut State, events: Vec<RunEvent>) {
-    for ev in events {
-        st.cursor = ev.seq;
-        if ev.event == "end" {
+fn push(st: &mut State, events: Vec<Arc<Cached>>) {
+    for c in events {
+        st.cursor = c.event.seq;
+        if c.event.event == "end" {
             st.done = true;
         }
-        if wanted(&st.filter, &ev.event) {
-            st.queue.push_back(frame(&ev));
+        if wanted(&st.filter, &c.event.event) {
+            st.queue.push_back(c.sse.clone());
         }
         if st.done {
             break;
@@ -196,6 +203,7 @@ pub(crate) fn response(
         rx,
         queue: Default::default(),
         done: false,
+        fresh: true,
         last_sent: std::time::Instant::now(),
         guard,
         _client: slot,
@@ -212,24 +220,33 @@ pub(crate) fn response(
                 }
                 return None;
             }
-            st.rx.borrow_and_update();
-            if refill(&mut st).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-            if !st.queue.is_empty() || st.done {
-                continue;
+            if st.fresh || st.rx.has_changed().unwrap_or(true) {
+                st.fresh = false;
+                st.rx.borrow_and_update();
+                if refill(&mut st).await.is_err() {
+                    st.fresh = true;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                if !st.queue.is_empty() || st.done {
+                    continue;
+                }
             }
             let until_keepalive = keepalive.saturating_sub(st.last_sent.elapsed());
             let wait = poll.map_or(until_keepalive, |p| p.min(until_keepalive));
             tokio::select! {
                 r = st.rx.changed() => {
+                    st.fresh = true;
                     if r.is_err() {
                         // The hub forgot the run (it ended): re-subscribe and re-read.
                         st.rx = st.rt.hub.subscribe(&st.run_id);
                     }
                 }
                 () = tokio::time::sleep(wait) => {
+                    if poll.is_some() {
+                        // Runs on other replicas signal nobody here: look again.
+                        st.fresh = true;
+                    }
                     if st.last_sent.elapsed() >= keepalive {
                         st.last_sent = std::time::Instant::now();
                         return Some((Ok(Bytes::from_static(b": heartbeat\n\n")), st));

@@ -9,6 +9,7 @@
 //! `since` = the last id it got. The run socket closes with 1000 after `end`.
 
 use super::{AgentError, Res};
+use crate::hub::Cached;
 use crate::runtime::Runtime;
 use agentd_core::{RunEvent, RunStore, TenantId};
 use agentd_gateway::keys::Principal;
@@ -16,7 +17,6 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Extension;
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +37,14 @@ fn since(q: &HashMap<String, String>) -> Res<i64> {
     }
 }
 
+/// Clients send only pongs and closes: a small read buffer (tungstenite's default reserves and
+/// zero-fills 128 KiB per socket, 600 MiB for 5,000 clients) and a small message limit.
+fn small(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.read_buffer_size(4 * 1024)
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+}
+
 pub(crate) async fn run_socket(
     State(rt): State<Arc<Runtime>>,
     Extension(p): Extension<Principal>,
@@ -54,7 +62,7 @@ pub(crate) async fn run_socket(
             "too many stream clients (runtime.max_stream_clients)",
         ));
     };
-    Ok(ws.on_upgrade(move |socket| async move {
+    Ok(small(ws).on_upgrade(move |socket| async move {
         let mut conn = Conn::new(rt, socket);
         let tenant = p.tenant;
         let _ = conn.follow(&tenant, &run_id, cursor).await;
@@ -79,7 +87,7 @@ pub(crate) async fn thread_socket(
             "too many stream clients (runtime.max_stream_clients)",
         ));
     };
-    Ok(ws.on_upgrade(move |socket| async move {
+    Ok(small(ws).on_upgrade(move |socket| async move {
         let mut conn = Conn::new(rt.clone(), socket);
         let tenant = p.tenant;
         let mut done: std::collections::HashSet<String> = Default::default();
@@ -131,9 +139,19 @@ pub(crate) async fn thread_socket(
 
 struct Conn {
     rt: Arc<Runtime>,
-    socket: WebSocket,
-    last_pong: Instant,
+    sink: futures::stream::SplitSink<WebSocket, Message>,
+    /// Set by the reader task: the client answered (any frame) at this instant.
+    last_seen: Arc<std::sync::Mutex<Instant>>,
+    /// Cancelled by the reader task when the client closed or the socket failed.
+    gone: tokio_util::sync::CancellationToken,
+    reader: tokio::task::JoinHandle<()>,
     last_ping: Instant,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 enum Gone {
@@ -143,16 +161,42 @@ enum Gone {
 
 impl Conn {
     fn new(rt: Arc<Runtime>, socket: WebSocket) -> Conn {
+        use futures::StreamExt;
+        let (sink, mut stream) = socket.split();
+        let last_seen = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let gone = tokio_util::sync::CancellationToken::new();
+        // Reads all the time, so pongs count even while events are being sent.
+        let reader = {
+            let last_seen = last_seen.clone();
+            let gone = gone.clone();
+            tokio::spawn(async move {
+                loop {
+                    match stream.next().await {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                        Some(Ok(_)) => {
+                            *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now()
+                        }
+                    }
+                }
+                gone.cancel();
+            })
+        };
         Conn {
             rt,
-            socket,
-            last_pong: Instant::now(),
+            sink,
+            last_seen,
+            gone,
+            reader,
             last_ping: Instant::now(),
         }
     }
 
     async fn send(&mut self, msg: Message) -> Result<(), Gone> {
-        match tokio::time::timeout(SEND_TIMEOUT, self.socket.send(msg)).await {
+        use futures::SinkExt;
+        if self.gone.is_cancelled() {
+            return Err(Gone::Client);
+        }
+        match tokio::time::timeout(SEND_TIMEOUT, self.sink.send(msg)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Gone::Client),
             Err(_) => Err(Gone::TooSlow),
@@ -161,30 +205,25 @@ impl Conn {
 
     /// Sends a close frame and waits (briefly) for the client's, as the handshake wants.
     async fn close(&mut self, code: u16, reason: &'static str) {
+        use futures::SinkExt;
         let frame = Message::Close(Some(CloseFrame {
             code,
             reason: reason.into(),
         }));
-        if tokio::time::timeout(Duration::from_secs(1), self.socket.send(frame))
+        if tokio::time::timeout(Duration::from_secs(1), self.sink.send(frame))
             .await
             .is_err()
         {
             return;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(msg)) = self.socket.recv().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.gone.cancelled()).await;
     }
 
-    /// Pings when due; `false` when the client stopped answering.
+    /// Pings when due; an error when the client stopped answering.
     async fn keepalive(&mut self) -> Result<(), Gone> {
         let every = self.rt.settings.keepalive;
-        if self.last_pong.elapsed() > every * 3 {
+        let seen = *self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.elapsed() > every * 3 {
             return Err(Gone::TooSlow);
         }
         if self.last_ping.elapsed() >= every {
@@ -194,7 +233,7 @@ impl Conn {
         Ok(())
     }
 
-    /// Waits up to `d` for client frames (pongs, close); `false` if the client left.
+    /// Waits up to `d` (pinging); `false` if the client left or stopped answering.
     async fn idle(&mut self, d: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + d;
         loop {
@@ -202,10 +241,11 @@ impl Conn {
                 self.close(CLOSE_TOO_SLOW, "no pong").await;
                 return false;
             }
-            match tokio::time::timeout_at(deadline, self.socket.recv()).await {
-                Err(_) => return true,
-                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return false,
-                Ok(Some(Ok(_))) => self.last_pong = Instant::now(),
+            let gone = self.gone.clone();
+            tokio::select! {
+                () = gone.cancelled() => return false,
+                () = tokio::time::sleep_until(deadline) => return true,
+                () = tokio::time::sleep(self.rt.settings.keepalive) => {}
             }
         }
     }
@@ -218,8 +258,8 @@ impl Conn {
             rx.borrow_and_update();
             let events = self
                 .rt
-                .store
-                .events_after(run_id, cursor, 256)
+                .hub
+                .events_after(&self.rt.store, run_id, cursor)
                 .await
                 .map_err(|_| ())?;
             let ended_without_end = events.is_empty()
@@ -245,12 +285,12 @@ impl Conn {
                     data: "null".into(),
                     at: chrono::Utc::now(),
                 };
-                return self.frame(&end).await;
+                return self.frame(&Cached::new(end)).await;
             }
-            for ev in &events {
-                self.frame(ev).await?;
-                cursor = ev.seq;
-                if ev.event == "end" {
+            for c in &events {
+                self.frame(c).await?;
+                cursor = c.event.seq;
+                if c.event.event == "end" {
                     return Ok(());
                 }
             }
@@ -264,10 +304,7 @@ impl Conn {
                         rx = self.rt.hub.subscribe(run_id);
                     }
                 }
-                msg = self.socket.recv() => match msg {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Err(()),
-                    Some(Ok(_)) => self.last_pong = Instant::now(),
-                },
+                () = self.gone.cancelled() => return Err(()),
                 () = tokio::time::sleep(wait) => {}
             }
             if let Err(g) = self.keepalive().await {
@@ -279,15 +316,11 @@ impl Conn {
         }
     }
 
-    async fn frame(&mut self, ev: &RunEvent) -> Result<(), ()> {
-        let data: serde_json::Value =
-            serde_json::from_str(&ev.data).unwrap_or(serde_json::Value::Null);
-        let text =
-            json!({"run_id": ev.run_id, "id": ev.seq, "event": ev.event, "data": data}).to_string();
-        match self.send(Message::Text(text.into())).await {
+    async fn frame(&mut self, c: &Cached) -> Result<(), ()> {
+        match self.send(Message::Text(c.ws.clone().into())).await {
             Ok(()) => Ok(()),
             Err(Gone::TooSlow) => {
-                tracing::info!(run_id = %ev.run_id, "Dropping a WebSocket client too slow to take its events");
+                tracing::info!(run_id = %c.event.run_id, "Dropping a WebSocket client too slow to take its events");
                 self.close(CLOSE_TOO_SLOW, "too slow").await;
                 Err(())
             }
