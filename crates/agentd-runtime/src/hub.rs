@@ -42,8 +42,8 @@ impl Cached {
             "event: {}\ndata: {}\nid: {}\n\n",
             event.event, event.data, event.seq
         ));
-        let data: &serde_json::value::RawValue = serde_json::from_str(&event.data)
-            .unwrap_or_else(|_| serde_json::value::RawValue::NULL);
+        let data: &serde_json::value::RawValue =
+            serde_json::from_str(&event.data).unwrap_or(serde_json::value::RawValue::NULL);
         let ws = serde_json::json!({"run_id": event.run_id, "id": event.seq, "event": event.event, "data": data})
             .to_string();
         Cached { event, sse, ws }

@@ -35,7 +35,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser, Debug)]
-#[command(about = "Many SSE and WebSocket clients on one run; checks every event arrives once, in order")]
+#[command(
+    about = "Many SSE and WebSocket clients on one run; checks every event arrives once, in order"
+)]
 struct Args {
     /// Server address, `127.0.0.1:PORT` (an `http://` prefix is accepted).
     #[arg(long)]
@@ -174,8 +176,7 @@ async fn sse_client(t: Arc<Target>, gate: Arc<Semaphore>, gauge: Arc<Gauge>) -> 
         }
     };
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
-    {
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
         Ok(x) => x,
         Err(e) => {
             out.result = Err(format!("handshake: {e}"));
@@ -344,7 +345,12 @@ async fn ws_client(t: Arc<Target>, gate: Arc<Semaphore>, gauge: Arc<Gauge>) -> O
             break Err(format!("not finished in time, after id {}", order.last));
         };
         match next {
-            None => break Err(format!("socket ended without a close frame after id {}", order.last)),
+            None => {
+                break Err(format!(
+                    "socket ended without a close frame after id {}",
+                    order.last
+                ))
+            }
             Some(Err(e)) => break Err(format!("ws after id {}: {e}", order.last)),
             Some(Ok(Message::Text(text))) => {
                 let v: serde_json::Value = match serde_json::from_str(&text) {
@@ -361,7 +367,10 @@ async fn ws_client(t: Arc<Target>, gate: Arc<Semaphore>, gauge: Arc<Gauge>) -> O
             Some(Ok(Message::Ping(_))) => out.keepalives += 1,
             Some(Ok(Message::Close(frame))) => {
                 let code = frame.as_ref().map(|f| f.code);
-                let reason = frame.as_ref().map(|f| f.reason.to_string()).unwrap_or_default();
+                let reason = frame
+                    .as_ref()
+                    .map(|f| f.reason.to_string())
+                    .unwrap_or_default();
                 break match (code, order.finish()) {
                     (Some(CloseCode::Normal), Ok(n)) => Ok(n),
                     (_, Err(e)) => Err(format!("{e} (close {code:?} {reason:?})")),
@@ -441,7 +450,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         host: host.clone(),
         key: args.key.clone(),
         sse_path: format!("/threads/{}/runs/{}/stream", args.thread, args.run),
-        ws_url: format!("ws://{host}/threads/{}/runs/{}/ws?since=0", args.thread, args.run),
+        ws_url: format!(
+            "ws://{host}/threads/{}/runs/{}/ws?since=0",
+            args.thread, args.run
+        ),
     });
     let gauge = Arc::new(Gauge::default());
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
@@ -542,7 +554,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     kind: if i % 2 == 0 { Kind::Sse } else { Kind::Ws },
                     connect: None,
                     connected_at: None,
-                    result: Err(format!("not finished within --timeout-s {}", args.timeout_s)),
+                    result: Err(format!(
+                        "not finished within --timeout-s {}",
+                        args.timeout_s
+                    )),
                     keepalives: 0,
                 })
             }
@@ -599,9 +614,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         };
         failed[o.kind as usize] += 1;
-        *failures
-            .entry(format!("{:?}: {why}", o.kind))
-            .or_default() += 1;
+        *failures.entry(format!("{:?}: {why}", o.kind)).or_default() += 1;
     }
     let keepalives: u64 = outcomes.iter().map(|o| o.keepalives).sum();
     let total = args.sse + args.ws;
@@ -611,7 +624,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
 
-    println!("clients requested       {total} ({} SSE + {} WS)", args.sse, args.ws);
+    println!(
+        "clients requested       {total} ({} SSE + {} WS)",
+        args.sse, args.ws
+    );
     println!(
         "clients connected       {connected} (most open at once: {peak}){}",
         if peak < connected {

@@ -147,7 +147,10 @@ async fn refill(st: &mut State) -> Result<(), ()> {
                     st.done = true;
                     return Ok(());
                 }
-                push(st, late.into_iter().map(|e| Arc::new(Cached::new(e))).collect());
+                push(
+                    st,
+                    late.into_iter().map(|e| Arc::new(Cached::new(e))).collect(),
+                );
                 return Ok(());
             }
             Err(_) => return Err(()),
