@@ -262,6 +262,8 @@ async fn sse_client(t: Arc<Target>, gate: Arc<Semaphore>, gauge: Arc<Gauge>) -> 
     out
 }
 
+/// (elapsed ms, VmRSS KiB, VmHWM KiB, clients connected)
+type Sample = (u64, u64, u64, usize);
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -463,7 +465,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cpu_before = pid.and_then(cpu_s);
 
     // Samples the server's memory until told to stop.
-    let samples: Arc<Mutex<Vec<(u64, u64, u64, usize)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let sampler = {
         let (samples, mut stop, gauge) = (samples.clone(), stop.clone(), gauge.clone());
