@@ -120,6 +120,20 @@ impl StoreQueue {
             let mut rows: Vec<(i64, String, i64)> = match &self.db {
                 Db::Sqlite(pool) => {
                     let now = now_ms();
+                    // Look before writing: an UPDATE takes SQLite's one write lock even when it
+                    // matches nothing, and idle claim loops would then fight every real writer
+                    // for it (claims stalled up to the busy timeout, measured).
+                    let ready: Option<i64> = sqlx::query_scalar(
+                        "SELECT 1 FROM queue_messages WHERE stream = ?1 AND visible_at <= ?2 LIMIT 1",
+                    )
+                    .bind(stream)
+                    .bind(now)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|err| db_error("claim", err))?;
+                    if ready.is_none() {
+                        continue;
+                    }
                     sqlx::query(
                         "UPDATE queue_messages \
                          SET visible_at = ?1, deliveries = deliveries + 1, claimed_by = ?2 \

@@ -144,7 +144,13 @@ pub(crate) async fn execute(
     };
     let end = match exec.prepare().await {
         Ok(()) => exec.run_loop().await,
-        Err(e) => End::Error(e),
+        // The store failed (prepare only reads and appends): not the run's fault, it is
+        // retried once its lease expires.
+        Err(e) => {
+            tracing::warn!(run_id = %exec.run.run_id, error = %e, "Cannot start a run; it will be retried");
+            set_reason(&exec.reason, Stop::Shutdown);
+            End::Stopped(exec.stopped().unwrap_or(Stop::Shutdown))
+        }
     };
     timer.abort();
     let status = exec.conclude(end).await;
@@ -193,7 +199,12 @@ impl Exec {
                     &json!({"event": "on_chain_start", "name": self.agent.name(), "run_id": self.run.run_id, "tags": [], "metadata": self.event_metadata(), "data": {"input": {"messages": self.messages}}, "parent_ids": []}),
                 ));
             }
-            self.append(first).await?;
+            if let Err(e) = self.append(first).await {
+                // Not the run's fault: leave it for another attempt after its lease.
+                set_reason(&self.reason, Stop::Shutdown);
+                self.stop.cancel();
+                return Err(e);
+            }
         }
         for step in journal {
             match &step.output {
@@ -217,26 +228,36 @@ impl Exec {
         Ok(())
     }
 
+    /// Appends events (fenced). A store error is retried a few times before it is returned;
+    /// losing the lease stops the run (`Stop::Fenced`).
     async fn append(&self, events: Vec<NewEvent>) -> Result<(), String> {
         if events.is_empty() {
             return Ok(());
         }
-        match self
-            .rt
-            .store
-            .append_events(&self.run.run_id, self.epoch, &events)
-            .await
-        {
-            Ok(Some(_)) => {
-                self.rt.hub.published(&self.run.run_id);
-                Ok(())
+        let mut attempt = 0;
+        loop {
+            match self
+                .rt
+                .store
+                .append_events(&self.run.run_id, self.epoch, &events)
+                .await
+            {
+                Ok(Some(_)) => {
+                    self.rt.hub.published(&self.run.run_id);
+                    return Ok(());
+                }
+                Ok(None) => {
+                    set_reason(&self.reason, Stop::Fenced);
+                    self.stop.cancel();
+                    return Err("fenced".into());
+                }
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(run_id = %self.run.run_id, error = %e, attempt, "Cannot append a run's events; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(format!("store: {e}")),
             }
-            Ok(None) => {
-                set_reason(&self.reason, Stop::Fenced);
-                self.stop.cancel();
-                Err("fenced".into())
-            }
-            Err(e) => Err(format!("store: {e}")),
         }
     }
 
@@ -491,20 +512,34 @@ impl Exec {
         };
         let gw = self.rt.gw.clone();
         let stop = self.stop.clone();
-        let fut = async move { gw.call_model(call, &stop, on_delta).await };
-        tokio::pin!(fut);
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        let result = loop {
-            tokio::select! {
-                r = &mut fut => break r,
-                _ = tick.tick() => {
-                    let batch = std::mem::take(&mut *buffer.lock().unwrap_or_else(|e| e.into_inner()));
-                    if self.append(batch).await.is_err() && !self.stop.is_cancelled() {
-                        self.stop.cancel();
-                    }
+        // The call and the event flusher run side by side in this task (join!, not a select
+        // whose arm awaits): the call writes its ledger row through the same store, and a
+        // flush awaited inside a select arm would stop polling the call while it holds a
+        // connection (with SQLite, its write lock) — the two then waited on each other until
+        // the busy timeout (found by a stream benchmark: runs stalled 5 s and were cut).
+        let done = CancellationToken::new();
+        let call = async {
+            let r = gw.call_model(call, &stop, on_delta).await;
+            done.cancel();
+            r
+        };
+        let flush = async {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                    () = done.cancelled() => return,
+                }
+                let batch = std::mem::take(&mut *buffer.lock().unwrap_or_else(|e| e.into_inner()));
+                if self.append(batch.clone()).await.is_err() && !self.stop.is_cancelled() {
+                    // The store failed (not fenced): keep the events for the next flush.
+                    let mut buf = buffer.lock().unwrap_or_else(|e| e.into_inner());
+                    let newer = std::mem::take(&mut *buf);
+                    *buf = batch;
+                    buf.extend(newer);
                 }
             }
         };
+        let (result, ()) = tokio::join!(call, flush);
         let rest = std::mem::take(&mut *buffer.lock().unwrap_or_else(|e| e.into_inner()));
         crate::metrics::model_call(step_started.elapsed());
         match result {

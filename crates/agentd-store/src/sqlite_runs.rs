@@ -523,6 +523,17 @@ impl RunStore for SqliteStore {
     async fn reap(&self, stale: Duration, limit: i64) -> Result<Vec<Run>, StoreError> {
         let now = now();
         let (limit, _) = page(limit, 0);
+        // Look before writing: the UPDATE would take the write lock every reaper pass.
+        let any: Option<i64> =
+            sqlx::query_scalar(&format!("SELECT 1 FROM runs WHERE {REAPABLE} LIMIT 1"))
+                .bind(to_millis(now))
+                .bind(to_millis(before(now, stale)))
+                .fetch_optional(self.pool())
+                .await
+                .map_err(|err| store_error("reap runs", err))?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(&format!(
             "UPDATE runs SET enqueued_at = ?1 WHERE run_id IN (\
              SELECT run_id FROM runs WHERE {REAPABLE} ORDER BY enqueued_at, run_id LIMIT ?3) \

@@ -1,0 +1,1 @@
+taskset -c 1 python lib/load.py run --url http://127.0.0.1:18192 --scenario stream --concurrency 1 --duration 20 --warmup 3 --op-timeout 60 --max-ops 200000 --label langgraph-api\ stream-messages-tuple_c1 --stream-mode messages-tuple --pid $SERVER_PID --out raw/stream-messages-tuple_c1/langgraph-api.json

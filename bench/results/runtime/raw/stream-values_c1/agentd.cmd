@@ -1,0 +1,1 @@
+taskset -c 1 python lib/load.py run --url http://127.0.0.1:18196 --scenario stream --concurrency 1 --duration 20 --warmup 3 --op-timeout 60 --max-ops 200000 --label agentd\ stream-values_c1 --stream-mode values --pid $SERVER_PID --out raw/stream-values_c1/agentd.json

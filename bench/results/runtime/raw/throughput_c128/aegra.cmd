@@ -1,0 +1,1 @@
+taskset -c 1 python lib/load.py run --url http://127.0.0.1:18193 --scenario throughput --concurrency 128 --duration 20 --warmup 3 --op-timeout 60 --max-ops 200000 --label aegra\ throughput_c128 --aux-regex \^postgres:\ .\*\[\ \]runtime_bench_aegra\[\ \] --pid $SERVER_PID --out raw/throughput_c128/aegra.json

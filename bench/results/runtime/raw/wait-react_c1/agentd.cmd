@@ -1,0 +1,1 @@
+taskset -c 1 python lib/load.py run --url http://127.0.0.1:18196 --scenario wait-react --concurrency 1 --duration 20 --warmup 3 --op-timeout 60 --max-ops 200000 --label agentd\ wait-react_c1 --pid $SERVER_PID --out raw/wait-react_c1/agentd.json

@@ -1,0 +1,1 @@
+taskset -c 1 python lib/load.py run --url http://127.0.0.1:18193 --scenario wait1 --concurrency 1 --duration 20 --warmup 3 --op-timeout 60 --max-ops 200000 --label aegra\ wait1_c1 --aux-regex \^postgres:\ .\*\[\ \]runtime_bench_aegra\[\ \] --pid $SERVER_PID --out raw/wait1_c1/aegra.json

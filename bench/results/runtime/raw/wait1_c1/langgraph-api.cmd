@@ -1,0 +1,1 @@
+taskset -c 1 python lib/load.py run --url http://127.0.0.1:18192 --scenario wait1 --concurrency 1 --duration 20 --warmup 3 --op-timeout 60 --max-ops 200000 --label langgraph-api\ wait1_c1 --pid $SERVER_PID --out raw/wait1_c1/langgraph-api.json
