@@ -7,7 +7,6 @@
 //! step (the whole child conversation) is repeated.
 
 use crate::engine::Stop;
-use crate::messages;
 use crate::runtime::Runtime;
 use agentd_core::{Micros, Run};
 use agentd_gateway::keys::Principal;
@@ -174,7 +173,6 @@ pub(crate) fn run_child<'a>(
                         },
                     },
                 };
-                let _ = messages::new_id;
                 msgs.push(json!({"role": "tool", "tool_call_id": tc["id"], "content": content}));
             }
         }
