@@ -125,12 +125,15 @@ impl Hub {
         // Caught up with the tail: read what is new, once for everyone.
         let from = last.unwrap_or(cursor).max(cursor);
         let page = store.events_after(run_id, from, PAGE).await?;
+        if last.is_some_and(|l| l != from) && !page.is_empty() {
+            // A client ahead of the tail (it joined at the newest event): the tail must stay
+            // contiguous, so it restarts here; clients behind it read the store.
+            tail.events.clear();
+        }
         let mut out = Vec::with_capacity(page.len());
         for e in page {
             let c = Arc::new(Cached::new(e));
-            if last.is_some() || tail.events.is_empty() {
-                tail.events.push_back(c.clone());
-            }
+            tail.events.push_back(c.clone());
             out.push(c);
         }
         while tail.events.len() > TAIL_EVENTS {
@@ -191,5 +194,119 @@ impl Hub {
         runs.retain(|_, e| {
             e.cancel.is_some() || e.seq.as_ref().is_some_and(|tx| tx.receiver_count() > 0)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Hub;
+    use agentd_core::{
+        CreateRun, MultitaskStrategy, NewEvent, Priority, Run, RunStatus, RunStore, TenantId,
+        Thread, ThreadStatus,
+    };
+    use std::time::Duration;
+
+    /// Clients at different cursors, one of them ahead of the shared tail, each get exactly the
+    /// events after their cursor (the tail must stay contiguous).
+    #[tokio::test]
+    async fn shared_tail_serves_every_cursor_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = agentd_store::Store::open_sqlite(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let now =
+            chrono::DateTime::from_timestamp_millis(chrono::Utc::now().timestamp_millis()).unwrap();
+        let tenant = TenantId::new("t");
+        let thread = Thread {
+            thread_id: "th".into(),
+            tenant: tenant.clone(),
+            created_at: now,
+            updated_at: now,
+            metadata: serde_json::json!({}),
+            status: ThreadStatus::Idle,
+            values: None,
+            expires_at: None,
+            ttl_minutes: None,
+        };
+        store.create_thread(&thread).await.unwrap();
+        let run = Run {
+            run_id: "r".into(),
+            thread_id: "th".into(),
+            tenant: tenant.clone(),
+            assistant_id: "a".into(),
+            agent: "a".into(),
+            status: RunStatus::Pending,
+            created_at: now,
+            updated_at: now,
+            metadata: serde_json::json!({}),
+            kwargs: serde_json::json!({}),
+            multitask_strategy: MultitaskStrategy::Enqueue,
+            priority: Priority::Normal,
+            stream: "cpu".into(),
+            not_before: now,
+            lease_owner: None,
+            lease_epoch: 0,
+            lease_expires_at: None,
+            attempt: 0,
+            error: None,
+            cancel: None,
+            key_id: None,
+            user_id: None,
+            parent_run_id: None,
+            ephemeral_thread: false,
+            enqueued_at: now,
+        };
+        let ev = |n: i64| NewEvent {
+            event: "values".into(),
+            data: format!("{n}"),
+        };
+        assert!(matches!(
+            store.create_run(&run, &[ev(1)]).await.unwrap(),
+            CreateRun::Created { .. }
+        ));
+        let claimed = store
+            .claim_run("r", "w", Duration::from_secs(30), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let epoch = claimed.lease_epoch;
+        store
+            .append_events("r", epoch, &[ev(2), ev(3)])
+            .await
+            .unwrap();
+        let hub = Hub::new(None);
+        let seqs = |v: Vec<std::sync::Arc<super::Cached>>| -> Vec<i64> {
+            v.iter().map(|c| c.event.seq).collect()
+        };
+        // A client that starts at the newest event, ahead of an empty tail.
+        assert_eq!(
+            seqs(hub.events_after(&store, "r", 3).await.unwrap()),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            seqs(hub.events_after(&store, "r", 0).await.unwrap()),
+            vec![1, 2, 3]
+        );
+        store
+            .append_events("r", epoch, &[ev(4), ev(5)])
+            .await
+            .unwrap();
+        // Ahead of the tail's start: the tail restarts, nobody misses anything.
+        assert_eq!(
+            seqs(hub.events_after(&store, "r", 4).await.unwrap()),
+            vec![5]
+        );
+        assert_eq!(
+            seqs(hub.events_after(&store, "r", 3).await.unwrap()),
+            vec![4, 5]
+        );
+        assert_eq!(
+            seqs(hub.events_after(&store, "r", 1).await.unwrap()),
+            vec![2, 3, 4, 5]
+        );
+        assert_eq!(
+            seqs(hub.events_after(&store, "r", 5).await.unwrap()),
+            Vec::<i64>::new()
+        );
     }
 }
