@@ -130,10 +130,11 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), region = config.server.region.as_deref().unwrap_or("-"), "agentd listening");
         let role = agentd_runtime::Role::parse(&args.role).unwrap_or(agentd_runtime::Role::All);
         let runtime = agentd_runtime::Runtime::start(state.clone(), role).await?;
-        state.set_extra_openapi(agentd_runtime::api::openapi());
         info!(role = %args.role, agents = runtime.agents().len(), queue = %config.queue.backend.kind(), "Agent runtime");
         let mut api = agentd_runtime::api::admin_router(runtime.clone());
         if role.serves_api() {
+            // /openapi.json describes the agent API only where it is served.
+            state.set_extra_openapi(agentd_runtime::api::openapi());
             api = api.merge(agentd_runtime::api::router(runtime.clone()));
         }
         let rt = runtime.clone();
