@@ -65,7 +65,12 @@ AGENTD_FUZZ_KEY="$(run_agentd keys create --name fuzz --data-dir "$DATA" "${CONF
 export AGENTD_FUZZ_KEY
 case "$AGENTD_FUZZ_KEY" in sk-*) ;; *) echo "agentd keys create printed no key" >&2; exit 1 ;; esac
 
-run_agentd serve --listen 127.0.0.1:0 --data-dir "$DATA" "${CONFIG_ARGS[@]}" 2>"$WORK/serve.log" &
+# `exec` in the backgrounded subshell: $! is then agentd itself, so cleanup's kill reaches it
+# (without it the kill hit the subshell and the server outlived the run).
+( exec env -u OPENAI_API_KEY -u ANTHROPIC_API_KEY -u AGENTD_CONFIG -u AGENTD_LISTEN \
+    -u AGENTD_DATA_DIR -u AGENTD_DATABASE_URL -u RUST_LOG -u AGENTD_LOG \
+    AGENTD_ADMIN_KEY="$AGENTD_ADMIN_KEY" "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" \
+    "${CONFIG_ARGS[@]}" ) 2>"$WORK/serve.log" &
 SERVER_PID=$!
 ADDR=""
 for _ in $(seq 1 300); do
