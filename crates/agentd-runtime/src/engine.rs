@@ -83,9 +83,10 @@ struct Exec {
     epoch: i64,
     modes: Modes,
     messages: Vec<Value>,
-    /// Next step index.
+    /// Next step index (a started-but-unfinished step found in the journal is repeated under
+    /// its own index, so with the same idempotency key).
     step: i32,
-    /// A started-but-unfinished step to repeat first (same index, same idempotency key).
+    /// What the run's model calls cost so far (as the ledger recorded them).
     cost: Micros,
     tokens: u64,
     /// Steps used, counting a child agent's steps.
