@@ -9,7 +9,6 @@
 use crate::engine::Stop;
 use crate::runtime::Runtime;
 use agentd_core::{Micros, Run};
-use agentd_gateway::keys::Principal;
 use agentd_gateway::model_call::{ModelCall, ModelError};
 use serde_json::{json, Value};
 use std::future::Future;
@@ -96,12 +95,7 @@ pub(crate) fn run_child<'a>(
                 }
             }
             let call = ModelCall {
-                principal: Principal {
-                    key_id: agentd_core::KeyId::new(parent.key_id.clone().unwrap_or_default()),
-                    tenant: parent.tenant.clone(),
-                    user: parent.user_id.clone().map(agentd_core::UserId::new),
-                    tier: parent.kwargs["tier"].as_str().map(str::to_owned),
-                },
+                principal: crate::runtime::principal_of(parent),
                 session: Some(parent.thread_id.clone()),
                 request_id: format!("{key}.{steps}"),
                 model: child.config.model.clone(),

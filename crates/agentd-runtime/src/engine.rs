@@ -11,7 +11,6 @@
 use crate::messages;
 use crate::runtime::{now_ms, usd, Agent, Runtime};
 use agentd_core::{CancelAction, ErrorKind, Micros, NewEvent, Run, RunStatus, RunStore};
-use agentd_gateway::keys::Principal;
 use agentd_gateway::model_call::{ModelCall, ModelError};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -317,15 +316,6 @@ impl Exec {
         })
     }
 
-    fn principal(&self) -> Principal {
-        Principal {
-            key_id: agentd_core::KeyId::new(self.run.key_id.clone().unwrap_or_default()),
-            tenant: self.run.tenant.clone(),
-            user: self.run.user_id.clone().map(agentd_core::UserId::new),
-            tier: self.run.kwargs["tier"].as_str().map(str::to_owned),
-        }
-    }
-
     /// Checks the run's own budget before a model call.
     fn admit(&self, model: &str, prompt_chars: usize) -> Result<(), End> {
         let cfg = &self.agent.config;
@@ -475,7 +465,7 @@ impl Exec {
             ));
         }
         let call = ModelCall {
-            principal: self.principal(),
+            principal: crate::runtime::principal_of(&self.run),
             session: Some(self.run.thread_id.clone()),
             request_id: self.key(),
             model: model.clone(),

@@ -402,6 +402,16 @@ pub(crate) fn build_agents(config: &Config) -> Vec<Arc<Agent>> {
         .collect()
 }
 
+/// Who a run's model calls are attributed to: the key, tenant, user and tier that created it.
+pub(crate) fn principal_of(run: &Run) -> agentd_gateway::keys::Principal {
+    agentd_gateway::keys::Principal {
+        key_id: agentd_core::KeyId::new(run.key_id.clone().unwrap_or_default()),
+        tenant: run.tenant.clone(),
+        user: run.user_id.clone().map(agentd_core::UserId::new),
+        tier: run.kwargs["tier"].as_str().map(str::to_owned),
+    }
+}
+
 /// Micro-dollars as a `$0.000123` string for messages.
 pub(crate) fn usd(m: Micros) -> String {
     format!("${:.6}", m.0 as f64 / 1e6)

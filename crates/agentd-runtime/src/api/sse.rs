@@ -39,13 +39,6 @@ fn wanted(filter: &Filter, event: &str) -> bool {
     }
 }
 
-fn frame(ev: &RunEvent) -> Bytes {
-    Bytes::from(format!(
-        "event: {}\ndata: {}\nid: {}\n\n",
-        ev.event, ev.data, ev.seq
-    ))
-}
-
 /// Cancels the run when the client goes away before the end (`on_disconnect = cancel`).
 pub(crate) struct DisconnectGuard {
     pub rt: Arc<Runtime>,
@@ -137,13 +130,16 @@ async fn refill(st: &mut State) -> Result<(), ()> {
                     .await
                     .map_err(|_| ())?;
                 if late.is_empty() {
-                    st.queue.push_back(frame(&RunEvent {
-                        run_id: st.run_id.clone(),
-                        seq: st.cursor + 1,
-                        event: "end".into(),
-                        data: "null".into(),
-                        at: chrono::Utc::now(),
-                    }));
+                    st.queue.push_back(
+                        Cached::new(RunEvent {
+                            run_id: st.run_id.clone(),
+                            seq: st.cursor + 1,
+                            event: "end".into(),
+                            data: "null".into(),
+                            at: chrono::Utc::now(),
+                        })
+                        .sse,
+                    );
                     st.done = true;
                     return Ok(());
                 }
