@@ -16,6 +16,7 @@ use crate::routing_and_cost::{
     RateLimitsConfig, RouterConfig, RoutingConfig,
 };
 use crate::runtime::{AgentConfig, PoolConfig, QueueConfig, RuntimeConfig, TaskRoute, ToolConfig};
+use crate::deploy::{DeployConfig, RegionsConfig};
 use crate::secret::Secret;
 use crate::validate::Sink;
 use crate::{defaults, raw, validate};
@@ -61,6 +62,12 @@ pub struct Config {
     pub queue: QueueConfig,
     /// `[runtime]`.
     pub runtime: RuntimeConfig,
+    /// `[regions]`.
+    pub regions: RegionsConfig,
+    /// `[deploy]`.
+    pub deploy: DeployConfig,
+    /// `store.replica_url`: a read replica of the primary region's database (PostgreSQL).
+    pub store_replica: Option<Secret>,
 }
 
 /// `[server]`.

@@ -27,6 +27,7 @@
 
 mod config;
 mod defaults;
+pub mod deploy;
 mod error;
 mod expand;
 mod locate;
@@ -39,6 +40,10 @@ mod validate;
 pub use config::{
     AuthConfig, Config, DeploymentConfig, LogFormat, MockSettings, ModelConfig, Overrides,
     ProviderConfig, ProviderKind, ServerConfig, StoreConfig,
+};
+pub use deploy::{
+    region_by_code, BusinessHours, DeployConfig, PoolSchedule, Region, RegionRouting, RegionsConfig,
+    REGIONS,
 };
 pub use defaults::{ANTHROPIC_MODELS, MOCK_MODELS, OPENAI_MODELS};
 pub use error::{ConfigError, ConfigErrors, ENV_FILE};

@@ -40,6 +40,8 @@ pub const SECTIONS: &[&str] = &[
     "task_routes",
     "queue",
     "runtime",
+    "regions",
+    "deploy",
 ];
 
 /// The whole file. Not deserialized in one go: each section (and each provider and model) is
@@ -85,6 +87,10 @@ pub struct RawConfig {
     pub queue: RawQueue,
     /// `[runtime]`.
     pub runtime: RawRuntime,
+    /// `[regions]`.
+    pub regions: RawRegions,
+    /// `[deploy]`.
+    pub deploy: RawDeploy,
 }
 
 /// `[server]`: the HTTP listener and process-wide settings.
@@ -131,6 +137,8 @@ pub struct RawStore {
     pub url: Option<String>,
     /// Connection pool size (used by Postgres). Default 8.
     pub max_connections: Option<i64>,
+    /// Postgres only: a read replica of the primary region's database, `postgres://…`; may use `${VAR}`. API keys and tenant pins (the directory every request reads) are read from it. Empty means unset.
+    pub replica_url: Option<String>,
 }
 
 /// `[auth]`: API keys and the admin API.
@@ -462,6 +470,62 @@ pub struct RawPool {
     pub concurrency: Option<i64>,
     /// The largest share of a worker's slots one tenant may hold while others wait, in (0, 1]. Default 0.5.
     pub max_tenant_share: Option<f64>,
+    /// Fewest workers outside business hours (0 lets the pool scale to zero). Default 0.
+    pub min_workers: Option<i64>,
+    /// Most workers outside business hours, at least `min_workers` and 1. Default 10.
+    pub max_workers: Option<i64>,
+    /// After this long without queued or running work the desired count drops to the minimum, in milliseconds; until then one worker stays up. 0 means at once. Default 600000 (10 min).
+    pub idle_shutdown_ms: Option<i64>,
+    /// A persistent pool never scales down: its desired count is always its maximum. Default false.
+    pub persistent: Option<bool>,
+    /// `[pools.<name>.business_hours]`: other bounds during business hours. Default none.
+    pub business_hours: Option<RawBusinessHours>,
+}
+
+/// `[pools.<name>.business_hours]`: when the pool needs more (or fewer) workers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBusinessHours {
+    /// Required: IANA time zone of the hours below, e.g. `Europe/Paris`, `America/Los_Angeles`.
+    pub timezone: Option<String>,
+    /// Days the hours apply: `mon-fri` (default), `mon-sun`, or a list such as `mon,wed,fri`.
+    pub days: Option<String>,
+    /// Required: start of business hours, `HH:MM` (24 h).
+    pub start: Option<String>,
+    /// Required: end of business hours, `HH:MM`; earlier than `start` means it ends the next day.
+    pub end: Option<String>,
+    /// Fewest workers during business hours. Default the pool's `min_workers`.
+    pub min_workers: Option<i64>,
+    /// Most workers during business hours, at least `min_workers` and 1. Default the pool's `max_workers`.
+    pub max_workers: Option<i64>,
+}
+
+/// `[regions]`: the regions this deployment runs in, and how requests reach the right one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegions {
+    /// Every region an instance runs in, as region codes (`cdg`, `nrt`, `sjc`, `ewr`, …; `agentd deploy regions` lists them). Empty (default) means one region and no routing between regions.
+    pub list: Option<Vec<String>>,
+    /// The region of the primary database: writes of tenants without a home region go there. Must be in `list`. Default the first region of `list`.
+    pub primary: Option<String>,
+    /// How a request that belongs to another region gets there: `fly-replay` (answer with a `fly-replay` header; Fly.io's proxy replays the request there) or `forward` (agentd proxies it to that region's `urls` entry). Default `fly-replay` when `FLY_APP_NAME` is set, else `forward`.
+    pub routing: Option<String>,
+    /// Read-your-writes: for this long after a caller wrote through the primary, its requests that land in another region go to the primary too, in milliseconds. Default 5000.
+    pub read_your_writes_ms: Option<i64>,
+    /// `[regions.urls]`: region code → base URL of that region's agentd (`http://nrt.internal:8080`), used by `routing = "forward"`; may use `${VAR}`. Required for every region of `list` other than this instance's when routing is `forward`.
+    pub urls: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `[deploy]`: names used by `agentd deploy render`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeploy {
+    /// Application name (Fly app, Kubernetes objects, Compose project, systemd unit), `[a-z0-9-]`. Default `agentd`.
+    pub app: Option<String>,
+    /// Container image the manifests run. Default `<app>:latest` (`registry.fly.io/<app>:latest` on Fly.io).
+    pub image: Option<String>,
+    /// Public host name for the Kubernetes Ingress and Cloud Run domain mapping; empty means none. Default empty.
+    pub domain: Option<String>,
 }
 
 /// One `[[task_routes]]` rule: the first whose conditions all hold picks the run's pool.
@@ -679,6 +743,8 @@ pub(crate) fn read(doc: &ImDocument<String>, sink: &mut Sink<'_>) -> ParsedFile 
             }
             "queue" => raw.queue = section(item, &path, sink).unwrap_or_default(),
             "runtime" => raw.runtime = section(item, &path, sink).unwrap_or_default(),
+            "regions" => raw.regions = section(item, &path, sink).unwrap_or_default(),
+            "deploy" => raw.deploy = section(item, &path, sink).unwrap_or_default(),
             other => sink.error(
                 &path,
                 format!("unknown top-level key \"{other}\""),
@@ -831,9 +897,12 @@ pub fn reference_keys() -> Vec<(&'static str, Vec<String>)> {
         ("agents.<name>", keys_of::<RawAgent>()),
         ("tools.<name>", keys_of::<RawTool>()),
         ("pools.<name>", keys_of::<RawPool>()),
+        ("pools.<name>.business_hours", keys_of::<RawBusinessHours>()),
         ("task_routes[]", keys_of::<RawTaskRoute>()),
         ("queue", keys_of::<RawQueue>()),
         ("runtime", keys_of::<RawRuntime>()),
+        ("regions", keys_of::<RawRegions>()),
+        ("deploy", keys_of::<RawDeploy>()),
     ]
 }
 

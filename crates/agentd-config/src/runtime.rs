@@ -169,6 +169,8 @@ pub struct PoolConfig {
     pub concurrency: u32,
     /// The largest share of a worker's slots one tenant may hold while others wait, in (0, 1].
     pub max_tenant_share: f64,
+    /// How many workers the pool wants, by hour and idleness.
+    pub schedule: crate::deploy::PoolSchedule,
 }
 
 impl PoolConfig {
@@ -1113,6 +1115,7 @@ fn pools(sink: &mut Sink<'_>, raw: &[(String, RawPool)]) -> Vec<PoolConfig> {
             name: name.to_owned(),
             concurrency: defaults::pool_concurrency(name),
             max_tenant_share: defaults::POOL_MAX_TENANT_SHARE,
+            schedule: crate::deploy::PoolSchedule::default(),
         })
         .collect();
     for (name, r) in raw {
@@ -1142,6 +1145,7 @@ fn pools(sink: &mut Sink<'_>, raw: &[(String, RawPool)]) -> Vec<PoolConfig> {
             name: name.clone(),
             concurrency,
             max_tenant_share,
+            schedule: crate::deploy::pool_schedule(sink, &p, r),
         };
         match out.iter_mut().find(|p| p.name == *name) {
             Some(slot) => *slot = pool,
@@ -1456,6 +1460,7 @@ mod tests {
             name: "p".into(),
             concurrency,
             max_tenant_share,
+            schedule: Default::default(),
         };
         assert_eq!(pool(32, 0.5).max_tenant_slots(), 16);
         assert_eq!(pool(3, 0.5).max_tenant_slots(), 1);

@@ -13,6 +13,7 @@ use crate::config::{
     ProviderConfig, ProviderKind, ServerConfig, StoreConfig,
 };
 use crate::defaults;
+use crate::deploy;
 use crate::error::{closest, ConfigError, ConfigErrors, KeyPath, ENV_FILE};
 use crate::expand::expand;
 use crate::locate::{line_col, path_at, span_of};
@@ -181,7 +182,12 @@ pub(crate) fn build(
         .unwrap_or(Path::new(""))
         .to_path_buf();
     let runtime = runtime::build(parsed, &base_dir, env, sink);
+    let regions = deploy::regions(&raw.regions, server.region.as_deref(), env, sink);
+    let store_replica = store_replica(&raw.store, &store, env, sink);
     Config {
+        regions,
+        deploy: deploy::deploy(&raw.deploy, sink),
+        store_replica,
         source,
         server,
         store,
@@ -503,6 +509,34 @@ fn store(raw: &RawStore, data_dir: &Path, env: Env<'_>, sink: &mut Sink<'_>) -> 
         },
         None => file_store,
     }
+}
+
+fn store_replica(
+    raw: &RawStore,
+    store: &StoreConfig,
+    env: Env<'_>,
+    sink: &mut Sink<'_>,
+) -> Option<Secret> {
+    let p = KeyPath::root().key("store").key("replica_url");
+    let url = raw
+        .replica_url
+        .as_ref()
+        .and_then(|v| sink.expand(&p, v, env))
+        .filter(|v| !v.trim().is_empty())?;
+    if matches!(store, StoreConfig::Sqlite { .. }) {
+        sink.error(
+            &p,
+            "replica_url is set but the store is sqlite",
+            "a read replica needs the postgres store: set kind = \"postgres\" and url",
+        );
+        return None;
+    }
+    let mut ok = true;
+    check_postgres_url(&url, |m, f| {
+        ok = false;
+        sink.error(&p, m, f)
+    });
+    ok.then(|| Secret::new(url))
 }
 
 /// Checks the scheme without echoing the URL, which usually carries a password.
