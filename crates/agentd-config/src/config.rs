@@ -9,6 +9,7 @@ use toml_edit::ImDocument;
 
 use agentd_core::Price;
 
+use crate::deploy::{DeployConfig, RegionsConfig};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::locate::line_col;
 use crate::routing_and_cost::{
@@ -16,7 +17,6 @@ use crate::routing_and_cost::{
     RateLimitsConfig, RouterConfig, RoutingConfig,
 };
 use crate::runtime::{AgentConfig, PoolConfig, QueueConfig, RuntimeConfig, TaskRoute, ToolConfig};
-use crate::deploy::{DeployConfig, RegionsConfig};
 use crate::secret::Secret;
 use crate::validate::Sink;
 use crate::{defaults, raw, validate};

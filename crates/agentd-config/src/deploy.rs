@@ -32,24 +32,150 @@ pub struct Region {
 
 /// Fly.io's regions (2025), nearest cloud regions, and time zones.
 pub const REGIONS: &[Region] = &[
-    region("ams", "Amsterdam", "NL", "europe-west4", "eu-west-1", "Europe/Amsterdam"),
-    region("arn", "Stockholm", "SE", "europe-north1", "eu-north-1", "Europe/Stockholm"),
-    region("bom", "Mumbai", "IN", "asia-south1", "ap-south-1", "Asia/Kolkata"),
-    region("cdg", "Paris", "FR", "europe-west9", "eu-west-3", "Europe/Paris"),
-    region("dfw", "Dallas", "US", "us-south1", "us-east-2", "America/Chicago"),
-    region("ewr", "New York", "US", "us-east4", "us-east-1", "America/New_York"),
-    region("fra", "Frankfurt", "DE", "europe-west3", "eu-central-1", "Europe/Berlin"),
-    region("gru", "São Paulo", "BR", "southamerica-east1", "sa-east-1", "America/Sao_Paulo"),
-    region("iad", "Ashburn", "US", "us-east4", "us-east-1", "America/New_York"),
-    region("jnb", "Johannesburg", "ZA", "africa-south1", "af-south-1", "Africa/Johannesburg"),
-    region("lax", "Los Angeles", "US", "us-west2", "us-west-1", "America/Los_Angeles"),
-    region("lhr", "London", "GB", "europe-west2", "eu-west-2", "Europe/London"),
-    region("nrt", "Tokyo", "JP", "asia-northeast1", "ap-northeast-1", "Asia/Tokyo"),
-    region("ord", "Chicago", "US", "us-central1", "us-east-2", "America/Chicago"),
-    region("sin", "Singapore", "SG", "asia-southeast1", "ap-southeast-1", "Asia/Singapore"),
-    region("sjc", "San Francisco", "US", "us-west1", "us-west-1", "America/Los_Angeles"),
-    region("syd", "Sydney", "AU", "australia-southeast1", "ap-southeast-2", "Australia/Sydney"),
-    region("yyz", "Toronto", "CA", "northamerica-northeast2", "ca-central-1", "America/Toronto"),
+    region(
+        "ams",
+        "Amsterdam",
+        "NL",
+        "europe-west4",
+        "eu-west-1",
+        "Europe/Amsterdam",
+    ),
+    region(
+        "arn",
+        "Stockholm",
+        "SE",
+        "europe-north1",
+        "eu-north-1",
+        "Europe/Stockholm",
+    ),
+    region(
+        "bom",
+        "Mumbai",
+        "IN",
+        "asia-south1",
+        "ap-south-1",
+        "Asia/Kolkata",
+    ),
+    region(
+        "cdg",
+        "Paris",
+        "FR",
+        "europe-west9",
+        "eu-west-3",
+        "Europe/Paris",
+    ),
+    region(
+        "dfw",
+        "Dallas",
+        "US",
+        "us-south1",
+        "us-east-2",
+        "America/Chicago",
+    ),
+    region(
+        "ewr",
+        "New York",
+        "US",
+        "us-east4",
+        "us-east-1",
+        "America/New_York",
+    ),
+    region(
+        "fra",
+        "Frankfurt",
+        "DE",
+        "europe-west3",
+        "eu-central-1",
+        "Europe/Berlin",
+    ),
+    region(
+        "gru",
+        "São Paulo",
+        "BR",
+        "southamerica-east1",
+        "sa-east-1",
+        "America/Sao_Paulo",
+    ),
+    region(
+        "iad",
+        "Ashburn",
+        "US",
+        "us-east4",
+        "us-east-1",
+        "America/New_York",
+    ),
+    region(
+        "jnb",
+        "Johannesburg",
+        "ZA",
+        "africa-south1",
+        "af-south-1",
+        "Africa/Johannesburg",
+    ),
+    region(
+        "lax",
+        "Los Angeles",
+        "US",
+        "us-west2",
+        "us-west-1",
+        "America/Los_Angeles",
+    ),
+    region(
+        "lhr",
+        "London",
+        "GB",
+        "europe-west2",
+        "eu-west-2",
+        "Europe/London",
+    ),
+    region(
+        "nrt",
+        "Tokyo",
+        "JP",
+        "asia-northeast1",
+        "ap-northeast-1",
+        "Asia/Tokyo",
+    ),
+    region(
+        "ord",
+        "Chicago",
+        "US",
+        "us-central1",
+        "us-east-2",
+        "America/Chicago",
+    ),
+    region(
+        "sin",
+        "Singapore",
+        "SG",
+        "asia-southeast1",
+        "ap-southeast-1",
+        "Asia/Singapore",
+    ),
+    region(
+        "sjc",
+        "San Francisco",
+        "US",
+        "us-west1",
+        "us-west-1",
+        "America/Los_Angeles",
+    ),
+    region(
+        "syd",
+        "Sydney",
+        "AU",
+        "australia-southeast1",
+        "ap-southeast-2",
+        "Australia/Sydney",
+    ),
+    region(
+        "yyz",
+        "Toronto",
+        "CA",
+        "northamerica-northeast2",
+        "ca-central-1",
+        "America/Toronto",
+    ),
 ];
 
 const fn region(
@@ -715,7 +841,10 @@ mod tests {
         assert!(!b.contains(Utc.with_ymd_and_hms(2026, 12, 4, 16, 59, 0).unwrap()));
         // Saturday 2026-12-05 18:00 UTC = 10:00 local on a Saturday.
         assert!(!b.contains(Utc.with_ymd_and_hms(2026, 12, 5, 18, 0, 0).unwrap()));
-        assert_eq!(b.cron_start_end(), ("0 9 * * 1-5".into(), "0 18 * * 1-5".into()));
+        assert_eq!(
+            b.cron_start_end(),
+            ("0 9 * * 1-5".into(), "0 18 * * 1-5".into())
+        );
     }
 
     #[test]
@@ -725,14 +854,26 @@ mod tests {
         assert!(b.contains(Utc.with_ymd_and_hms(2026, 12, 5, 13, 0, 0).unwrap()));
         // Friday 05:00 local belongs to Thursday's (not a business day).
         assert!(!b.contains(Utc.with_ymd_and_hms(2026, 12, 4, 13, 0, 0).unwrap()));
-        assert_eq!(b.cron_start_end(), ("0 22 * * 5".into(), "0 6 * * 6".into()));
+        assert_eq!(
+            b.cron_start_end(),
+            ("0 22 * * 5".into(), "0 6 * * 6".into())
+        );
     }
 
     #[test]
     fn days_parse_ranges_lists_and_wrap() {
-        assert_eq!(parse_days("mon-fri").unwrap(), [true, true, true, true, true, false, false]);
-        assert_eq!(parse_days("sat-mon").unwrap(), [true, false, false, false, false, true, true]);
-        assert_eq!(parse_days("mon,wed").unwrap(), [true, false, true, false, false, false, false]);
+        assert_eq!(
+            parse_days("mon-fri").unwrap(),
+            [true, true, true, true, true, false, false]
+        );
+        assert_eq!(
+            parse_days("sat-mon").unwrap(),
+            [true, false, false, false, false, true, true]
+        );
+        assert_eq!(
+            parse_days("mon,wed").unwrap(),
+            [true, false, true, false, false, false, false]
+        );
         assert!(parse_days("funday").is_err());
         assert_eq!(hours("09:00", "17:00", "mon-sun").cron_days(), "*");
         assert_eq!(hours("09:00", "17:00", "sat-sun").cron_days(), "0,6");

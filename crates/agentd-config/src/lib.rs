@@ -41,11 +41,11 @@ pub use config::{
     AuthConfig, Config, DeploymentConfig, LogFormat, MockSettings, ModelConfig, Overrides,
     ProviderConfig, ProviderKind, ServerConfig, StoreConfig,
 };
-pub use deploy::{
-    region_by_code, BusinessHours, DeployConfig, PoolSchedule, Region, RegionRouting, RegionsConfig,
-    REGIONS,
-};
 pub use defaults::{ANTHROPIC_MODELS, MOCK_MODELS, OPENAI_MODELS};
+pub use deploy::{
+    region_by_code, BusinessHours, DeployConfig, PoolSchedule, Region, RegionRouting,
+    RegionsConfig, REGIONS,
+};
 pub use error::{ConfigError, ConfigErrors, ENV_FILE};
 pub use routing_and_cost::{
     default_price, Balance, BreakerConfig, BudgetLimit, BudgetScope, BudgetWindow, BudgetsConfig,
