@@ -105,7 +105,7 @@ pub struct RawServer {
     pub request_timeout_ms: Option<i64>,
     /// How long in-flight requests and runs may drain after SIGTERM, in milliseconds. Default 30000.
     pub shutdown_grace_ms: Option<i64>,
-    /// Region this instance runs in (e.g. `cdg`); empty means unset. Default: the `FLY_REGION` variable, else none.
+    /// Region this instance runs in (e.g. `cdg`), reported in `/info`, logs and metrics; empty means unset. The `AGENTD_REGION` variable overrides it; default the `FLY_REGION` variable, else none.
     pub region: Option<String>,
     /// Log output: `json` (default) or `text`.
     pub log_format: Option<String>,

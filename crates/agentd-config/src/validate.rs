@@ -276,12 +276,16 @@ fn server(
     );
 
     // An empty value (e.g. `"${REGION:-}"`) counts as unset, so FLY_REGION can fill in.
-    let region = raw
-        .region
-        .as_ref()
-        .and_then(|value| sink.expand(&p.key("region"), value, env))
-        .filter(|value| !value.trim().is_empty())
-        .or_else(|| env_var(env, "FLY_REGION"));
+    // AGENTD_REGION overrides the file (like AGENTD_LISTEN); FLY_REGION only fills in.
+    let region = env_var(env, "AGENTD_REGION")
+        .or_else(|| {
+            raw.region
+                .as_ref()
+                .and_then(|value| sink.expand(&p.key("region"), value, env))
+                .filter(|value| !value.trim().is_empty())
+        })
+        .or_else(|| env_var(env, "FLY_REGION"))
+        .map(|r| r.trim().to_ascii_lowercase());
 
     let mut log_format = LogFormat::Json;
     if let Some(value) = &raw.log_format {

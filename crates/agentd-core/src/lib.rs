@@ -13,6 +13,7 @@ pub mod money;
 pub mod queue;
 pub mod runs;
 pub mod spend;
+pub mod tenants;
 pub mod usage;
 
 pub use counters::{
@@ -28,4 +29,5 @@ pub use runs::{
     RunStatus, RunStore, Step, Swept, Thread, ThreadQuery, ThreadStatus,
 };
 pub use spend::{SpendGroup, SpendQuery, SpendRecord, SpendScope, SpendStore, SpendTotal};
+pub use tenants::{Residency, TenantPin, TenantStore};
 pub use usage::Usage;

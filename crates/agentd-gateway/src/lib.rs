@@ -25,6 +25,7 @@ pub(crate) mod ledger;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub mod model_call;
+pub(crate) mod region;
 pub(crate) mod models;
 pub(crate) mod openapi;
 pub(crate) mod resilience;
@@ -65,6 +66,13 @@ pub struct AppState {
     pub(crate) concurrency: Option<Arc<Semaphore>>,
     /// The served `/openapi.json` when routes were added ([`AppState::set_extra_openapi`]).
     pub(crate) openapi: std::sync::OnceLock<bytes::Bytes>,
+    /// Where API keys and tenant home regions are read: `store.replica_url` when set, else
+    /// the store.
+    pub(crate) directory: Arc<Store>,
+    /// Routing between regions; `None` in a one-region deployment.
+    pub(crate) regions: Option<region::Regions>,
+    /// `agentd-region` on every response, when the region is known.
+    pub(crate) region_header: Option<axum::http::HeaderValue>,
 }
 
 impl AppState {
@@ -138,7 +146,41 @@ impl AppState {
             }
         };
         let ledger = ledger::Ledger::start(store.clone(), &config.ledger);
+        let directory = match &config.store_replica {
+            None => store.clone(),
+            #[cfg(feature = "postgres")]
+            Some(url) => {
+                let max = match &config.store {
+                    agentd_config::StoreConfig::Postgres { max_connections, .. } => *max_connections,
+                    agentd_config::StoreConfig::Sqlite { .. } => 4,
+                };
+                Arc::new(
+                    Store::open_postgres_replica(url.expose(), max)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("cannot connect to the read replica (store.replica_url): {e}"))?,
+                )
+            }
+            #[cfg(not(feature = "postgres"))]
+            Some(_) => anyhow::bail!(
+                "this agentd was built without PostgreSQL support (cargo feature `postgres`); remove store.replica_url"
+            ),
+        };
+        let region_label = config.server.region.clone().unwrap_or_else(|| "-".to_owned());
+        ::metrics::gauge!(
+            metrics::INSTANCE_INFO,
+            "region" => region_label,
+            "primary_region" => config.regions.primary.clone().unwrap_or_else(|| "-".to_owned()),
+            "version" => env!("CARGO_PKG_VERSION")
+        )
+        .set(1.0);
         Ok(Arc::new(AppState {
+            directory,
+            regions: region::Regions::from_config(&config),
+            region_header: config
+                .server
+                .region
+                .as_deref()
+                .and_then(|r| axum::http::HeaderValue::from_str(r).ok()),
             keys: keys::KeyCache::new(config.auth.key_cache_ttl),
             models,
             metrics,
@@ -212,6 +254,13 @@ pub fn router_with(state: Arc<AppState>, extra: Router) -> Router {
         .route(
             "/admin/keys/{id}",
             get(routes::admin::get_key).delete(routes::admin::revoke_key),
+        )
+        .route("/admin/tenants", get(routes::tenants::list))
+        .route(
+            "/admin/tenants/{tenant}",
+            get(routes::tenants::get)
+                .put(routes::tenants::set)
+                .delete(routes::tenants::delete),
         )
         .route("/admin/spend", get(routes::reports::spend))
         .route("/admin/breakers", get(routes::reports::breakers))

@@ -15,6 +15,10 @@ pub(crate) const TOKENS: &str = "agentd_tokens_total";
 pub(crate) const ERRORS: &str = "agentd_errors_total";
 pub(crate) const BUILD_INFO: &str = "agentd_build_info";
 pub(crate) const LOAD_SHED: &str = "agentd_load_shed_total";
+/// `1`, labelled with the instance's region (`-` when unknown) and primary region.
+pub(crate) const INSTANCE_INFO: &str = "agentd_instance_info";
+/// Requests sent to another region, by region and how (`forward`, `fly-replay`, `failed`).
+pub(crate) const REGION_SENT: &str = "agentd_region_sent_total";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -6,6 +6,7 @@
 use crate::error::{capped, closing, ErrorResponse, LoggedError};
 use crate::keys::{constant_time_eq, store_error};
 use crate::metrics as m;
+use crate::region;
 use crate::server::Guarded;
 use crate::AppState;
 use agentd_core::{ApiError, ErrorKind, Fault};
@@ -68,7 +69,10 @@ pub(crate) async fn observe(
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id);
+    let span = match &state.regions {
+        Some(r) => tracing::info_span!("request", request_id = %id, region = %r.me()),
+        None => tracing::info_span!("request", request_id = %id),
+    };
     // A guard, so a request whose connection went away (its future dropped) is not counted
     // in flight forever.
     let in_flight = InFlight::new(&state.in_flight);
@@ -78,6 +82,12 @@ pub(crate) async fn observe(
     let status = resp.status();
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    // A proxied answer keeps the serving region's own header.
+    if let Some(region) = &state.region_header {
+        if !resp.headers().contains_key(region::SERVED_BY) {
+            resp.headers_mut().insert(region::SERVED_BY, region.clone());
+        }
     }
     state.http_metrics.record(route, status.as_u16(), elapsed);
     let _enter = span.enter();
@@ -306,14 +316,53 @@ async fn require_key(state: &AppState, mut req: Request, next: Next) -> Response
     let Some(secret) = presented_key(req.headers()) else {
         return refused(missing_key());
     };
-    match state.keys.check(state.store.as_ref(), secret).await {
-        Ok(Some(principal)) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
+    let principal = match state.keys.check(state.directory.as_ref(), secret).await {
+        Ok(Some(principal)) => principal,
+        Ok(None) => {
+            // Outside the primary region the replica may not have a new key yet.
+            if let Some(regions) = &state.regions {
+                let facts = region::RequestFacts {
+                    path: req.uri().path(),
+                    headers: req.headers(),
+                };
+                if let Some(primary) = regions.unknown_key_goes_to_primary(&facts) {
+                    let decision = region::Decision::Send {
+                        region: primary,
+                        fallback_local: false,
+                    };
+                    return region::dispatch(regions, decision, req, |_| async {
+                        refused(invalid_key())
+                    })
+                    .await;
+                }
+            }
+            return refused(invalid_key());
         }
-        Ok(None) => refused(invalid_key()),
-        Err(e) => refused(store_error(e)),
-    }
+        Err(e) => return refused(store_error(e)),
+    };
+    let Some(regions) = &state.regions else {
+        req.extensions_mut().insert(principal);
+        return next.run(req).await;
+    };
+    let pin = match regions.pin(state.directory.as_ref(), &principal.tenant).await {
+        Ok(pin) => pin,
+        Err(e) => return refused(store_error(e)),
+    };
+    let decision = regions.decide(
+        pin.as_ref(),
+        &region::RequestFacts {
+            path: req.uri().path(),
+            headers: req.headers(),
+        },
+    );
+    let method = req.method().clone();
+    region::dispatch(regions, decision, req, |mut req| async move {
+        req.extensions_mut().insert(principal);
+        let mut resp = next.run(req).await;
+        regions.mark_write(&method, &mut resp);
+        resp
+    })
+    .await
 }
 
 fn missing_key() -> ApiError {
@@ -343,7 +392,22 @@ async fn require_admin(state: &AppState, req: Request, next: Next) -> Response {
         ));
     };
     match presented_key(req.headers()) {
-        Some(k) if constant_time_eq(k.as_bytes(), admin.expose().as_bytes()) => next.run(req).await,
+        Some(k) if constant_time_eq(k.as_bytes(), admin.expose().as_bytes()) => {
+            let Some(regions) = &state.regions else {
+                return next.run(req).await;
+            };
+            let decision = regions.decide_admin(&region::RequestFacts {
+                path: req.uri().path(),
+                headers: req.headers(),
+            });
+            let method = req.method().clone();
+            region::dispatch(regions, decision, req, |req| async move {
+                let mut resp = next.run(req).await;
+                regions.mark_write(&method, &mut resp);
+                resp
+            })
+            .await
+        }
         Some(_) => refused(ApiError::new(
             ErrorKind::Authentication,
             "invalid_admin_key",

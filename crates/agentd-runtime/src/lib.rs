@@ -32,7 +32,28 @@ impl Runtime {
     /// Builds the runtime on the gateway's state (store, config) and connects its queue; then
     /// starts what `role` runs (workers, reaper, sweeper, crons).
     pub async fn start(gw: Arc<AppState>, role: Role) -> anyhow::Result<Arc<Runtime>> {
+        Self::start_with(gw, role, None).await
+    }
+
+    /// [`Runtime::start`], with the worker loops limited to `pools` (`agentd serve --pools`):
+    /// one deployment per pool, each scaled on its own queue.
+    pub async fn start_with(
+        gw: Arc<AppState>,
+        role: Role,
+        pools: Option<Vec<String>>,
+    ) -> anyhow::Result<Arc<Runtime>> {
         let config = gw.config().clone();
+        if let Some(pools) = &pools {
+            for name in pools {
+                if !config.pools.iter().any(|p| &p.name == name) {
+                    let known: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+                    anyhow::bail!(
+                        "--pools names an unknown pool \"{name}\" (the config has: {})",
+                        known.join(", ")
+                    );
+                }
+            }
+        }
         let store = gw.store().clone();
         let queue: Arc<dyn WorkQueue> = match &config.queue.backend {
             QueueBackend::Store => Arc::new(agentd_queue::StoreQueue::new(store.clone())),
@@ -91,6 +112,8 @@ impl Runtime {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             stream_clients: Default::default(),
+            worker_pools: pools,
+            pool_activity: Default::default(),
             config,
             gw,
         });

@@ -18,6 +18,10 @@ pub(crate) const WORKERS_BUSY: &str = "agentd_workers_busy";
 pub(crate) const WORKERS_IDLE: &str = "agentd_workers_idle";
 pub(crate) const REAPED: &str = "agentd_runs_reaped_total";
 pub(crate) const STREAM_CLIENTS: &str = "agentd_stream_clients";
+/// The worker count a pool's schedule wants now (what KEDA / the Fly autoscaler should run).
+pub(crate) const POOL_DESIRED: &str = "agentd_pool_desired_workers";
+pub(crate) const POOL_MIN: &str = "agentd_pool_min_workers";
+pub(crate) const POOL_MAX: &str = "agentd_pool_max_workers";
 
 pub(crate) fn run_created(agent: &str) {
     metrics::counter!(RUNS_CREATED, "agent" => agent.to_owned()).increment(1);
@@ -50,6 +54,12 @@ pub(crate) fn queue(stream: &str, pool: &str, s: &agentd_core::QueueStats) {
     metrics::gauge!(QUEUE_IN_FLIGHT, &labels).set(s.in_flight as f64);
     metrics::gauge!(QUEUE_OLDEST, &labels).set(s.oldest_age_ms as f64 / 1000.0);
     metrics::gauge!(QUEUE_DEAD, &labels).set(s.dead as f64);
+}
+
+pub(crate) fn pool_desired(pool: &str, desired: u32, min: u32, max: u32) {
+    metrics::gauge!(POOL_DESIRED, "pool" => pool.to_owned()).set(f64::from(desired));
+    metrics::gauge!(POOL_MIN, "pool" => pool.to_owned()).set(f64::from(min));
+    metrics::gauge!(POOL_MAX, "pool" => pool.to_owned()).set(f64::from(max));
 }
 
 pub(crate) fn workers(pool: &str, busy: usize, idle: usize) {

@@ -39,6 +39,15 @@ impl Role {
         })
     }
 
+    /// The CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
+
     pub fn runs_workers(self) -> bool {
         match self {
             Role::All | Role::Worker => true,
@@ -111,6 +120,10 @@ pub struct Runtime {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     pub(crate) stream_clients: std::sync::atomic::AtomicUsize,
+    /// The pools this process works for (`--pools`); `None`: all of them.
+    pub(crate) worker_pools: Option<Vec<String>>,
+    /// When each pool last had queued or running work (for the idle shutdown).
+    pub(crate) pool_activity: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Why a run could not be created.

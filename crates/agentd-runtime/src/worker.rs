@@ -57,7 +57,11 @@ struct Fairness {
 /// Starts every background loop this process's role needs.
 pub(crate) fn start(rt: &Arc<Runtime>) {
     if rt.role.runs_workers() {
-        for pool in &rt.config.pools {
+        for pool in rt.config.pools.iter().filter(|p| {
+            rt.worker_pools
+                .as_ref()
+                .is_none_or(|only| only.contains(&p.name))
+        }) {
             let rt2 = rt.clone();
             let name = pool.name.clone();
             let concurrency = pool.concurrency as usize;
@@ -422,16 +426,74 @@ async fn sweeper(rt: Arc<Runtime>) {
 async fn queue_metrics(rt: Arc<Runtime>) {
     loop {
         for pool in &rt.config.pools {
+            let mut work = Some(0u64);
             for p in Priority::ALL {
                 let stream = Runtime::stream_name(&pool.name, p);
-                if let Ok(s) = rt.queue.stats(&stream).await {
-                    crate::metrics::queue(&stream, &pool.name, &s);
+                match rt.queue.stats(&stream).await {
+                    Ok(s) => {
+                        crate::metrics::queue(&stream, &pool.name, &s);
+                        work = work.map(|w| w + s.depth + s.in_flight);
+                    }
+                    Err(_) => work = None,
                 }
+            }
+            // An unreadable queue keeps the last desired count rather than report zero.
+            if let Some(work) = work {
+                let status = pool_status(&rt, pool, work, chrono::Utc::now());
+                crate::metrics::pool_desired(&pool.name, status.desired, status.min, status.max);
             }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
             () = rt.shutdown.cancelled() => return,
         }
+    }
+}
+
+/// A pool's scaling state: its work and the worker count its schedule wants for it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct PoolStatus {
+    pub(crate) pool: String,
+    /// Queued plus running runs.
+    pub(crate) work: u64,
+    pub(crate) concurrency: u32,
+    pub(crate) desired: u32,
+    pub(crate) min: u32,
+    pub(crate) max: u32,
+    pub(crate) business_hours: bool,
+    pub(crate) persistent: bool,
+    /// Seconds since the pool last had work in this process's view (`None`: not since start).
+    pub(crate) idle_seconds: Option<u64>,
+}
+
+/// Records `work` for the idle clock and computes the desired count at `now`.
+pub(crate) fn pool_status(
+    rt: &Runtime,
+    pool: &agentd_config::PoolConfig,
+    work: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> PoolStatus {
+    let idle_for = {
+        let mut seen = rt
+            .pool_activity
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if work > 0 {
+            seen.insert(pool.name.clone(), Instant::now());
+        }
+        seen.get(&pool.name).map(Instant::elapsed)
+    };
+    let schedule = &pool.schedule;
+    let (min, max, business_hours) = schedule.bounds_at(now);
+    PoolStatus {
+        pool: pool.name.clone(),
+        work,
+        concurrency: pool.concurrency,
+        desired: schedule.desired(now, work, pool.concurrency, idle_for),
+        min,
+        max,
+        business_hours,
+        persistent: schedule.persistent,
+        idle_seconds: idle_for.map(|d| d.as_secs()),
     }
 }

@@ -26,6 +26,7 @@ mod postgres_runs;
 mod runs;
 pub mod sqlite;
 mod sqlite_runs;
+mod tenants;
 
 use agentd_core::{
     ApiKey, CancelAction, CreateRun, Cron, CronQuery, KeyId, KeyStore, Micros, NewEvent, NewKey,
@@ -64,6 +65,15 @@ impl Store {
     #[cfg(feature = "postgres")]
     pub async fn open_postgres(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         PgStore::open(url, max_connections, None)
+            .await
+            .map(Store::Postgres)
+    }
+
+    /// Connects to a read replica of the primary's PostgreSQL without migrating it (a replica
+    /// follows its primary's schema). Only reads are sent to it.
+    #[cfg(feature = "postgres")]
+    pub async fn open_postgres_replica(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        PgStore::connect(url, max_connections, None, false)
             .await
             .map(Store::Postgres)
     }

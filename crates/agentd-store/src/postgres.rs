@@ -74,6 +74,17 @@ impl PgStore {
         max_connections: u32,
         schema: Option<&str>,
     ) -> Result<PgStore, StoreError> {
+        Self::connect(url, max_connections, schema, true).await
+    }
+
+    /// Connects, migrating only when `migrate` (a read replica cannot be migrated: it follows
+    /// its primary's schema).
+    pub(crate) async fn connect(
+        url: &str,
+        max_connections: u32,
+        schema: Option<&str>,
+        migrate: bool,
+    ) -> Result<PgStore, StoreError> {
         let redactor = Redactor::new(url);
         let mut options = PgConnectOptions::from_str(url).map_err(|err| {
             StoreError::Unavailable(redactor.scrub(format!("invalid PostgreSQL URL: {err}")))
@@ -104,12 +115,14 @@ impl PgStore {
         }
         // sqlx holds a Postgres advisory lock while migrating, so replicas starting together
         // apply each migration once.
-        migrator().run(&pool).await.map_err(|err| match err {
-            MigrateError::Execute(err) => connect_error(&target, err, &redactor),
-            other => StoreError::Backend(
-                redactor.scrub(format!("cannot migrate PostgreSQL at {target}: {other}")),
-            ),
-        })?;
+        if migrate {
+            migrator().run(&pool).await.map_err(|err| match err {
+                MigrateError::Execute(err) => connect_error(&target, err, &redactor),
+                other => StoreError::Backend(
+                    redactor.scrub(format!("cannot migrate PostgreSQL at {target}: {other}")),
+                ),
+            })?;
+        }
         tracing::info!(backend = "postgres", target = %target, schema = schema.unwrap_or_default(), "Opened store");
         Ok(PgStore { pool, target })
     }

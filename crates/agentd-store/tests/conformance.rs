@@ -571,6 +571,57 @@ fn brief(totals: &[SpendTotal]) -> Vec<(String, u64, Micros)> {
 mod cases {
     use super::*;
 
+    pub(crate) async fn tenant_pins_upsert_list_and_delete(fx: &Fixture) {
+        use agentd_core::{Residency, TenantPin, TenantStore};
+        let store = fx.open().await;
+        let acme = agentd_core::TenantId::new("acme");
+        assert_eq!(store.tenant_pin(&acme).await.unwrap(), None);
+        let pin = TenantPin {
+            tenant: acme.clone(),
+            home_region: "nrt".into(),
+            residency: Residency::Strict,
+            updated_at: base_time(),
+        };
+        store.set_tenant_pin(&pin).await.unwrap();
+        let read = store.tenant_pin(&acme).await.unwrap().unwrap();
+        assert_eq!(read.home_region, "nrt");
+        assert_eq!(read.residency, Residency::Strict);
+        assert_eq!(read.updated_at, millis_only(base_time()));
+        // Upsert replaces the whole pin.
+        let moved = TenantPin {
+            home_region: "cdg".into(),
+            residency: Residency::Preferred,
+            ..pin.clone()
+        };
+        store.set_tenant_pin(&moved).await.unwrap();
+        store
+            .set_tenant_pin(&TenantPin {
+                tenant: agentd_core::TenantId::new("beta"),
+                ..pin.clone()
+            })
+            .await
+            .unwrap();
+        let all = store.list_tenant_pins().await.unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|p| (p.tenant.as_str(), p.home_region.as_str(), p.residency))
+                .collect::<Vec<_>>(),
+            vec![("acme", "cdg", Residency::Preferred), ("beta", "nrt", Residency::Strict)]
+        );
+        assert!(store.delete_tenant_pin(&acme).await.unwrap());
+        assert!(!store.delete_tenant_pin(&acme).await.unwrap());
+        assert_eq!(store.tenant_pin(&acme).await.unwrap(), None);
+        // NUL is refused by both backends before writing.
+        let bad = TenantPin {
+            tenant: agentd_core::TenantId::new("a\0b"),
+            ..pin
+        };
+        assert!(matches!(
+            store.set_tenant_pin(&bad).await,
+            Err(agentd_core::StoreError::Invalid(_))
+        ));
+    }
+
     pub(crate) async fn insert_then_get_by_hash_and_id(fx: &Fixture) {
         let store = fx.open().await;
         let new = new_key("key_insert", "acme", base_time());
@@ -1882,6 +1933,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    tenant_pins_upsert_list_and_delete,
     tier_none_and_some_round_trip,
     first_release_database_upgrades_in_place,
     spend_record_is_idempotent,

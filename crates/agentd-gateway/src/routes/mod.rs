@@ -7,3 +7,4 @@ pub(crate) mod extract;
 pub(crate) mod openai;
 pub(crate) mod ops;
 pub(crate) mod reports;
+pub mod tenants;

@@ -50,6 +50,47 @@ pub(crate) async fn list(State(rt): State<Arc<Runtime>>) -> Res<Json<Value>> {
     Ok(Json(json!({"backend": rt.queue.backend(), "streams": out})))
 }
 
+/// `GET /admin/pools`: each pool's work (queued + running), schedule bounds of the hour and
+/// desired worker count (the same figure as `agentd_pool_desired_workers`).
+pub(crate) async fn pools(State(rt): State<Arc<Runtime>>) -> Res<Json<Value>> {
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for pool in &rt.config.pools {
+        let mut work = 0;
+        for p in Priority::ALL {
+            let s = rt
+                .queue
+                .stats(&Runtime::stream_name(&pool.name, p))
+                .await
+                .map_err(queue_error)?;
+            work += s.depth + s.in_flight;
+        }
+        let status = crate::worker::pool_status(&rt, pool, work, now);
+        let schedule = &pool.schedule;
+        out.push(json!({
+            "pool": status.pool,
+            "work": status.work,
+            "concurrency": status.concurrency,
+            "desired_workers": status.desired,
+            "min_workers": status.min,
+            "max_workers": status.max,
+            "business_hours": status.business_hours,
+            "persistent": status.persistent,
+            "idle_seconds": status.idle_seconds,
+            "idle_shutdown_seconds": schedule.idle_shutdown.as_secs(),
+            "schedule": schedule.business_hours.as_ref().map(|b| json!({
+                "timezone": b.timezone,
+                "days": b.cron_days(),
+                "start": format!("{:02}:{:02}", b.start / 60, b.start % 60),
+                "end": format!("{:02}:{:02}", b.end / 60, b.end % 60),
+                "min_workers": b.min_workers,
+                "max_workers": b.max_workers,
+            })),
+        }));
+    }
+    Ok(Json(json!({"pools": out})))
+}
+
 /// `GET /admin/queues/{stream}/dead?limit=`
 pub(crate) async fn dead(
     State(rt): State<Arc<Runtime>>,

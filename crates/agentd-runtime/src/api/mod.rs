@@ -220,6 +220,10 @@ async fn info(axum::extract::State(rt): axum::extract::State<Arc<Runtime>>) -> J
         "agents": rt.agents.iter().map(|a| a.name()).collect::<Vec<_>>(),
         "queue": rt.queue.backend(),
         "store": rt.store.backend(),
+        "region": rt.config.server.region,
+        "primary_region": rt.config.regions.primary,
+        "regions": rt.config.regions.list,
+        "role": rt.role.as_str(),
     }))
 }
 
@@ -228,6 +232,9 @@ async fn info(axum::extract::State(rt): axum::extract::State<Arc<Runtime>>) -> J
 pub fn admin_router(rt: Arc<Runtime>) -> Router {
     Router::new()
         .route("/admin/queues", get(admin::list))
+        .route("/admin/pools", get(admin::pools))
+        // Every role reports its region and role (the agent API adds the rest of its routes).
+        .route("/info", get(info))
         .route("/admin/queues/{stream}/dead", get(admin::dead))
         .route("/admin/queues/{stream}/dead/{id}/retry", post(admin::retry))
         .route(
@@ -241,7 +248,6 @@ pub fn admin_router(rt: Arc<Runtime>) -> Router {
 pub fn router(rt: Arc<Runtime>) -> Router {
     Router::new()
         .route("/ok", get(ok))
-        .route("/info", get(info))
         .route("/assistants", post(assistants::create))
         .route("/assistants/search", post(assistants::search))
         .route("/assistants/count", post(assistants::count))

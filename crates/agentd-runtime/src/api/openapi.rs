@@ -58,6 +58,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         paths::search_crons,
         paths::delete_cron,
         paths::list_queues,
+        paths::list_pools,
         paths::list_dead_letters,
         paths::retry_dead_letter,
         paths::drop_dead_letter,
@@ -265,6 +266,16 @@ pub(crate) mod schemas {
         pub queue: String,
         /// The store backend.
         pub store: String,
+        /// The region this instance runs in (`server.region`), if known.
+        #[schema(required, value_type = Option<String>)]
+        pub region: Option<String>,
+        /// The primary database's region (`[regions] primary`), if several regions are configured.
+        #[schema(required, value_type = Option<String>)]
+        pub primary_region: Option<String>,
+        /// Every region of the deployment (`[regions] list`).
+        pub regions: Vec<String>,
+        /// This process's role: `all`, `api` or `worker`.
+        pub role: String,
     }
 
     // -----------------------------------------------------------------------------------------
@@ -811,6 +822,42 @@ pub(crate) mod schemas {
     // Queue admin
 
     #[derive(Deserialize, ToSchema)]
+    pub(crate) struct PoolList {
+        pub pools: Vec<PoolState>,
+    }
+
+    /// A worker pool's scaling state.
+    #[derive(Deserialize, ToSchema)]
+    pub(crate) struct PoolState {
+        pub pool: String,
+        /// Queued plus running runs.
+        #[schema(minimum = 0)]
+        pub work: u64,
+        /// Runs one worker executes at once.
+        #[schema(minimum = 1)]
+        pub concurrency: u32,
+        /// Workers the schedule wants now (also `agentd_pool_desired_workers{pool}`).
+        #[schema(minimum = 0)]
+        pub desired_workers: u32,
+        /// The bounds of the hour.
+        #[schema(minimum = 0)]
+        pub min_workers: u32,
+        #[schema(minimum = 0)]
+        pub max_workers: u32,
+        /// Whether business hours apply now.
+        pub business_hours: bool,
+        pub persistent: bool,
+        /// Seconds since the pool last had work (null: none seen since this process started).
+        #[schema(required, value_type = Option<u64>, minimum = 0)]
+        pub idle_seconds: Option<u64>,
+        #[schema(minimum = 0)]
+        pub idle_shutdown_seconds: u64,
+        /// `[pools.<name>.business_hours]`, or null.
+        #[schema(required, value_type = Option<Object>)]
+        pub schedule: Option<Value>,
+    }
+
+    #[derive(Deserialize, ToSchema)]
     pub(crate) struct QueueList {
         /// The queue backend.
         pub backend: String,
@@ -865,7 +912,7 @@ mod paths {
     };
     use super::schemas::{
         Assistant, AssistantCreate, AssistantSearch, Cron, CronCreate, CronSearch, DeadLetters,
-        Graph, GraphSchemas, HistoryQuery, Info, OkResponse, QueueList, Run, RunCreate, RunStatus,
+        Graph, GraphSchemas, HistoryQuery, Info, OkResponse, PoolList, QueueList, Run, RunCreate, RunStatus,
         RunStreamEvent, Thread, ThreadCreate, ThreadSearch, ThreadState, ThreadUpdate,
     };
 
@@ -1317,6 +1364,15 @@ mod paths {
         ),
         security(("admin_key" = [])))]
     pub(super) fn list_queues() {}
+
+    /// Each worker pool's work, the bounds of its schedule now, and the worker count it wants.
+    #[utoipa::path(get, path = "/admin/pools", tag = "queues", operation_id = "listPools",
+        responses(
+            (status = 200, description = "The pools", body = PoolList),
+            AdminErrors,
+        ),
+        security(("admin_key" = [])))]
+    pub(super) fn list_pools() {}
 
     /// A stream's dead letters.
     #[utoipa::path(get, path = "/admin/queues/{stream}/dead", tag = "queues",

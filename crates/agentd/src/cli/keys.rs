@@ -40,6 +40,12 @@ enum KeysCommand {
         /// Import the secret held by this environment variable.
         #[arg(long, value_name = "VAR")]
         secret_env: Option<String>,
+        /// Also pin the tenant to this home region (data residency; see `agentd tenants`).
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
+        /// With --region: `strict` (never served elsewhere) or `preferred`.
+        #[arg(long, value_name = "MODE", default_value = "strict", value_parser = ["strict", "preferred"], requires = "region")]
+        residency: String,
     },
     /// List keys (never their secrets).
     List {
@@ -84,6 +90,18 @@ pub(super) fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if let Err(code) = super::tenants::directory_here(&config) {
+        return Ok(code);
+    }
+    if let KeysCommand::Create {
+        region: Some(region),
+        ..
+    } = &args.command
+    {
+        if let Err(code) = super::tenants::check_region(&config, region) {
+            return Ok(code);
+        }
+    }
     super::small_runtime()?.block_on(async move {
         let store = open_store(&config).await?;
         let code = match args.command {
@@ -94,6 +112,8 @@ pub(super) fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 tier,
                 secret,
                 secret_env,
+                region,
+                residency,
             } => {
                 let imported = match secret_env {
                     Some(var) => Some(
@@ -111,6 +131,9 @@ pub(super) fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
                     imported.as_deref(),
                 )
                 .await?;
+                if let Some(region) = region {
+                    super::tenants::pin(&store, &key.tenant, &region, &residency).await?;
+                }
                 println!("{secret}");
                 eprintln!(
                     "Created {} ({}) for tenant {}{}; the secret above is shown only once",

@@ -4,6 +4,7 @@ mod check_config;
 mod keys;
 mod mock_llm;
 mod serve;
+mod tenants;
 
 use agentd_config::{Config, Overrides};
 use clap::{Args, Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     CheckConfig(check_config::CheckArgs),
     /// Create, list and revoke API keys.
     Keys(keys::KeysArgs),
+    /// Pin tenants to a home region (data residency), list and unpin them.
+    Tenants(tenants::TenantsArgs),
     /// Run the mock LLM provider (OpenAI and Anthropic wire formats, fault injection).
     MockLlm(mock_llm::MockArgs),
 }
@@ -68,6 +71,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => Ok(check_config::run(args)),
         Command::Keys(args) => keys::run(args),
+        Command::Tenants(args) => tenants::run(args),
         Command::MockLlm(args) => mock_llm::run(args),
     }
 }

@@ -20,6 +20,10 @@ pub(super) struct ServeArgs {
     /// only; runs are executed by worker processes) or `worker` (claims and executes runs).
     #[arg(long, value_name = "ROLE", default_value = "all", env = "AGENTD_ROLE", value_parser = ["all", "api", "worker"])]
     role: String,
+    /// Worker pools this process works for, comma-separated (default: every pool). One
+    /// deployment per pool lets each scale on its own queue.
+    #[arg(long, value_name = "POOLS", env = "AGENTD_POOLS", value_delimiter = ',')]
+    pools: Option<Vec<String>>,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -129,7 +133,11 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
         info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), region = config.server.region.as_deref().unwrap_or("-"), "agentd listening");
         let role = agentd_runtime::Role::parse(&args.role).unwrap_or(agentd_runtime::Role::All);
-        let runtime = agentd_runtime::Runtime::start(state.clone(), role).await?;
+        let pools = args
+            .pools
+            .map(|p| p.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>())
+            .filter(|p| !p.is_empty());
+        let runtime = agentd_runtime::Runtime::start_with(state.clone(), role, pools).await?;
         info!(role = %args.role, agents = runtime.agents().len(), queue = %config.queue.backend.kind(), "Agent runtime");
         let mut api = agentd_runtime::api::admin_router(runtime.clone());
         if role.serves_api() {

@@ -1,0 +1,539 @@
+//! Regions and data residency: which region serves a request, and getting it there.
+//!
+//! The rules, for an instance in region `me` of a deployment whose primary database is in
+//! `primary` (`[regions]`):
+//! - A tenant pinned to a home region `H ≠ me` is sent to `H`: with `fly-replay: region=H`
+//!   (Fly.io's proxy replays the request there) or by proxying it to `H`'s URL. It is never
+//!   served here — except a *preferred* pin whose home cannot be reached. A strict one gets 503.
+//! - Tenants without a home: the LLM gateway (`/v1/…`) is served in every region (its answers
+//!   are the latency that matters); the agent API and `/admin` live in the primary's database,
+//!   so outside the primary region they are sent to the primary, and so is every request of a
+//!   caller that wrote through the primary in the last `read_your_writes_ms` (the write's
+//!   answer carries `agentd-primary-until`, as a header and a cookie).
+//! - A request that was already sent once (`agentd-forwarded-from`, or Fly's `fly-replay-src`)
+//!   and still is not where it belongs is refused with 421 rather than sent again: no loops.
+//! - Outside the primary region, a key the local replica does not know yet is checked by the
+//!   primary (the key may be seconds old).
+
+use crate::error::ErrorResponse;
+use agentd_config::{RegionRouting, RegionsConfig};
+use agentd_core::{ApiError, ErrorKind, StoreError, TenantId, TenantPin, TenantStore};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// Set on a request this instance sends to another region (the sender's region).
+pub(crate) const FORWARDED_FROM: &str = "agentd-forwarded-from";
+/// Set by Fly.io's proxy on a replayed request.
+pub(crate) const FLY_REPLAY_SRC: &str = "fly-replay-src";
+/// The answer to a write: until this time (Unix ms) the caller's requests go to the primary.
+pub(crate) const PRIMARY_UNTIL: &str = "agentd-primary-until";
+/// Every response: the region that served it.
+pub(crate) const SERVED_BY: &str = "agentd-region";
+
+/// How long connecting to another region may take before it counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where a request goes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Serve it here.
+    Local,
+    /// Send it to `region`; if that region cannot be reached, serve it here only when
+    /// `fallback_local` (a preferred pin), else answer 503.
+    Send {
+        region: String,
+        fallback_local: bool,
+    },
+    /// Refuse it (already forwarded, still misdirected).
+    Misdirected { belongs_to: String },
+}
+
+/// What is known about the request, for [`Regions::decide`].
+pub(crate) struct RequestFacts<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl RequestFacts<'_> {
+    fn was_forwarded(&self) -> bool {
+        self.headers.contains_key(FORWARDED_FROM) || self.headers.contains_key(FLY_REPLAY_SRC)
+    }
+
+    fn is_gateway(&self) -> bool {
+        self.path.starts_with("/v1/") || self.path == "/v1"
+    }
+
+    /// The caller wrote through the primary recently (header or cookie still in the future).
+    fn wants_primary(&self, now_ms: i64) -> bool {
+        let from_header = self
+            .headers
+            .get(PRIMARY_UNTIL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        let from_cookie = self
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == PRIMARY_UNTIL)
+            .and_then(|(_, v)| v.trim().parse::<i64>().ok());
+        from_header.or(from_cookie).is_some_and(|until| until > now_ms)
+    }
+}
+
+/// The region layer of one instance; `None` in [`AppState`] for a one-region deployment.
+pub(crate) struct Regions {
+    me: String,
+    primary: String,
+    routing: RegionRouting,
+    read_your_writes: Duration,
+    urls: Vec<(String, String)>,
+    /// Home regions by tenant (`None`: not pinned), cached like keys.
+    pins: moka::future::Cache<TenantId, Option<TenantPin>>,
+    client: Client<HttpConnector, Body>,
+    max_body_bytes: usize,
+    /// Keys unknown to the local replica are checked by the primary.
+    has_replica: bool,
+}
+
+impl Regions {
+    /// The region layer, when the config lists several regions (config validation ensured
+    /// `server.region` is one of them).
+    pub(crate) fn from_config(config: &agentd_config::Config) -> Option<Regions> {
+        let RegionsConfig {
+            list,
+            primary,
+            routing,
+            read_your_writes,
+            urls,
+        } = &config.regions;
+        if list.len() < 2 {
+            return None;
+        }
+        let me = config.server.region.clone()?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Some(Regions {
+            primary: primary.clone().unwrap_or_else(|| list[0].clone()),
+            me,
+            routing: *routing,
+            read_your_writes: *read_your_writes,
+            urls: urls
+                .iter()
+                .map(|(r, u)| (r.clone(), u.expose().to_owned()))
+                .collect(),
+            pins: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(config.auth.key_cache_ttl.max(Duration::from_millis(1)))
+                .build(),
+            client,
+            max_body_bytes: config.server.max_body_bytes,
+            has_replica: config.store_replica.is_some(),
+        })
+    }
+
+    pub(crate) fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub(crate) fn is_primary(&self) -> bool {
+        self.me == self.primary
+    }
+
+    /// The tenant's home region, through the cache.
+    pub(crate) async fn pin(
+        &self,
+        directory: &dyn TenantStore,
+        tenant: &TenantId,
+    ) -> Result<Option<TenantPin>, StoreError> {
+        self.pins
+            .try_get_with(tenant.clone(), async { directory.tenant_pin(tenant).await })
+            .await
+            .map_err(|e| match &*e {
+                StoreError::Conflict => StoreError::Conflict,
+                StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+                StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
+                StoreError::Backend(m) => StoreError::Backend(m.clone()),
+            })
+    }
+
+    /// This process changed a pin: forget the cached one at once.
+    pub(crate) async fn forget_pin(&self, tenant: &TenantId) {
+        self.pins.invalidate(tenant).await;
+    }
+
+    /// Where a request of a known tenant goes.
+    pub(crate) fn decide(&self, pin: Option<&TenantPin>, facts: &RequestFacts<'_>) -> Decision {
+        let (target, fallback_local) = match pin {
+            Some(pin) => (
+                pin.home_region.as_str(),
+                pin.residency == agentd_core::Residency::Preferred,
+            ),
+            None => {
+                let to_primary = !self.is_primary()
+                    && (!facts.is_gateway() || facts.wants_primary(now_ms()));
+                if !to_primary {
+                    return Decision::Local;
+                }
+                (self.primary.as_str(), false)
+            }
+        };
+        if target == self.me {
+            return Decision::Local;
+        }
+        if facts.was_forwarded() {
+            return if fallback_local {
+                Decision::Local
+            } else {
+                Decision::Misdirected {
+                    belongs_to: target.to_owned(),
+                }
+            };
+        }
+        Decision::Send {
+            region: target.to_owned(),
+            fallback_local,
+        }
+    }
+
+    /// `/admin` requests: the directory (keys, tenants) and reports live in the primary's
+    /// database; this region's own queues and pools are answered here.
+    pub(crate) fn decide_admin(&self, facts: &RequestFacts<'_>) -> Decision {
+        let local = facts.path.starts_with("/admin/queues") || facts.path == "/admin/pools";
+        if self.is_primary() || local {
+            return Decision::Local;
+        }
+        if facts.was_forwarded() {
+            return Decision::Misdirected {
+                belongs_to: self.primary.clone(),
+            };
+        }
+        Decision::Send {
+            region: self.primary.clone(),
+            fallback_local: false,
+        }
+    }
+
+    /// A key the local replica does not know: the primary may (replication lag).
+    pub(crate) fn unknown_key_goes_to_primary(&self, facts: &RequestFacts<'_>) -> Option<String> {
+        (self.has_replica && !self.is_primary() && !facts.was_forwarded())
+            .then(|| self.primary.clone())
+    }
+
+    /// Marks the answer to a write served by the primary, for read-your-writes.
+    pub(crate) fn mark_write(&self, method: &Method, resp: &mut Response) {
+        if !self.is_primary() || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return;
+        }
+        if !resp.status().is_success() {
+            return;
+        }
+        let until = now_ms() + self.read_your_writes.as_millis() as i64;
+        let seconds = self.read_your_writes.as_secs().max(1);
+        if let Ok(v) = HeaderValue::from_str(&until.to_string()) {
+            resp.headers_mut()
+                .insert(HeaderName::from_static(PRIMARY_UNTIL), v);
+        }
+        let cookie = format!("{PRIMARY_UNTIL}={until}; Max-Age={seconds}; Path=/; HttpOnly; SameSite=Lax");
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+
+    /// Carries out a [`Decision::Send`]: a `fly-replay` answer, or the request proxied to the
+    /// region's URL. `Err(req)` gives the request back when the region cannot be reached and
+    /// the caller may serve it here instead.
+    pub(crate) async fn send(
+        &self,
+        req: Request,
+        region: &str,
+        fallback_local: bool,
+    ) -> Result<Response, Box<Request>> {
+        let format = crate::middleware::format_for(req.uri().path());
+        if self.routing == RegionRouting::FlyReplay {
+            ::metrics::counter!(crate::metrics::REGION_SENT, "to" => region.to_owned(), "how" => "fly-replay").increment(1);
+            let mut resp = ErrorResponse {
+                format,
+                error: ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    "fly_replay",
+                    format!("this request is served in region {region}; Fly.io's proxy replays it there"),
+                ),
+            }
+            .into_response();
+            *resp.status_mut() = StatusCode::CONFLICT;
+            if let Ok(v) = HeaderValue::from_str(&format!("region={region}")) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static("fly-replay"), v);
+            }
+            return Ok(resp);
+        }
+        let Some(base) = self
+            .urls
+            .iter()
+            .find(|(r, _)| r == region)
+            .map(|(_, u)| u.clone())
+        else {
+            return Ok(unavailable(format, region, "no URL is configured for it ([regions.urls])"));
+        };
+        if req.headers().contains_key(header::UPGRADE) {
+            // A WebSocket cannot be proxied here: tell the client where to connect.
+            return Ok(misdirected(format, region));
+        }
+        let (parts, body) = req.into_parts();
+        // Buffered (bounded by server.max_body_bytes), so a preferred pin can still be served
+        // here when its home region is down.
+        let bytes = match axum::body::to_bytes(body, self.max_body_bytes).await {
+            Ok(b) => b,
+            Err(_) => {
+                return Ok(ErrorResponse {
+                    format,
+                    error: ApiError::new(
+                        ErrorKind::PayloadTooLarge,
+                        "request_too_large",
+                        "the request body is larger than server.max_body_bytes (or was cut)",
+                    ),
+                }
+                .into_response())
+            }
+        };
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let uri: Uri = match format!("{base}{path}").parse() {
+            Ok(u) => u,
+            Err(_) => return Ok(unavailable(format, region, "its URL is invalid")),
+        };
+        let mut out = axum::http::Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .body(Body::from(bytes.clone()))
+            .expect("a request from valid parts");
+        for (name, value) in &parts.headers {
+            if !is_hop_by_hop(name) && name != header::HOST {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.me) {
+            out.headers_mut()
+                .insert(HeaderName::from_static(FORWARDED_FROM), v);
+        }
+        match self.client.request(out).await {
+            Ok(resp) => {
+                ::metrics::counter!(crate::metrics::REGION_SENT, "to" => region.to_owned(), "how" => "forward").increment(1);
+                let (mut parts, body) = resp.into_parts();
+                parts.headers.retain_hop_by_hop();
+                Ok(Response::from_parts(parts, Body::new(body)))
+            }
+            Err(e) => {
+                tracing::warn!(region, error = %e, "Cannot reach the region");
+                ::metrics::counter!(crate::metrics::REGION_SENT, "to" => region.to_owned(), "how" => "failed").increment(1);
+                if fallback_local {
+                    let req = Request::from_parts(parts, Body::from(bytes));
+                    return Err(Box::new(req));
+                }
+                Ok(unavailable(format, region, "it cannot be reached"))
+            }
+        }
+    }
+}
+
+trait RetainHopByHop {
+    fn retain_hop_by_hop(&mut self);
+}
+
+impl RetainHopByHop for HeaderMap {
+    /// Drops the hop-by-hop headers of a proxied answer (hyper frames the body itself).
+    fn retain_hop_by_hop(&mut self) {
+        let names: Vec<HeaderName> = self.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+        for n in names {
+            self.remove(n);
+        }
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// 503: the region a request belongs to cannot be reached; it is not served elsewhere.
+fn unavailable(format: agentd_providers::ApiFormat, region: &str, why: &str) -> Response {
+    ErrorResponse {
+        format,
+        error: ApiError::new(
+            ErrorKind::Unavailable,
+            "region_unavailable",
+            format!("this request belongs to region {region}, but {why}; it is not served in another region"),
+        )
+        .with_retry_after(Duration::from_secs(5)),
+    }
+    .into_response()
+}
+
+/// 421: the request belongs to another region and was already sent once.
+pub(crate) fn misdirected(format: agentd_providers::ApiFormat, region: &str) -> Response {
+    let mut resp = ErrorResponse {
+        format,
+        error: ApiError::new(
+            ErrorKind::InvalidRequest,
+            "wrong_region",
+            format!("this request belongs to region {region} and is not served here; send it to {region}"),
+        ),
+    }
+    .into_response();
+    *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+    resp
+}
+
+/// Applies a decision: serve with `local`, or send the request away.
+pub(crate) async fn dispatch<F, Fut>(
+    regions: &Regions,
+    decision: Decision,
+    req: Request,
+    local: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    match decision {
+        Decision::Local => local(req).await,
+        Decision::Misdirected { belongs_to } => {
+            misdirected(crate::middleware::format_for(req.uri().path()), &belongs_to)
+        }
+        Decision::Send {
+            region,
+            fallback_local,
+        } => match regions.send(req, &region, fallback_local).await {
+            Ok(resp) => resp,
+            Err(req) => local(*req).await,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentd_core::Residency;
+
+    fn regions(me: &str) -> Regions {
+        Regions {
+            me: me.into(),
+            primary: "cdg".into(),
+            routing: RegionRouting::Forward,
+            read_your_writes: Duration::from_secs(5),
+            urls: vec![],
+            pins: moka::future::Cache::builder().build(),
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            max_body_bytes: 1024,
+            has_replica: true,
+        }
+    }
+
+    fn pin(home: &str, residency: Residency) -> TenantPin {
+        TenantPin {
+            tenant: TenantId::new("t"),
+            home_region: home.into(),
+            residency,
+            updated_at: chrono::Utc::now(),
+        }
+    }
+
+    fn decide(r: &Regions, pin: Option<&TenantPin>, method: Method, path: &str, headers: &[(&str, &str)]) -> Decision {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        { let _ = method; r.decide(pin, &RequestFacts { path, headers: &map }) }
+    }
+
+    fn send(region: &str, fallback_local: bool) -> Decision {
+        Decision::Send { region: region.into(), fallback_local }
+    }
+
+    #[test]
+    fn pinned_tenants_go_home_and_are_never_served_elsewhere() {
+        let nrt = pin("nrt", Residency::Strict);
+        let cdg = regions("cdg");
+        assert_eq!(decide(&cdg, Some(&nrt), Method::POST, "/v1/chat/completions", &[]), send("nrt", false));
+        assert_eq!(decide(&cdg, Some(&nrt), Method::GET, "/threads/x", &[]), send("nrt", false));
+        // Already forwarded once and still here: refused, not sent again (no loops).
+        assert_eq!(
+            decide(&cdg, Some(&nrt), Method::POST, "/v1/chat/completions", &[(FORWARDED_FROM, "sjc")]),
+            Decision::Misdirected { belongs_to: "nrt".into() }
+        );
+        assert_eq!(
+            decide(&cdg, Some(&nrt), Method::POST, "/v1/chat/completions", &[(FLY_REPLAY_SRC, "region=sjc")]),
+            Decision::Misdirected { belongs_to: "nrt".into() }
+        );
+        // At home: served.
+        assert_eq!(decide(&regions("nrt"), Some(&nrt), Method::POST, "/threads", &[]), Decision::Local);
+        // Preferred: sent home, served here if it was already sent.
+        let pref = pin("sjc", Residency::Preferred);
+        assert_eq!(decide(&cdg, Some(&pref), Method::POST, "/v1/messages", &[]), send("sjc", true));
+        assert_eq!(decide(&cdg, Some(&pref), Method::POST, "/v1/messages", &[(FORWARDED_FROM, "nrt")]), Decision::Local);
+    }
+
+    #[test]
+    fn unpinned_tenants_use_the_gateway_locally_and_the_primary_for_state() {
+        let nrt = regions("nrt");
+        assert_eq!(decide(&nrt, None, Method::POST, "/v1/chat/completions", &[]), Decision::Local);
+        assert_eq!(decide(&nrt, None, Method::GET, "/v1/models", &[]), Decision::Local);
+        assert_eq!(decide(&nrt, None, Method::POST, "/threads", &[]), send("cdg", false));
+        assert_eq!(decide(&nrt, None, Method::GET, "/threads/abc", &[]), send("cdg", false));
+        // Read-your-writes: a recent write sends even gateway calls to the primary.
+        let later = (now_ms() + 3_000).to_string();
+        let earlier = (now_ms() - 1).to_string();
+        assert_eq!(decide(&nrt, None, Method::GET, "/v1/models", &[(PRIMARY_UNTIL, &later)]), send("cdg", false));
+        assert_eq!(decide(&nrt, None, Method::GET, "/v1/models", &[(PRIMARY_UNTIL, &earlier)]), Decision::Local);
+        let cookie = format!("a=b; {PRIMARY_UNTIL}={later}");
+        assert_eq!(decide(&nrt, None, Method::GET, "/v1/models", &[("cookie", &cookie)]), send("cdg", false));
+        // The primary serves everything of unpinned tenants.
+        assert_eq!(decide(&regions("cdg"), None, Method::POST, "/threads", &[]), Decision::Local);
+    }
+
+    #[test]
+    fn admin_goes_to_the_primary_but_local_queues_stay() {
+        let nrt = regions("nrt");
+        let facts = |path| (path, Method::GET, HeaderMap::new());
+        for (path, want) in [
+            ("/admin/keys", send("cdg", false)),
+            ("/admin/tenants/acme", send("cdg", false)),
+            ("/admin/queues", Decision::Local),
+            ("/admin/pools", Decision::Local),
+        ] {
+            let (p, m, h) = facts(path);
+            let _ = m;
+            assert_eq!(nrt.decide_admin(&RequestFacts { path: p, headers: &h }), want, "{path}");
+        }
+    }
+}
