@@ -1056,3 +1056,175 @@ fn runtime_errors_are_collected_with_the_rest() {
     );
     assert!(errs.iter().all(|e| e.file == Path::new("agentd.toml")));
 }
+
+// ---------------------------------------------------------------- regions, deploy, schedules
+
+#[test]
+fn regions_deploy_and_schedules_parse() {
+    let c = load_with(
+        r#"
+[server]
+region = "NRT"
+
+[store]
+kind = "postgres"
+url = "postgres://u@db/agentd"
+replica_url = "${REPLICA_URL}"
+
+[regions]
+list = ["cdg", "nrt", "sjc", "ewr"]
+primary = "cdg"
+routing = "forward"
+read_your_writes_ms = 2000
+
+[regions.urls]
+cdg = "http://cdg.internal:8080/"
+sjc = "http://sjc.internal:8080"
+ewr = "${EWR_URL}"
+
+[deploy]
+app = "acme-agents"
+image = "ghcr.io/acme/agentd:1.2"
+domain = "agents.acme.dev"
+
+[pools.gpu]
+concurrency = 2
+min_workers = 0
+max_workers = 3
+idle_shutdown_ms = 600000
+
+[pools.gpu.business_hours]
+timezone = "America/Los_Angeles"
+days = "mon-fri"
+start = "09:00"
+end = "18:00"
+min_workers = 2
+max_workers = 10
+
+[pools.vllm]
+persistent = true
+min_workers = 1
+max_workers = 5
+"#,
+        &env_of(&[
+            ("REPLICA_URL", "postgres://u@replica/agentd"),
+            ("EWR_URL", "http://ewr.internal:8080"),
+        ]),
+    )
+    .unwrap_or_else(|e| panic!("{}", crate::ConfigErrors(e)));
+    assert_eq!(c.server.region.as_deref(), Some("nrt"));
+    assert_eq!(c.regions.list, ["cdg", "nrt", "sjc", "ewr"]);
+    assert_eq!(c.regions.primary.as_deref(), Some("cdg"));
+    assert_eq!(c.regions.routing, crate::RegionRouting::Forward);
+    assert_eq!(c.regions.read_your_writes, Duration::from_secs(2));
+    assert_eq!(c.regions.url("cdg"), Some("http://cdg.internal:8080"));
+    assert_eq!(c.regions.url("ewr"), Some("http://ewr.internal:8080"));
+    assert_eq!(
+        c.store_replica.as_ref().map(|s| s.expose()),
+        Some("postgres://u@replica/agentd")
+    );
+    assert_eq!(c.deploy.app, "acme-agents");
+    assert_eq!(c.deploy.domain.as_deref(), Some("agents.acme.dev"));
+    let gpu = c.pools.iter().find(|p| p.name == "gpu").unwrap();
+    let b = gpu.schedule.business_hours.as_ref().unwrap();
+    assert_eq!(
+        (b.start, b.end, b.min_workers, b.max_workers),
+        (540, 1080, 2, 10)
+    );
+    assert_eq!((gpu.schedule.min_workers, gpu.schedule.max_workers), (0, 3));
+    let vllm = c.pools.iter().find(|p| p.name == "vllm").unwrap();
+    assert!(vllm.schedule.persistent);
+    // AGENTD_REGION overrides the file, FLY_REGION only fills in; routing defaults to fly-replay on Fly.
+    let text = "[server]\nregion = \"cdg\"\n[regions]\nlist = [\"cdg\", \"nrt\"]\n";
+    let c = load_with(
+        text,
+        &env_of(&[("AGENTD_REGION", "nrt"), ("FLY_APP_NAME", "a")]),
+    )
+    .unwrap();
+    assert_eq!(c.server.region.as_deref(), Some("nrt"));
+    assert_eq!(c.regions.routing, crate::RegionRouting::FlyReplay);
+    assert_eq!(c.regions.primary.as_deref(), Some("cdg"));
+}
+
+#[test]
+fn region_errors_name_the_value_and_key() {
+    let e = one_error(
+        "[server]\nregion = \"cdg\"\n[regions]\nlist = [\"cdg\", \"xyz\"]\n",
+        4,
+        "regions.list[1]",
+        "unknown region code \"xyz\"",
+    );
+    assert!(e.fix.contains("cdg") && e.fix.contains("nrt"), "{}", e.fix);
+    one_error(
+        "[server]\nregion = \"nrt\"\n[regions]\nlist = [\"nrt\", \"sjc\"]\nprimary = \"cdg\"\nrouting = \"fly-replay\"\n",
+        5,
+        "regions.primary",
+        "the primary region \"cdg\" is not in regions.list",
+    );
+    one_error(
+        "[server]\nregion = \"syd\"\n[regions]\nlist = [\"cdg\", \"nrt\"]\nrouting = \"fly-replay\"\n",
+        2,
+        "server.region",
+        "this instance's region \"syd\" is not in regions.list",
+    );
+    one_error(
+        "[server]\nregion = \"cdg\"\n[regions]\nlist = [\"cdg\", \"nrt\"]\nrouting = \"forward\"\n",
+        3,
+        "regions.urls",
+        "routing is \"forward\" but these regions have no URL: nrt",
+    );
+    one_error(
+        "[regions]\nlist = [\"cdg\", \"nrt\"]\nrouting = \"fly-replay\"\n",
+        2,
+        "regions.list",
+        "several regions are listed but this instance's region is unknown",
+    );
+    one_error(
+        "[store]\nreplica_url = \"postgres://r/db\"\n",
+        2,
+        "store.replica_url",
+        "replica_url is set but the store is sqlite",
+    );
+    one_error(
+        "[deploy]\napp = \"Agent D\"\n",
+        2,
+        "deploy.app",
+        "invalid app name \"Agent D\"",
+    );
+}
+
+#[test]
+fn schedule_errors_name_the_value_and_key() {
+    let pool =
+        |rest: &str| format!("[pools.gpu]\nmax_workers = 3\n[pools.gpu.business_hours]\n{rest}");
+    one_error(
+        &pool("timezone = \"Mars/Olympus\"\nstart = \"09:00\"\nend = \"18:00\"\n"),
+        4,
+        "pools.gpu.business_hours.timezone",
+        "unknown time zone \"Mars/Olympus\"",
+    );
+    one_error(
+        &pool("timezone = \"Europe/Paris\"\nstart = \"9h\"\nend = \"18:00\"\n"),
+        5,
+        "pools.gpu.business_hours.start",
+        "invalid time \"9h\"",
+    );
+    one_error(
+        &pool("timezone = \"Europe/Paris\"\ndays = \"mon-funday\"\nstart = \"09:00\"\nend = \"18:00\"\n"),
+        5,
+        "pools.gpu.business_hours.days",
+        "unknown day \"funday\" in days \"mon-funday\"",
+    );
+    one_error(
+        &pool("timezone = \"Europe/Paris\"\nstart = \"09:00\"\n"),
+        3,
+        "pools.gpu.business_hours.end",
+        "business_hours needs end",
+    );
+    one_error(
+        "[pools.gpu]\nmin_workers = 4\nmax_workers = 2\n",
+        2,
+        "pools.gpu.min_workers",
+        "min_workers (4) is greater than max_workers (2)",
+    );
+}

@@ -25,9 +25,9 @@ pub(crate) mod ledger;
 pub(crate) mod metrics;
 pub(crate) mod middleware;
 pub mod model_call;
-pub(crate) mod region;
 pub(crate) mod models;
 pub(crate) mod openapi;
+pub(crate) mod region;
 pub(crate) mod resilience;
 pub mod routes;
 pub(crate) mod server;
@@ -165,7 +165,11 @@ impl AppState {
                 "this agentd was built without PostgreSQL support (cargo feature `postgres`); remove store.replica_url"
             ),
         };
-        let region_label = config.server.region.clone().unwrap_or_else(|| "-".to_owned());
+        let region_label = config
+            .server
+            .region
+            .clone()
+            .unwrap_or_else(|| "-".to_owned());
         ::metrics::gauge!(
             metrics::INSTANCE_INFO,
             "region" => region_label,

@@ -344,7 +344,10 @@ async fn require_key(state: &AppState, mut req: Request, next: Next) -> Response
         req.extensions_mut().insert(principal);
         return next.run(req).await;
     };
-    let pin = match regions.pin(state.directory.as_ref(), &principal.tenant).await {
+    let pin = match regions
+        .pin(state.directory.as_ref(), &principal.tenant)
+        .await
+    {
         Ok(pin) => pin,
         Err(e) => return refused(store_error(e)),
     };

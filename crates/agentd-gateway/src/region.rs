@@ -85,7 +85,9 @@ impl RequestFacts<'_> {
             .filter_map(|kv| kv.trim().split_once('='))
             .find(|(k, _)| *k == PRIMARY_UNTIL)
             .and_then(|(_, v)| v.trim().parse::<i64>().ok());
-        from_header.or(from_cookie).is_some_and(|until| until > now_ms)
+        from_header
+            .or(from_cookie)
+            .is_some_and(|until| until > now_ms)
     }
 }
 
@@ -182,8 +184,8 @@ impl Regions {
                 pin.residency == agentd_core::Residency::Preferred,
             ),
             None => {
-                let to_primary = !self.is_primary()
-                    && (!facts.is_gateway() || facts.wants_primary(now_ms()));
+                let to_primary =
+                    !self.is_primary() && (!facts.is_gateway() || facts.wants_primary(now_ms()));
                 if !to_primary {
                     return Decision::Local;
                 }
@@ -246,7 +248,8 @@ impl Regions {
             resp.headers_mut()
                 .insert(HeaderName::from_static(PRIMARY_UNTIL), v);
         }
-        let cookie = format!("{PRIMARY_UNTIL}={until}; Max-Age={seconds}; Path=/; HttpOnly; SameSite=Lax");
+        let cookie =
+            format!("{PRIMARY_UNTIL}={until}; Max-Age={seconds}; Path=/; HttpOnly; SameSite=Lax");
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
@@ -286,7 +289,11 @@ impl Regions {
             .find(|(r, _)| r == region)
             .map(|(_, u)| u.clone())
         else {
-            return Ok(unavailable(format, region, "no URL is configured for it ([regions.urls])"));
+            return Ok(unavailable(
+                format,
+                region,
+                "no URL is configured for it ([regions.urls])",
+            ));
         };
         if req.headers().contains_key(header::UPGRADE) {
             // A WebSocket cannot be proxied here: tell the client where to connect.
@@ -468,57 +475,157 @@ mod tests {
         }
     }
 
-    fn decide(r: &Regions, pin: Option<&TenantPin>, method: Method, path: &str, headers: &[(&str, &str)]) -> Decision {
+    fn decide(
+        r: &Regions,
+        pin: Option<&TenantPin>,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Decision {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
-        { let _ = method; r.decide(pin, &RequestFacts { path, headers: &map }) }
+        {
+            let _ = method;
+            r.decide(
+                pin,
+                &RequestFacts {
+                    path,
+                    headers: &map,
+                },
+            )
+        }
     }
 
     fn send(region: &str, fallback_local: bool) -> Decision {
-        Decision::Send { region: region.into(), fallback_local }
+        Decision::Send {
+            region: region.into(),
+            fallback_local,
+        }
     }
 
     #[test]
     fn pinned_tenants_go_home_and_are_never_served_elsewhere() {
         let nrt = pin("nrt", Residency::Strict);
         let cdg = regions("cdg");
-        assert_eq!(decide(&cdg, Some(&nrt), Method::POST, "/v1/chat/completions", &[]), send("nrt", false));
-        assert_eq!(decide(&cdg, Some(&nrt), Method::GET, "/threads/x", &[]), send("nrt", false));
+        assert_eq!(
+            decide(&cdg, Some(&nrt), Method::POST, "/v1/chat/completions", &[]),
+            send("nrt", false)
+        );
+        assert_eq!(
+            decide(&cdg, Some(&nrt), Method::GET, "/threads/x", &[]),
+            send("nrt", false)
+        );
         // Already forwarded once and still here: refused, not sent again (no loops).
         assert_eq!(
-            decide(&cdg, Some(&nrt), Method::POST, "/v1/chat/completions", &[(FORWARDED_FROM, "sjc")]),
-            Decision::Misdirected { belongs_to: "nrt".into() }
+            decide(
+                &cdg,
+                Some(&nrt),
+                Method::POST,
+                "/v1/chat/completions",
+                &[(FORWARDED_FROM, "sjc")]
+            ),
+            Decision::Misdirected {
+                belongs_to: "nrt".into()
+            }
         );
         assert_eq!(
-            decide(&cdg, Some(&nrt), Method::POST, "/v1/chat/completions", &[(FLY_REPLAY_SRC, "region=sjc")]),
-            Decision::Misdirected { belongs_to: "nrt".into() }
+            decide(
+                &cdg,
+                Some(&nrt),
+                Method::POST,
+                "/v1/chat/completions",
+                &[(FLY_REPLAY_SRC, "region=sjc")]
+            ),
+            Decision::Misdirected {
+                belongs_to: "nrt".into()
+            }
         );
         // At home: served.
-        assert_eq!(decide(&regions("nrt"), Some(&nrt), Method::POST, "/threads", &[]), Decision::Local);
+        assert_eq!(
+            decide(&regions("nrt"), Some(&nrt), Method::POST, "/threads", &[]),
+            Decision::Local
+        );
         // Preferred: sent home, served here if it was already sent.
         let pref = pin("sjc", Residency::Preferred);
-        assert_eq!(decide(&cdg, Some(&pref), Method::POST, "/v1/messages", &[]), send("sjc", true));
-        assert_eq!(decide(&cdg, Some(&pref), Method::POST, "/v1/messages", &[(FORWARDED_FROM, "nrt")]), Decision::Local);
+        assert_eq!(
+            decide(&cdg, Some(&pref), Method::POST, "/v1/messages", &[]),
+            send("sjc", true)
+        );
+        assert_eq!(
+            decide(
+                &cdg,
+                Some(&pref),
+                Method::POST,
+                "/v1/messages",
+                &[(FORWARDED_FROM, "nrt")]
+            ),
+            Decision::Local
+        );
     }
 
     #[test]
     fn unpinned_tenants_use_the_gateway_locally_and_the_primary_for_state() {
         let nrt = regions("nrt");
-        assert_eq!(decide(&nrt, None, Method::POST, "/v1/chat/completions", &[]), Decision::Local);
-        assert_eq!(decide(&nrt, None, Method::GET, "/v1/models", &[]), Decision::Local);
-        assert_eq!(decide(&nrt, None, Method::POST, "/threads", &[]), send("cdg", false));
-        assert_eq!(decide(&nrt, None, Method::GET, "/threads/abc", &[]), send("cdg", false));
+        assert_eq!(
+            decide(&nrt, None, Method::POST, "/v1/chat/completions", &[]),
+            Decision::Local
+        );
+        assert_eq!(
+            decide(&nrt, None, Method::GET, "/v1/models", &[]),
+            Decision::Local
+        );
+        assert_eq!(
+            decide(&nrt, None, Method::POST, "/threads", &[]),
+            send("cdg", false)
+        );
+        assert_eq!(
+            decide(&nrt, None, Method::GET, "/threads/abc", &[]),
+            send("cdg", false)
+        );
         // Read-your-writes: a recent write sends even gateway calls to the primary.
         let later = (now_ms() + 3_000).to_string();
         let earlier = (now_ms() - 1).to_string();
-        assert_eq!(decide(&nrt, None, Method::GET, "/v1/models", &[(PRIMARY_UNTIL, &later)]), send("cdg", false));
-        assert_eq!(decide(&nrt, None, Method::GET, "/v1/models", &[(PRIMARY_UNTIL, &earlier)]), Decision::Local);
+        assert_eq!(
+            decide(
+                &nrt,
+                None,
+                Method::GET,
+                "/v1/models",
+                &[(PRIMARY_UNTIL, &later)]
+            ),
+            send("cdg", false)
+        );
+        assert_eq!(
+            decide(
+                &nrt,
+                None,
+                Method::GET,
+                "/v1/models",
+                &[(PRIMARY_UNTIL, &earlier)]
+            ),
+            Decision::Local
+        );
         let cookie = format!("a=b; {PRIMARY_UNTIL}={later}");
-        assert_eq!(decide(&nrt, None, Method::GET, "/v1/models", &[("cookie", &cookie)]), send("cdg", false));
+        assert_eq!(
+            decide(
+                &nrt,
+                None,
+                Method::GET,
+                "/v1/models",
+                &[("cookie", &cookie)]
+            ),
+            send("cdg", false)
+        );
         // The primary serves everything of unpinned tenants.
-        assert_eq!(decide(&regions("cdg"), None, Method::POST, "/threads", &[]), Decision::Local);
+        assert_eq!(
+            decide(&regions("cdg"), None, Method::POST, "/threads", &[]),
+            Decision::Local
+        );
     }
 
     #[test]
@@ -533,7 +640,14 @@ mod tests {
         ] {
             let (p, m, h) = facts(path);
             let _ = m;
-            assert_eq!(nrt.decide_admin(&RequestFacts { path: p, headers: &h }), want, "{path}");
+            assert_eq!(
+                nrt.decide_admin(&RequestFacts {
+                    path: p,
+                    headers: &h
+                }),
+                want,
+                "{path}"
+            );
         }
     }
 }

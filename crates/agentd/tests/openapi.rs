@@ -36,6 +36,7 @@ async fn the_document_is_served_without_a_key_and_every_operation_in_it_is_route
                 "get" => c.get(&url),
                 "post" => c.post(&url).body("{}"),
                 "patch" => c.patch(&url).body("{}"),
+                "put" => c.put(&url).body("{}"),
                 "delete" => c.delete(&url),
                 other => panic!("unexpected method {other} for {path}"),
             };

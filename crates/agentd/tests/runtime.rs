@@ -1523,3 +1523,109 @@ sweep_interval_s = 1
     .await;
     assert_eq!(rt.get(&format!("/threads/{t}")).await.0, 200);
 }
+
+/// Pool schedules: `GET /admin/pools` and `agentd_pool_desired_workers` agree on the worker
+/// count each pool wants — the business-hours minimum, a persistent pool's maximum, and enough
+/// workers for queued work (capped) — and `--pools` (here `AGENTD_POOLS`) keeps this process's
+/// workers off the other pools, so their runs wait for a worker of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_schedules_give_the_desired_worker_count_and_pools_limit_workers() {
+    let server = Server::start_with(Options {
+        config: Some(&config(
+            r#"
+[agents.queued]
+model = "mock"
+pool = "slow"
+
+[pools.slow]
+concurrency = 2
+max_workers = 3
+
+[pools.always]
+persistent = true
+max_workers = 5
+
+[pools.biz]
+max_workers = 1
+[pools.biz.business_hours]
+timezone = "UTC"
+days = "mon-sun"
+start = "00:00"
+end = "24:00"
+min_workers = 2
+max_workers = 6
+"#,
+        )),
+        env: vec![
+            ("AGENTD_ADMIN_KEY", ADMIN_KEY.to_string()),
+            ("AGENTD_POOLS", "cpu".to_string()),
+        ],
+        data_dir: None,
+    });
+    let rt = Rt::with_server(server).await;
+    let pools = || async {
+        let resp = client()
+            .get(rt.server.url("/admin/pools"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        body["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["pool"].as_str().unwrap().to_owned(), p.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = pools().await;
+    assert_eq!(before["biz"]["business_hours"], true);
+    assert_eq!(before["biz"]["desired_workers"], 2, "{}", before["biz"]);
+    assert_eq!(before["biz"]["max_workers"], 6);
+    assert_eq!(before["always"]["desired_workers"], 5);
+    assert_eq!(before["slow"]["desired_workers"], 0);
+    assert_eq!(before["cpu"]["desired_workers"], 0);
+    assert_eq!(before["biz"]["schedule"]["timezone"], "UTC");
+
+    // Seven runs on `slow`, which this process does not work for: they wait, and the pool
+    // wants ceil(7 / 2) = 4 workers, capped at its maximum of 3.
+    let thread_ids: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..7 {
+            let t = rt.thread().await;
+            rt.run(&t, "queued", "hello").await;
+            v.push(t);
+        }
+        v
+    };
+    let after = pools().await;
+    assert_eq!(after["slow"]["work"], 7, "{}", after["slow"]);
+    assert_eq!(after["slow"]["desired_workers"], 3);
+    eventually(
+        Duration::from_secs(12),
+        "agentd_pool_desired_workers{pool=\"slow\"} 3",
+        || async {
+            rt.metrics().await.lines().any(|l| {
+                l.starts_with("agentd_pool_desired_workers{")
+                    && l.contains("pool=\"slow\"")
+                    && l.ends_with(" 3")
+            })
+        },
+    )
+    .await;
+    let metrics = rt.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("agentd_pool_desired_workers{")
+                && l.contains("pool=\"always\"")
+                && l.ends_with(" 5")),
+        "{metrics}"
+    );
+    // Nothing ran them.
+    for t in &thread_ids {
+        let (_, runs) = rt.get(&format!("/threads/{t}/runs")).await;
+        assert_eq!(runs[0]["status"], "pending", "{runs}");
+    }
+}

@@ -253,7 +253,12 @@ pub async fn delete(
     reply(
         async {
             let id = check_tenant(&tenant)?;
-            if !state.store.delete_tenant_pin(&id).await.map_err(store_error)? {
+            if !state
+                .store
+                .delete_tenant_pin(&id)
+                .await
+                .map_err(store_error)?
+            {
                 return Err(not_pinned(&tenant));
             }
             if let Some(regions) = &state.regions {

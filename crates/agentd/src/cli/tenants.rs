@@ -126,7 +126,12 @@ pub(super) fn run(args: TenantsArgs) -> anyhow::Result<ExitCode> {
     super::small_runtime()?.block_on(async move {
         let store = super::keys::open_store(&config).await?;
         let code = match (args.command, tenant) {
-            (TenantsCommand::Set { region, residency, .. }, Some(tenant)) => {
+            (
+                TenantsCommand::Set {
+                    region, residency, ..
+                },
+                Some(tenant),
+            ) => {
                 pin(&store, &tenant, &region.to_ascii_lowercase(), &residency).await?;
                 ExitCode::SUCCESS
             }
@@ -134,7 +139,9 @@ pub(super) fn run(args: TenantsArgs) -> anyhow::Result<ExitCode> {
                 Some(p) => {
                     println!(
                         "{}",
-                        serde_json::to_string_pretty(&agentd_gateway::routes::tenants::pin_json(&p))?
+                        serde_json::to_string_pretty(&agentd_gateway::routes::tenants::pin_json(
+                            &p
+                        ))?
                     );
                     ExitCode::SUCCESS
                 }
@@ -161,7 +168,10 @@ pub(super) fn run(args: TenantsArgs) -> anyhow::Result<ExitCode> {
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&data)?);
                 } else {
-                    println!("{:<24} {:<8} {:<10} UPDATED", "TENANT", "REGION", "RESIDENCY");
+                    println!(
+                        "{:<24} {:<8} {:<10} UPDATED",
+                        "TENANT", "REGION", "RESIDENCY"
+                    );
                     for p in &pins {
                         println!(
                             "{:<24} {:<8} {:<10} {}",
