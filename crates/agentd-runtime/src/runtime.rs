@@ -123,7 +123,8 @@ pub struct Runtime {
     /// The pools this process works for (`--pools`); `None`: all of them.
     pub(crate) worker_pools: Option<Vec<String>>,
     /// When each pool last had queued or running work (for the idle shutdown).
-    pub(crate) pool_activity: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub(crate) pool_activity:
+        std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Why a run could not be created.

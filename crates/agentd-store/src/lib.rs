@@ -72,7 +72,10 @@ impl Store {
     /// Connects to a read replica of the primary's PostgreSQL without migrating it (a replica
     /// follows its primary's schema). Only reads are sent to it.
     #[cfg(feature = "postgres")]
-    pub async fn open_postgres_replica(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+    pub async fn open_postgres_replica(
+        url: &str,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
         PgStore::connect(url, max_connections, None, false)
             .await
             .map(Store::Postgres)

@@ -606,7 +606,10 @@ mod cases {
             all.iter()
                 .map(|p| (p.tenant.as_str(), p.home_region.as_str(), p.residency))
                 .collect::<Vec<_>>(),
-            vec![("acme", "cdg", Residency::Preferred), ("beta", "nrt", Residency::Strict)]
+            vec![
+                ("acme", "cdg", Residency::Preferred),
+                ("beta", "nrt", Residency::Strict)
+            ]
         );
         assert!(store.delete_tenant_pin(&acme).await.unwrap());
         assert!(!store.delete_tenant_pin(&acme).await.unwrap());

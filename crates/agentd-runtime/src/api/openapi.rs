@@ -912,8 +912,8 @@ mod paths {
     };
     use super::schemas::{
         Assistant, AssistantCreate, AssistantSearch, Cron, CronCreate, CronSearch, DeadLetters,
-        Graph, GraphSchemas, HistoryQuery, Info, OkResponse, PoolList, QueueList, Run, RunCreate, RunStatus,
-        RunStreamEvent, Thread, ThreadCreate, ThreadSearch, ThreadState, ThreadUpdate,
+        Graph, GraphSchemas, HistoryQuery, Info, OkResponse, PoolList, QueueList, Run, RunCreate,
+        RunStatus, RunStreamEvent, Thread, ThreadCreate, ThreadSearch, ThreadState, ThreadUpdate,
     };
 
     /// The agent API is up (LangGraph clients probe it).

@@ -22,7 +22,12 @@ pub(super) struct ServeArgs {
     role: String,
     /// Worker pools this process works for, comma-separated (default: every pool). One
     /// deployment per pool lets each scale on its own queue.
-    #[arg(long, value_name = "POOLS", env = "AGENTD_POOLS", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "POOLS",
+        env = "AGENTD_POOLS",
+        value_delimiter = ','
+    )]
     pools: Option<Vec<String>>,
 }
 
