@@ -69,8 +69,8 @@ pub(crate) async fn observe(
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = match &state.regions {
-        Some(r) => tracing::info_span!("request", request_id = %id, region = %r.me()),
+    let span = match state.config.server.region.as_deref() {
+        Some(region) => tracing::info_span!("request", request_id = %id, region = %region),
         None => tracing::info_span!("request", request_id = %id),
     };
     // A guard, so a request whose connection went away (its future dropped) is not counted
