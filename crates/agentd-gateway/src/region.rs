@@ -146,10 +146,6 @@ impl Regions {
         })
     }
 
-    pub(crate) fn me(&self) -> &str {
-        &self.me
-    }
-
     pub(crate) fn is_primary(&self) -> bool {
         self.me == self.primary
     }
