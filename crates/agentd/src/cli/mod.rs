@@ -1,8 +1,11 @@
 //! Command-line interface: one file per noun.
 
 mod check_config;
+mod deploy;
+mod healthcheck;
 mod keys;
 mod mock_llm;
+mod plan;
 mod serve;
 mod tenants;
 
@@ -36,8 +39,14 @@ enum Command {
     Keys(keys::KeysArgs),
     /// Pin tenants to a home region (data residency), list and unpin them.
     Tenants(tenants::TenantsArgs),
+    /// Estimate monthly cost and per-city latency on each platform, and recommend one.
+    Plan(plan::PlanArgs),
     /// Run the mock LLM provider (OpenAI and Anthropic wire formats, fault injection).
     MockLlm(mock_llm::MockArgs),
+    /// Write the Dockerfile and a platform's manifests for the config; list region codes.
+    Deploy(deploy::DeployArgs),
+    /// GET /healthz of the local agentd; exit 0 if it answers 2xx (container health checks).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Options every command that reads the config shares.
@@ -73,6 +82,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(args) => keys::run(args),
         Command::Tenants(args) => tenants::run(args),
         Command::MockLlm(args) => mock_llm::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Deploy(args) => deploy::run(args),
+        Command::Healthcheck(args) => Ok(healthcheck::run(args)),
     }
 }
 
