@@ -63,15 +63,16 @@ fn non_negative(value: &str) -> Result<f64, String> {
     }
 }
 
-/// Prints the error and picks the exit code: a bad prices file is a configuration error (78),
-/// a bad request is a usage error (2).
+/// Prints the error and picks the exit code: a bad prices file or an unknown region code is a
+/// configuration error (78, as `deploy render` and `check-config` answer an unknown region), a
+/// bad number is a usage error (2).
 fn fail(error: &PlanError) -> ExitCode {
     eprintln!("error: {error}");
     match error {
-        PlanError::Read { .. } | PlanError::Prices(_) => ExitCode::from(EXIT_CONFIG),
-        PlanError::UnknownRegion { .. }
-        | PlanError::NoRegions
-        | PlanError::InvalidWorkload { .. } => ExitCode::from(EXIT_USAGE),
+        PlanError::Read { .. } | PlanError::Prices(_) | PlanError::UnknownRegion { .. } => {
+            ExitCode::from(EXIT_CONFIG)
+        }
+        PlanError::NoRegions | PlanError::InvalidWorkload { .. } => ExitCode::from(EXIT_USAGE),
     }
 }
 
