@@ -6,7 +6,10 @@
 #   4. runs every Rust test in the workspace,
 #   5. creates or reuses the Python venv at .venv with the pinned official SDKs,
 #   6. runs the SDK suite (tests/sdk) and the agent API suite (tests/agents, langgraph-sdk) against the real binary,
-#   7. fuzzes the real binary against its own OpenAPI document (tests/fuzz/run.sh, schemathesis).
+#   7. renders every deploy target and runs each platform's validators on it (tests/deploy/run.sh:
+#      kubernetes-validate, KEDA's schemas, hadolint, the Compose spec, Fly's and Cloud Run's
+#      schemas, systemd-analyze, shellcheck),
+#   8. fuzzes the real binary against its own OpenAPI document (tests/fuzz/run.sh, schemathesis).
 # Any failure stops the run with a non-zero exit. Works from a fresh clone; needs cargo and python3.
 # The backend tests read AGENTD_TEST_POSTGRES_URL / _REDIS_URL / _NATS_URL (.ci/run sets them).
 set -euo pipefail
@@ -74,6 +77,9 @@ section "pytest tests/sdk (AGENTD_BIN=$AGENTD_BIN)"
 
 section "pytest tests/agents (AGENTD_BIN=$AGENTD_BIN)"
 "$VENV/bin/python" -m pytest -q tests/agents -p no:cacheprovider
+
+section "deploy render: every target through its platform's validators (tests/deploy/run.sh)"
+bash tests/deploy/run.sh
 
 section "API fuzzing: schemathesis against /openapi.json (tests/fuzz/run.sh)"
 SCHEMATHESIS="$VENV/bin/schemathesis" bash tests/fuzz/run.sh

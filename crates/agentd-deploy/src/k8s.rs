@@ -1,7 +1,890 @@
-//! Placeholder: being written.
+//! Kubernetes: a kustomize base that runs the config in its primary region, and one overlay
+//! per region (`k8s/overlays/<code>`), applied with `kubectl apply -k` (kubectl's built-in
+//! kustomize: `patches` with targets, no deprecated fields).
+//!
+//! On PostgreSQL the roles are split: an api Deployment (Service, PDB, HPA on CPU and on
+//! in-flight requests) and one worker Deployment per pool scaled by KEDA from the pool's
+//! schedule and queue ([`keda`]). Workers run only in the primary region, beside the queue and
+//! the primary database: every region's KEDA would read the same global queue and each would
+//! start a full fleet. On SQLite one process must own the file: a single Deployment with a
+//! volume, `Recreate` on update, nothing to autoscale.
+//!
+//! Secrets are referenced by name only: the user creates `<app>-secrets` with the rendered
+//! `create-secret.sh`, which reads the values from the environment.
 
+mod keda;
+mod names;
+mod workload;
+
+use std::fmt::Write as _;
+
+use crate::yaml::{self, list, map, v, Node};
 use crate::{Ctx, File, RenderError};
+use names::{Names, COMPONENT_LABEL, CONTAINER, NAME_LABEL, REGION_LABEL};
+use workload::Kind;
 
-pub(crate) fn render(_ctx: &Ctx<'_>) -> Result<Vec<File>, RenderError> {
-    Ok(Vec::new())
+use keda::replica_bounds;
+
+/// Fewest api replicas: two in the primary region (one may be drained while the other serves),
+/// one elsewhere. Overlays set it; the base has the primary's.
+const API_MIN_PRIMARY: u32 = 2;
+const API_MIN_SECONDARY: u32 = 1;
+const API_MAX: u32 = 10;
+/// Scale out on CPU before the pods are saturated.
+const API_CPU_TARGET: u32 = 70;
+/// In-flight requests per api pod when `server.max_concurrent_requests` is unlimited.
+const API_IN_FLIGHT_TARGET: usize = 512;
+
+pub(crate) fn render(ctx: &Ctx<'_>) -> Result<Vec<File>, RenderError> {
+    let names = Names::new(ctx)?;
+    let mut files = Vec::new();
+    let mut resources: Vec<String> = Vec::new();
+    let mut add = |files: &mut Vec<File>, name: &str, header: &str, node: &Node| {
+        files.push(yaml_file(&format!("k8s/base/{name}"), header, node));
+        resources.push(name.to_owned());
+    };
+
+    add(
+        &mut files,
+        "serviceaccount.yaml",
+        "agentd calls no Kubernetes API: no token is mounted.",
+        &service_account(&names),
+    );
+    if ctx.split_roles {
+        add(
+            &mut files,
+            "deployment-api.yaml",
+            &format!(
+                "The api role. Replicas are the HPA's (hpa-api.yaml). terminationGracePeriodSeconds = {}s preStop + {}s drain (server.shutdown_grace) + {}s to exit.",
+                workload::PRE_STOP_SECONDS,
+                ctx.drain_seconds,
+                workload::EXIT_MARGIN_SECONDS
+            ),
+            &workload::deployment(ctx, &names, &Kind::Api),
+        );
+        for pool in ctx.pools() {
+            add(
+                &mut files,
+                &format!("deployment-worker-{}.yaml", names::dns_label(&pool.name)),
+                &format!(
+                    "Workers of pool \"{}\" ({} runs at once each). Replicas are KEDA's (keda-{}.yaml). terminationGracePeriodSeconds = {}s drain + {}s to exit: runs still going then are redelivered.",
+                    pool.name,
+                    pool.concurrency,
+                    names::dns_label(&pool.name),
+                    ctx.drain_seconds,
+                    workload::EXIT_MARGIN_SECONDS
+                ),
+                &workload::deployment(ctx, &names, &Kind::Worker(pool)),
+            );
+        }
+    } else {
+        add(
+            &mut files,
+            "pvc.yaml",
+            "The SQLite database (store kind = \"sqlite\"): one volume, one process.",
+            &workload::data_claim(&names),
+        );
+        add(
+            &mut files,
+            "deployment.yaml",
+            "Every role in one process on SQLite: one replica, Recreate on update (two processes must never share the file). Switch [store] to PostgreSQL to split api and workers and autoscale them.",
+            &workload::deployment(ctx, &names, &Kind::All),
+        );
+    }
+    add(&mut files, "service.yaml", "", &service(ctx, &names));
+    if ctx.split_roles {
+        add(
+            &mut files,
+            "pdb.yaml",
+            "Voluntary disruptions (node drains, upgrades) take at most one api pod at a time.",
+            &pdb(&names),
+        );
+        add(
+            &mut files,
+            "hpa-api.yaml",
+            "CPU needs metrics-server; agentd_http_requests_in_flight needs prometheus-adapter with ../prometheus-adapter.yaml (see ../README.md). Without the adapter the HPA still scales up on CPU but does not scale down.",
+            &hpa(ctx, &names, API_MIN_PRIMARY),
+        );
+        if let Some(auth) = keda::trigger_auth(ctx, &names) {
+            add(
+                &mut files,
+                "keda-auth.yaml",
+                &format!(
+                    "How KEDA reaches the queue: keys of the Secret {} (see ../create-secret.sh); no value is written here.",
+                    names.secret()
+                ),
+                &auth,
+            );
+        }
+        for pool in ctx.pools() {
+            add(
+                &mut files,
+                &format!("keda-{}.yaml", names::dns_label(&pool.name)),
+                &keda_header(ctx, pool),
+                &keda::scaled_object(ctx, &names, pool),
+            );
+        }
+    }
+    if let Some(domain) = &ctx.config.deploy.domain {
+        add(
+            &mut files,
+            "ingress.yaml",
+            &format!("[deploy] domain = \"{domain}\". TLS from the Secret {}-tls (cert-manager or your own certificate); streaming responses need proxy buffering off.", names.app),
+            &ingress(ctx, &names, domain),
+        );
+    }
+    files.push(crate::docker::config_file("k8s/base", ctx));
+    files.push(yaml_file(
+        "k8s/base/kustomization.yaml",
+        "The primary region on its own: `kubectl apply -k k8s/base` (or an overlay per region).",
+        &base_kustomization(&names, &resources),
+    ));
+    for region in &ctx.regions {
+        let primary = region.code == ctx.primary.code;
+        files.push(yaml_file(
+            &format!("k8s/overlays/{}/namespace.yaml", region.code),
+            "",
+            &namespace(&names, region.code),
+        ));
+        files.push(yaml_file(
+            &format!("k8s/overlays/{}/kustomization.yaml", region.code),
+            &format!(
+                "{} ({}, {}){}.",
+                region.code,
+                region.city,
+                region.country,
+                if primary {
+                    ": the PRIMARY region (primary database, queue and workers)"
+                } else if ctx.split_roles {
+                    ": api only; runs are queued to and executed in the primary region"
+                } else {
+                    ""
+                }
+            ),
+            &overlay(ctx, &names, region, primary),
+        ));
+    }
+    files.push(yaml_file(
+        "k8s/prometheus-adapter.yaml",
+        "Helm values for prometheus-community/prometheus-adapter: exposes agentd_http_requests_in_flight to the api's HPA as a per-pod custom metric.",
+        &adapter_values(),
+    ));
+    files.push(File::script(
+        "k8s/create-secret.sh",
+        create_secret_script(ctx, &names),
+    ));
+    files.push(File::new("k8s/README.md", readme(ctx, &names)));
+    Ok(files)
 }
+
+/// A YAML file with a `#` header (none when `header` is empty).
+fn yaml_file(path: &str, header: &str, node: &Node) -> File {
+    let mut text = String::new();
+    for line in header.lines() {
+        let _ = writeln!(text, "# {line}");
+    }
+    text.push_str(&yaml::to_string(node));
+    File::new(path, text)
+}
+
+fn keda_header(ctx: &Ctx<'_>, pool: &agentd_config::PoolConfig) -> String {
+    let s = &pool.schedule;
+    let (min, max) = replica_bounds(pool);
+    let mut h = format!(
+        "Pool \"{}\": {min} to {max} workers{}, scale to the minimum after {} s without work (idle_shutdown).",
+        pool.name,
+        if s.persistent { " (persistent: never below its off-hours maximum)" } else { "" },
+        s.idle_shutdown.as_secs()
+    );
+    if let Some(b) = &s.business_hours {
+        let _ = write!(
+            h,
+            "\nBusiness hours ({}): {} to {} workers; off hours: {} to {}. KEDA holds the business-hours floor with the cron trigger; agentd_pool_desired_workers{{pool=\"{}\"}} applies each hour's maximum.",
+            b.timezone, b.min_workers, b.max_workers, s.min_workers, s.max_workers, pool.name
+        );
+    }
+    match ctx.queue() {
+        agentd_config::QueueBackend::Redis { .. } => h.push_str(
+            "\nWork = stream length (waiting + running: agentd deletes acknowledged entries), one replica per `concurrency` runs. The consumer group `agentd` is not named on purpose: with it KEDA reads the pending list or the lag instead, which miss waiting or running runs.",
+        ),
+        agentd_config::QueueBackend::Nats { .. } => h.push_str(
+            "\nWork = a consumer's pending + ack-pending messages (waiting + running), one replica per `concurrency` runs.",
+        ),
+        agentd_config::QueueBackend::Store => {
+            let _ = write!(
+                h,
+                "\nThe store queue has no broker KEDA can ask: it reads agentd's own desired count from Prometheus at {} (change serverAddress to yours).",
+                keda::PROMETHEUS_URL
+            );
+        }
+    }
+    h
+}
+
+fn metadata(name: String, labels: Node) -> Node {
+    map([("name", v(name)), ("labels", labels)])
+}
+
+fn app_labels(names: &Names) -> Node {
+    map([(NAME_LABEL, v(names.app.clone()))])
+}
+
+fn service_account(names: &Names) -> Node {
+    map([
+        ("apiVersion", v("v1")),
+        ("kind", v("ServiceAccount")),
+        ("metadata", metadata(names.app.clone(), app_labels(names))),
+        ("automountServiceAccountToken", v(false)),
+    ])
+}
+
+fn serving_component(ctx: &Ctx<'_>) -> &'static str {
+    if ctx.split_roles {
+        "api"
+    } else {
+        "all"
+    }
+}
+
+fn service(ctx: &Ctx<'_>, names: &Names) -> Node {
+    map([
+        ("apiVersion", v("v1")),
+        ("kind", v("Service")),
+        ("metadata", metadata(names.service(), app_labels(names))),
+        (
+            "spec",
+            map([
+                ("type", v("ClusterIP")),
+                (
+                    "selector",
+                    map([
+                        (NAME_LABEL, v(names.app.clone())),
+                        (COMPONENT_LABEL, v(serving_component(ctx))),
+                    ]),
+                ),
+                (
+                    "ports",
+                    list([map([
+                        ("name", v("http")),
+                        ("port", v(80)),
+                        ("targetPort", v("http")),
+                        ("protocol", v("TCP")),
+                    ])]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+fn api_selector(names: &Names) -> Node {
+    map([(
+        "matchLabels",
+        map([
+            (NAME_LABEL, v(names.app.clone())),
+            (COMPONENT_LABEL, v("api")),
+        ]),
+    )])
+}
+
+fn pdb(names: &Names) -> Node {
+    map([
+        ("apiVersion", v("policy/v1")),
+        ("kind", v("PodDisruptionBudget")),
+        ("metadata", metadata(names.api(), app_labels(names))),
+        (
+            "spec",
+            map([
+                // Not minAvailable: with one replica (a secondary region) that would block
+                // every node drain.
+                ("maxUnavailable", v(1)),
+                ("selector", api_selector(names)),
+            ]),
+        ),
+    ])
+}
+
+/// Scale out at half the load-shedding limit, before requests are refused.
+fn in_flight_target(ctx: &Ctx<'_>) -> usize {
+    ctx.config
+        .server
+        .max_concurrent_requests
+        .map_or(API_IN_FLIGHT_TARGET, |n| (n / 2).max(1))
+}
+
+fn hpa(ctx: &Ctx<'_>, names: &Names, min: u32) -> Node {
+    map([
+        ("apiVersion", v("autoscaling/v2")),
+        ("kind", v("HorizontalPodAutoscaler")),
+        ("metadata", metadata(names.api(), app_labels(names))),
+        (
+            "spec",
+            map([
+                (
+                    "scaleTargetRef",
+                    map([
+                        ("apiVersion", v("apps/v1")),
+                        ("kind", v("Deployment")),
+                        ("name", v(names.api())),
+                    ]),
+                ),
+                ("minReplicas", v(min)),
+                ("maxReplicas", v(API_MAX)),
+                (
+                    "metrics",
+                    list([
+                        map([
+                            ("type", v("Resource")),
+                            (
+                                "resource",
+                                map([
+                                    ("name", v("cpu")),
+                                    (
+                                        "target",
+                                        map([
+                                            ("type", v("Utilization")),
+                                            ("averageUtilization", v(API_CPU_TARGET)),
+                                        ]),
+                                    ),
+                                ]),
+                            ),
+                        ]),
+                        map([
+                            ("type", v("Pods")),
+                            (
+                                "pods",
+                                map([
+                                    (
+                                        "metric",
+                                        map([("name", v("agentd_http_requests_in_flight"))]),
+                                    ),
+                                    (
+                                        "target",
+                                        map([
+                                            ("type", v("AverageValue")),
+                                            ("averageValue", v(in_flight_target(ctx).to_string())),
+                                        ]),
+                                    ),
+                                ]),
+                            ),
+                        ]),
+                    ]),
+                ),
+                (
+                    "behavior",
+                    map([("scaleDown", map([("stabilizationWindowSeconds", v(300))]))]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+fn ingress(ctx: &Ctx<'_>, names: &Names, domain: &str) -> Node {
+    let timeout = "3600"; // long SSE streams and WebSockets
+    map([
+        ("apiVersion", v("networking.k8s.io/v1")),
+        ("kind", v("Ingress")),
+        (
+            "metadata",
+            map([
+                ("name", v(names.service())),
+                ("labels", app_labels(names)),
+                (
+                    "annotations",
+                    map([
+                        ("nginx.ingress.kubernetes.io/proxy-buffering", v("off")),
+                        ("nginx.ingress.kubernetes.io/proxy-read-timeout", v(timeout)),
+                        ("nginx.ingress.kubernetes.io/proxy-send-timeout", v(timeout)),
+                        (
+                            "nginx.ingress.kubernetes.io/proxy-body-size",
+                            v(ctx.config.server.max_body_bytes.to_string()),
+                        ),
+                    ]),
+                ),
+            ]),
+        ),
+        (
+            "spec",
+            map([
+                (
+                    "tls",
+                    list([map([
+                        ("hosts", list([v(domain.to_owned())])),
+                        ("secretName", v(format!("{}-tls", names.app))),
+                    ])]),
+                ),
+                (
+                    "rules",
+                    list([map([
+                        ("host", v(domain.to_owned())),
+                        (
+                            "http",
+                            map([(
+                                "paths",
+                                list([map([
+                                    ("path", v("/")),
+                                    ("pathType", v("Prefix")),
+                                    (
+                                        "backend",
+                                        map([(
+                                            "service",
+                                            map([
+                                                ("name", v(names.service())),
+                                                ("port", map([("name", v("http"))])),
+                                            ]),
+                                        )]),
+                                    ),
+                                ])]),
+                            )]),
+                        ),
+                    ])]),
+                ),
+            ]),
+        ),
+    ])
+}
+
+fn base_kustomization(names: &Names, resources: &[String]) -> Node {
+    map([
+        ("apiVersion", v("kustomize.config.k8s.io/v1beta1")),
+        ("kind", v("Kustomization")),
+        ("resources", list(resources.iter().map(|r| v(r.clone())))),
+        (
+            // A content hash in the name: a config change rolls every Deployment.
+            "configMapGenerator",
+            list([map([
+                ("name", v(names.config())),
+                ("files", list([v("agentd.toml")])),
+            ])]),
+        ),
+    ])
+}
+
+fn namespace(names: &Names, region: &str) -> Node {
+    map([
+        ("apiVersion", v("v1")),
+        ("kind", v("Namespace")),
+        (
+            "metadata",
+            metadata(
+                names.namespace(region),
+                map([
+                    (NAME_LABEL, v(names.app.clone())),
+                    (REGION_LABEL, v(region.to_owned())),
+                ]),
+            ),
+        ),
+    ])
+}
+
+fn overlay(ctx: &Ctx<'_>, names: &Names, region: &agentd_config::Region, primary: bool) -> Node {
+    // Every Deployment: this region's code, and a preference for nodes of the cloud region
+    // (GKE and EKS label nodes with it; elsewhere the preference is ignored).
+    let deployment_patch = map([
+        ("apiVersion", v("apps/v1")),
+        ("kind", v("Deployment")),
+        ("metadata", map([("name", v("any"))])),
+        (
+            "spec",
+            map([(
+                "template",
+                map([(
+                    "spec",
+                    map([
+                        (
+                            "affinity",
+                            map([(
+                                "nodeAffinity",
+                                map([(
+                                    "preferredDuringSchedulingIgnoredDuringExecution",
+                                    list([map([
+                                        ("weight", v(100)),
+                                        (
+                                            "preference",
+                                            map([(
+                                                "matchExpressions",
+                                                list([map([
+                                                    ("key", v("topology.kubernetes.io/region")),
+                                                    ("operator", v("In")),
+                                                    (
+                                                        "values",
+                                                        list(
+                                                            cloud_regions(region)
+                                                                .into_iter()
+                                                                .map(v),
+                                                        ),
+                                                    ),
+                                                ])]),
+                                            )]),
+                                        ),
+                                    ])]),
+                                )]),
+                            )]),
+                        ),
+                        (
+                            "containers",
+                            list([map([
+                                ("name", v(CONTAINER)),
+                                (
+                                    "env",
+                                    list([map([
+                                        ("name", v("AGENTD_REGION")),
+                                        ("value", v(region.code)),
+                                    ])]),
+                                ),
+                            ])]),
+                        ),
+                    ]),
+                )]),
+            )]),
+        ),
+    ]);
+    let mut patches = vec![map([
+        (
+            "target",
+            map([
+                ("kind", v("Deployment")),
+                ("labelSelector", v(format!("{NAME_LABEL}={}", names.app))),
+            ]),
+        ),
+        ("patch", v(yaml::to_string(&deployment_patch))),
+    ])];
+    if ctx.split_roles {
+        let min = if primary {
+            API_MIN_PRIMARY
+        } else {
+            API_MIN_SECONDARY
+        };
+        patches.push(map([
+            (
+                "target",
+                map([
+                    ("kind", v("HorizontalPodAutoscaler")),
+                    ("name", v(names.api())),
+                ]),
+            ),
+            (
+                "patch",
+                v(yaml::to_string(&list([map([
+                    ("op", v("replace")),
+                    ("path", v("/spec/minReplicas")),
+                    ("value", v(min)),
+                ])]))),
+            ),
+        ]));
+        if !primary {
+            let mut drop = |api_version: &str, kind: &str, name: String| {
+                let body = map([
+                    ("$patch", v("delete")),
+                    ("apiVersion", v(api_version.to_owned())),
+                    ("kind", v(kind.to_owned())),
+                    ("metadata", map([("name", v(name))])),
+                ]);
+                patches.push(map([("patch", v(yaml::to_string(&body)))]));
+            };
+            for pool in ctx.pools() {
+                drop("apps/v1", "Deployment", names.worker(&pool.name));
+                drop("keda.sh/v1alpha1", "ScaledObject", names.worker(&pool.name));
+            }
+            if keda::trigger_auth(ctx, names).is_some() {
+                drop(
+                    "keda.sh/v1alpha1",
+                    "TriggerAuthentication",
+                    names.queue_auth(),
+                );
+            }
+        }
+    }
+    map([
+        ("apiVersion", v("kustomize.config.k8s.io/v1beta1")),
+        ("kind", v("Kustomization")),
+        ("namespace", v(names.namespace(region.code))),
+        ("resources", list([v("namespace.yaml"), v("../../base")])),
+        (
+            "labels",
+            list([map([
+                (
+                    "pairs",
+                    map([
+                        (REGION_LABEL, v(region.code)),
+                        ("agentd/primary", v(primary.to_string())),
+                    ]),
+                ),
+                ("includeSelectors", v(false)),
+                ("includeTemplates", v(true)),
+            ])]),
+        ),
+        ("patches", list(patches)),
+    ])
+}
+
+/// The cloud regions (GCP, AWS) nearest the region, deduplicated.
+fn cloud_regions(region: &agentd_config::Region) -> Vec<&'static str> {
+    let mut out = vec![region.gcp];
+    if region.aws != region.gcp {
+        out.push(region.aws);
+    }
+    out
+}
+
+fn adapter_values() -> Node {
+    map([(
+        "rules",
+        map([
+            ("default", v(false)),
+            (
+                "custom",
+                list([map([
+                    (
+                        "seriesQuery",
+                        v("agentd_http_requests_in_flight{namespace!=\"\",pod!=\"\"}"),
+                    ),
+                    (
+                        "resources",
+                        map([(
+                            "overrides",
+                            map([
+                                ("namespace", map([("resource", v("namespace"))])),
+                                ("pod", map([("resource", v("pod"))])),
+                            ]),
+                        )]),
+                    ),
+                    (
+                        "name",
+                        map([
+                            ("matches", v("^agentd_http_requests_in_flight$")),
+                            ("as", v("agentd_http_requests_in_flight")),
+                        ]),
+                    ),
+                    (
+                        "metricsQuery",
+                        v("sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"),
+                    ),
+                ])]),
+            ),
+        ]),
+    )])
+}
+
+/// How `create-secret.sh` treats a key of the Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// The script stops when the variable is unset.
+    Required,
+    /// Always in the Secret, with this value when the variable is unset.
+    Default(&'static str),
+    /// In the Secret only when set.
+    Optional,
+}
+
+/// Keys of the Secret: the config's variables, plus what KEDA needs to reach the queue.
+fn secret_keys(ctx: &Ctx<'_>) -> Vec<(String, Need)> {
+    let mut keys: Vec<(String, Need)> = ctx
+        .secret_vars
+        .iter()
+        .map(|var| {
+            let need = if var == "AGENTD_ADMIN_KEY" {
+                Need::Optional
+            } else {
+                Need::Required
+            };
+            (var.clone(), need)
+        })
+        .collect();
+    keys.extend(keda_secret_keys(ctx));
+    keys
+}
+
+/// Keys KEDA's TriggerAuthentication reads (primary region only: the workers run there).
+fn keda_secret_keys(ctx: &Ctx<'_>) -> Vec<(String, Need)> {
+    if !ctx.split_roles {
+        return Vec::new();
+    }
+    match ctx.queue() {
+        agentd_config::QueueBackend::Store => Vec::new(),
+        agentd_config::QueueBackend::Redis { .. } => vec![
+            (keda::REDIS_ADDRESS_KEY.to_owned(), Need::Required),
+            (keda::REDIS_PASSWORD_KEY.to_owned(), Need::Default("")),
+            (keda::REDIS_TLS_KEY.to_owned(), Need::Default("disable")),
+        ],
+        agentd_config::QueueBackend::Nats { .. } => {
+            vec![(keda::NATS_MONITORING_KEY.to_owned(), Need::Required)]
+        }
+    }
+}
+
+fn create_secret_script(ctx: &Ctx<'_>, names: &Names) -> String {
+    let codes: Vec<&str> = ctx.regions.iter().map(|r| r.code).collect();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "#!/usr/bin/env bash\n# Creates or updates the Secret {secret} in a region's namespace from variables of YOUR\n# environment: no value is ever written to a file. Usage:\n#   OPENAI_API_KEY=... ./create-secret.sh REGION [kubectl flags such as --context=...]\n# REGION is one of: {regions}. Required variables stop the script when unset; optional\n# ones are left out of the Secret when unset.",
+        secret = names.secret(),
+        regions = codes.join(", ")
+    );
+    s.push_str("set -euo pipefail\n\n");
+    let _ = writeln!(
+        s,
+        "region=\"${{1:?usage: $0 REGION [kubectl flags] (REGION: {})}}\"\nshift\ncase \"$region\" in\n  {}) ;;\n  *) echo \"unknown region $region (use one of: {})\" >&2; exit 2 ;;\nesac\nnamespace=\"{}-$region\"\n",
+        codes.join(", "),
+        codes.join("|"),
+        codes.join(", "),
+        names.app
+    );
+    s.push_str("args=()\n");
+    let primary_only = keda_secret_keys(ctx);
+    for (key, need) in secret_keys(ctx) {
+        if primary_only.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let _ = match need {
+            Need::Required => writeln!(
+                s,
+                "args+=(--from-literal=\"{key}=${{{key}:?set {key} in the environment}}\")"
+            ),
+            Need::Default(value) => {
+                writeln!(s, "args+=(--from-literal=\"{key}=${{{key}:-{value}}}\")")
+            }
+            Need::Optional => writeln!(
+                s,
+                "if [ -n \"${{{key}:-}}\" ]; then args+=(--from-literal=\"{key}=${key}\"); fi"
+            ),
+        };
+    }
+    if !primary_only.is_empty() {
+        // Only the primary region runs workers, so only its KEDA reads the queue.
+        let _ = writeln!(s, "if [ \"$region\" = \"{}\" ]; then", ctx.primary.code);
+        for (key, need) in primary_only {
+            let _ = match need {
+                Need::Default(value) => {
+                    writeln!(s, "  args+=(--from-literal=\"{key}=${{{key}:-{value}}}\")")
+                }
+                Need::Required | Need::Optional => writeln!(
+                    s,
+                    "  args+=(--from-literal=\"{key}=${{{key}:?set {key} in the environment}}\")"
+                ),
+            };
+        }
+        s.push_str("fi\n");
+    }
+    let _ = writeln!(
+        s,
+        "\nkubectl \"$@\" create namespace \"$namespace\" --dry-run=client -o yaml | kubectl \"$@\" apply -f -\nkubectl \"$@\" -n \"$namespace\" create secret generic {} \"${{args[@]}}\" --dry-run=client -o yaml | kubectl \"$@\" apply -f -",
+        names.secret()
+    );
+    s
+}
+
+fn readme(ctx: &Ctx<'_>, names: &Names) -> String {
+    let mut r = String::new();
+    let primary = ctx.primary.code;
+    let _ = writeln!(
+        r,
+        "# {app} on Kubernetes\n\nWritten by `agentd deploy render --target k8s`; render again after changing the config.\n\n\
+- `base/`: everything, for the primary region ({primary}, {city}); `kubectl apply -k base` runs one region.\n\
+- `overlays/<region>/`: one per region, each in namespace `{app}-<region>`, setting `AGENTD_REGION` and a preference for nodes of that cloud region.\n\
+- `create-secret.sh`: creates the Secret `{secret}` from your environment (the manifests only reference it by name).\n\
+- `prometheus-adapter.yaml`: Helm values exposing `agentd_http_requests_in_flight` to the api's HPA.\n",
+        app = names.app,
+        city = ctx.primary.city,
+        secret = names.secret(),
+    );
+    if ctx.split_roles {
+        let _ = writeln!(
+            r,
+            "## Layout\n\nThe store is PostgreSQL, so the roles are split: `{api}` serves the API (Service `{svc}`, PodDisruptionBudget, HPA on CPU and in-flight requests, {min_p} replicas minimum in the primary region and {min_s} elsewhere, {max} at most); one worker Deployment per pool ({pools}) is scaled by a KEDA ScaledObject built from the pool's schedule. Workers run in the primary region only, beside the queue and the primary database; the other regions' overlays delete them, and their api queues runs there.\n",
+            api = names.api(),
+            svc = names.service(),
+            min_p = API_MIN_PRIMARY,
+            min_s = API_MIN_SECONDARY,
+            max = API_MAX,
+            pools = ctx
+                .pools()
+                .iter()
+                .map(|p| format!("`{}`", names.worker(&p.name)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        r.push_str("| pool | workers | business hours | idle shutdown | persistent |\n| --- | --- | --- | --- | --- |\n");
+        for pool in ctx.pools() {
+            let s = &pool.schedule;
+            let (min, max) = replica_bounds(pool);
+            let hours = s.business_hours.as_ref().map_or("none".to_owned(), |b| {
+                let (start, end) = b.cron_start_end();
+                format!(
+                    "`{start}` to `{end}` {} ({}..{} workers)",
+                    b.timezone, b.min_workers, b.max_workers
+                )
+            });
+            let _ = writeln!(
+                r,
+                "| {} | {min}..{max} | {hours} | {} s | {} |",
+                pool.name,
+                s.idle_shutdown.as_secs(),
+                s.persistent
+            );
+        }
+        r.push('\n');
+    } else {
+        r.push_str("## Layout\n\nThe store is SQLite: one Deployment runs every role with one replica and a PersistentVolumeClaim, replaced (not rolled) on update. Nothing autoscales; switch `[store]` to PostgreSQL to split the api and the workers and get the HPA and KEDA. Each region's overlay is an independent instance with its own database.\n\n");
+    }
+    let _ = writeln!(
+        r,
+        "## Prerequisites\n\n- Kubernetes 1.30 or later (the api's `preStop` uses the built-in `sleep` action: the image has no shell).\n- metrics-server (CPU for the HPA).\n- KEDA 2.12 or later, for the worker pools:\n\n      helm repo add kedacore https://kedacore.github.io/charts\n      helm install keda kedacore/keda --namespace keda --create-namespace\n\n- prometheus-adapter, for the in-flight metric of the api's HPA (a Prometheus that scrapes the pods: they carry `prometheus.io/*` annotations; with the Prometheus Operator add a PodMonitor for `{name_label}={app}`):\n\n      helm repo add prometheus-community https://prometheus-community.github.io/helm-charts\n      helm install prometheus-adapter prometheus-community/prometheus-adapter --namespace monitoring -f prometheus-adapter.yaml \\\n        --set prometheus.url=http://prometheus-operated.monitoring.svc --set prometheus.port=9090\n",
+        name_label = NAME_LABEL,
+        app = names.app,
+    );
+    if matches!(ctx.queue(), agentd_config::QueueBackend::Store) && ctx.split_roles {
+        let _ = writeln!(
+            r,
+            "- The store queue has no broker KEDA can read, so the ScaledObjects ask Prometheus for `agentd_pool_desired_workers{{pool}}` at `{}`: change `serverAddress` in `base/keda-*.yaml` if yours lives elsewhere.\n",
+            keda::PROMETHEUS_URL
+        );
+    }
+    let _ = writeln!(
+        r,
+        "## Deploy\n\n1. Secrets, per region (values come from your environment, never from a file):\n\n       export {vars}\n       ./create-secret.sh {primary} --context=<{primary} cluster>\n",
+        vars = secret_keys(ctx)
+            .iter()
+            .map(|(k, _)| format!("{k}=..."))
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    if ctx.split_roles {
+        match ctx.queue() {
+            agentd_config::QueueBackend::Store => {}
+            agentd_config::QueueBackend::Redis { .. } => r.push_str("   In the primary region KEDA reads the queue with keys of the same Secret: `KEDA_REDIS_ADDRESS` (`host:port`), `KEDA_REDIS_PASSWORD` (may be empty) and `KEDA_REDIS_TLS` (`enable`, or `disable`: the default).\n\n"),
+            agentd_config::QueueBackend::Nats { .. } => r.push_str("   In the primary region KEDA reads the queue with a key of the same Secret: `KEDA_NATS_MONITORING_ENDPOINT` (`host:8222`, the NATS monitoring port).\n\n"),
+        }
+    }
+    r.push_str("2. Apply, per region (primary first):\n\n");
+    for region in &ctx.regions {
+        let _ = writeln!(
+            r,
+            "       kubectl --context=<{code} cluster> apply -k overlays/{code}{note}",
+            code = region.code,
+            note = if region.code == primary {
+                "   # primary"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        r,
+        "\n3. Check:\n\n       kubectl -n {app}-{primary} rollout status deployment\n       kubectl -n {app}-{primary} get hpa,scaledobjects,pods\n\nPreview what an overlay applies with `kubectl kustomize overlays/{primary}`.\n\n\
+## Draining\n\nOn SIGTERM agentd stops taking work and drains for `server.shutdown_grace` ({drain} s). The api first keeps serving for {pre} s (`preStop`) while endpoints drop it; `terminationGracePeriodSeconds` is {api_grace} s for the api and {worker_grace} s for workers (drain + {margin} s). Runs still going at the deadline are redelivered to another worker.\n\n\
+## Resources\n\nFrom the benchmarks: idle RSS about 30 MiB, 10,000 streaming clients 167 MiB, 1,024 concurrent requests about 104 MiB. The api requests 250m CPU and 256 MiB (limit 512 MiB), workers 256 MiB (limit 1 GiB; GPU pools 512 MiB and 2 GiB plus one `nvidia.com/gpu`, which only GPU nodes offer; they tolerate the `nvidia.com/gpu` taint). There is no tight CPU limit: throttling a gateway adds latency to every stream.",
+        app = names.app,
+        drain = ctx.drain_seconds,
+        pre = workload::PRE_STOP_SECONDS,
+        api_grace = workload::PRE_STOP_SECONDS + ctx.drain_seconds + workload::EXIT_MARGIN_SECONDS,
+        worker_grace = ctx.drain_seconds + workload::EXIT_MARGIN_SECONDS,
+        margin = workload::EXIT_MARGIN_SECONDS,
+    );
+    r
+}
+
+#[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;

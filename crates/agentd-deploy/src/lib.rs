@@ -15,8 +15,11 @@ mod compose;
 mod docker;
 mod fly;
 mod k8s;
+pub mod render_env;
 mod systemd;
 pub mod yaml;
+
+pub use render_env::render_env;
 
 /// Where the manifests are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,329 @@
-//! Placeholder: being written.
+//! A bare VM: `systemd/agentd.service` runs every role of agentd under a dynamic user with its
+//! state in `/var/lib/agentd`; on PostgreSQL, `systemd/agentd-worker@.service` adds workers of
+//! one pool each (`agentd-worker@gpu`) on more machines. `systemd/install.sh` installs the
+//! binary, the config (`/etc/agentd/agentd.toml`), an environment file for the secrets and the
+//! units; `systemd/agentd.env.example` names the secrets.
+//!
+//! The decision to know: **no container.** The unit runs the binary (the image is for the other
+//! targets), sandboxed by systemd instead: `DynamicUser`, a read-only system, no home
+//! directories, no new privileges, a system-call filter. The secrets live in an environment
+//! file only root can read; systemd reads it before it drops privileges.
 
+use std::fmt::Write as _;
+
+use crate::docker::{self, BINARY};
 use crate::{Ctx, File, RenderError};
 
-pub(crate) fn render(_ctx: &Ctx<'_>) -> Result<Vec<File>, RenderError> {
-    Ok(Vec::new())
+const DIR: &str = "systemd";
+const CONFIG_DIR: &str = "/etc/agentd";
+const ENV_FILE: &str = "/etc/agentd/agentd.env";
+/// Seconds after the drain before systemd's SIGKILL.
+const STOP_MARGIN_SECONDS: u64 = 10;
+/// Sockets: 10,000 streaming clients in the benchmark, plus upstream connections.
+const NOFILE: u32 = 65536;
+
+pub(crate) fn render(ctx: &Ctx<'_>) -> Result<Vec<File>, RenderError> {
+    let mut files = vec![
+        File::new(format!("{DIR}/{}.service", ctx.app), main_unit(ctx)),
+        File::new(format!("{DIR}/agentd.env.example"), env_example(ctx)),
+        docker::config_file(DIR, ctx),
+        File::script(format!("{DIR}/install.sh"), install_script(ctx)),
+        File::new(format!("{DIR}/README.md"), readme(ctx)),
+    ];
+    if ctx.split_roles {
+        files.insert(
+            1,
+            File::new(
+                format!("{DIR}/{}-worker@.service", ctx.app),
+                worker_unit(ctx),
+            ),
+        );
+    }
+    Ok(files)
+}
+
+/// The `[Service]` lines both units share: environment, sandbox, limits, stopping.
+fn service_common(ctx: &Ctx<'_>, state: &str) -> String {
+    let low_port = ctx.port < 1024;
+    let caps = if low_port {
+        "# server.listen's port is below 1024: that one capability, nothing else.\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n"
+    } else {
+        "CapabilityBoundingSet=\nAmbientCapabilities=\n"
+    };
+    let secrets = if ctx.secret_vars.is_empty() {
+        "none".to_owned()
+    } else {
+        ctx.secret_vars.join(", ")
+    };
+    format!(
+        "# Secrets ({secrets}): NAME=value lines in a file only root reads; systemd reads it before\n\
+         # dropping privileges. install.sh creates it from agentd.env.example.\n\
+         EnvironmentFile={ENV_FILE}\n\
+         Environment=AGENTD_CONFIG={CONFIG_DIR}/agentd.toml\n\
+         Environment=AGENTD_DATA_DIR=%S/{state}\n\
+         Environment=AGENTD_LOG_FORMAT=json\n\
+         \n\
+         # A user made up for the service; it owns only its state directory (/var/lib/{state}).\n\
+         DynamicUser=yes\n\
+         StateDirectory={state}\n\
+         StateDirectoryMode=0750\n\
+         WorkingDirectory=%S/{state}\n\
+         UMask=0077\n\
+         \n\
+         # SIGTERM drains in-flight requests and runs for server.shutdown_grace ({drain} s); then {STOP_MARGIN_SECONDS} s\n\
+         # to exit before SIGKILL. Runs cut then are redelivered to another worker.\n\
+         KillSignal=SIGTERM\n\
+         KillMode=mixed\n\
+         TimeoutStopSec={stop}\n\
+         TimeoutStartSec=60\n\
+         Restart=on-failure\n\
+         RestartSec=2s\n\
+         # Every stream is a socket (10,000 streaming clients in the benchmark), plus the providers'.\n\
+         LimitNOFILE={NOFILE}\n\
+         \n\
+         # Sandbox.\n\
+         NoNewPrivileges=yes\n\
+         {caps}\
+         ProtectSystem=strict\n\
+         ProtectHome=yes\n\
+         PrivateTmp=yes\n\
+         PrivateDevices=yes\n\
+         ProtectKernelTunables=yes\n\
+         ProtectKernelModules=yes\n\
+         ProtectKernelLogs=yes\n\
+         ProtectControlGroups=yes\n\
+         ProtectClock=yes\n\
+         ProtectHostname=yes\n\
+         ProtectProc=invisible\n\
+         ProcSubset=pid\n\
+         RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\n\
+         RestrictNamespaces=yes\n\
+         RestrictRealtime=yes\n\
+         RestrictSUIDSGID=yes\n\
+         LockPersonality=yes\n\
+         MemoryDenyWriteExecute=yes\n\
+         RemoveIPC=yes\n\
+         SystemCallArchitectures=native\n\
+         SystemCallFilter=@system-service\n\
+         SystemCallErrorNumber=EPERM\n",
+        drain = ctx.drain_seconds,
+        stop = ctx.drain_seconds + STOP_MARGIN_SECONDS,
+    )
+}
+
+fn main_unit(ctx: &Ctx<'_>) -> String {
+    let what = if ctx.split_roles {
+        "every role: the API and the workers of every pool (more workers: agentd-worker@<pool>)"
+    } else {
+        "every role, with the SQLite store in its state directory"
+    };
+    format!(
+        "# {app}.service, written by `agentd deploy render --target systemd` from agentd.toml.\n\
+         # Installed by install.sh (see README.md); the config is {CONFIG_DIR}/agentd.toml.\n\
+         [Unit]\n\
+         Description=agentd ({app}): LLM gateway and agent runtime, {what}\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=exec\n\
+         ExecStart={BINARY} serve\n\
+         {common}\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        app = ctx.app,
+        common = service_common(ctx, &ctx.app),
+    )
+}
+
+fn worker_unit(ctx: &Ctx<'_>) -> String {
+    let pools: Vec<&str> = ctx.pools().iter().map(|p| p.name.as_str()).collect();
+    format!(
+        "# {app}-worker@.service, written by `agentd deploy render --target systemd`: the workers of one\n\
+         # pool, for machines that add capacity to the PostgreSQL-backed deployment. The instance name\n\
+         # is the pool: systemctl enable --now {app}-worker@{first} (pools: {pools}).\n\
+         # Each instance serves /healthz and /metrics on server.listen; to run two pools on one machine\n\
+         # give one another port in {CONFIG_DIR}/worker-<pool>.env (AGENTD_LISTEN=0.0.0.0:9101).\n\
+         [Unit]\n\
+         Description=agentd ({app}) workers of pool %i\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=exec\n\
+         ExecStart={BINARY} serve --role worker --pools %i\n\
+         {common}\
+         # This machine's own settings for the pool, read last so they win (optional).\n\
+         EnvironmentFile=-{CONFIG_DIR}/worker-%i.env\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        app = ctx.app,
+        first = pools.first().copied().unwrap_or("cpu"),
+        pools = pools.join(", "),
+        common = service_common(ctx, &format!("{}-worker-%i", ctx.app)),
+    )
+}
+
+fn env_example(ctx: &Ctx<'_>) -> String {
+    let mut out = format!(
+        "# {ENV_FILE}: the secrets of agentd, NAME=value per line (systemd's syntax: no `export`,\n\
+         # quotes optional). Mode 0600, owned by root. Written by `agentd deploy render`: names only.\n"
+    );
+    for var in &ctx.secret_vars {
+        let _ = writeln!(out, "{var}=");
+    }
+    out
+}
+
+fn install_script(ctx: &Ctx<'_>) -> String {
+    let app = &ctx.app;
+    let worker = if ctx.split_roles {
+        format!(
+            "install -m 0644 \"$HERE/{app}-worker@.service\" /etc/systemd/system/{app}-worker@.service\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "#!/usr/bin/env bash\n\
+         # Installs agentd as the systemd service {app} on this machine, written by\n\
+         # `agentd deploy render --target systemd`. As root:\n\
+         #   sudo bash deploy/systemd/install.sh [path/to/agentd]\n\
+         # The binary defaults to target/release/agentd of the repository (cargo build --release -p agentd),\n\
+         # else the agentd on PATH. Safe to run again: it replaces the binary, config and units, and\n\
+         # never overwrites the secrets file.\n\
+         set -euo pipefail\n\
+         \n\
+         HERE=\"$(cd \"$(dirname \"${{BASH_SOURCE[0]}}\")\" && pwd)\"\n\
+         BIN=\"${{1:-}}\"\n\
+         if [ -z \"$BIN\" ]; then\n\
+         \x20 for candidate in \"$HERE/../../target/release/agentd\" \"$(command -v agentd || true)\"; do\n\
+         \x20   if [ -n \"$candidate\" ] && [ -x \"$candidate\" ]; then BIN=\"$candidate\"; break; fi\n\
+         \x20 done\n\
+         fi\n\
+         [ -n \"$BIN\" ] && [ -x \"$BIN\" ] || {{ echo \"no agentd binary: cargo build --release -p agentd, or pass its path\" >&2; exit 1; }}\n\
+         [ \"$(id -u)\" = 0 ] || {{ echo \"run this as root (sudo)\" >&2; exit 1; }}\n\
+         \n\
+         install -m 0755 \"$BIN\" {BINARY}\n\
+         install -d -m 0755 {CONFIG_DIR}\n\
+         install -m 0644 \"$HERE/agentd.toml\" {CONFIG_DIR}/agentd.toml\n\
+         NEW_SECRETS=0\n\
+         if [ ! -e {ENV_FILE} ]; then\n\
+         \x20 install -m 0600 -o root -g root \"$HERE/agentd.env.example\" {ENV_FILE}\n\
+         \x20 NEW_SECRETS=1\n\
+         fi\n\
+         install -m 0644 \"$HERE/{app}.service\" /etc/systemd/system/{app}.service\n\
+         {worker}\
+         systemctl daemon-reload\n\
+         if [ \"$NEW_SECRETS\" = 1 ] && grep -qE '^[A-Z0-9_]+=$' {ENV_FILE}; then\n\
+         \x20 systemctl enable {app}.service\n\
+         \x20 echo \"Fill in the secrets in {ENV_FILE}, then: systemctl start {app}\"\n\
+         else\n\
+         \x20 systemctl enable {app}.service\n\
+         \x20 systemctl restart {app}.service\n\
+         \x20 systemctl --no-pager status {app}.service || true\n\
+         fi\n"
+    )
+}
+
+fn readme(ctx: &Ctx<'_>) -> String {
+    let app = &ctx.app;
+    let mut r = format!(
+        "# agentd on a VM with systemd\n\n\
+         Written by `agentd deploy render --target systemd` from `agentd.toml`. Edit the config and render\n\
+         again; do not edit these files.\n\n\
+         | file | installed as |\n|---|---|\n\
+         | `{app}.service` | `/etc/systemd/system/{app}.service`: `agentd serve`, every role |\n"
+    );
+    if ctx.split_roles {
+        let _ = writeln!(
+            r,
+            "| `{app}-worker@.service` | `/etc/systemd/system/{app}-worker@.service`: the workers of one pool (`{app}-worker@gpu`), for more machines |"
+        );
+    }
+    let _ = write!(
+        r,
+        "| `agentd.toml` | `{CONFIG_DIR}/agentd.toml` |\n\
+         | `agentd.env.example` | `{ENV_FILE}` (mode 0600): the secrets, by name |\n\
+         | `install.sh` | does all of the above, then enables and starts the service |\n\n\
+         ## Install\n\n\
+         ```sh\n\
+         cargo build --release -p agentd           # or bring a release binary\n\
+         sudo bash deploy/systemd/install.sh\n\
+         sudoedit {ENV_FILE}                # the secrets, then: sudo systemctl start {app}\n\
+         journalctl -u {app} -f\n\
+         ```\n\n\
+         agentd listens on `server.listen` ({listen}); with `127.0.0.1` put a reverse proxy (TLS) in front, or\n\
+         listen on `0.0.0.0`. State (the SQLite store, when it is used) lives in `/var/lib/{app}`, owned by the\n\
+         service's dynamic user.\n\
+         `systemctl stop` drains for `server.shutdown_grace` ({drain} s).\n",
+        listen = ctx.config.server.listen,
+        drain = ctx.drain_seconds,
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::test_support::{assert_no_secret, ctx_with, file, load};
+
+    #[test]
+    fn sqlite_gets_one_hardened_unit_with_its_state_directory() {
+        let text = "[server]\nshutdown_grace_ms = 45000\nlisten = \"0.0.0.0:8080\"\n";
+        let config = load(text);
+        let ctx = ctx_with(&config, text, &[]);
+        let files = render(&ctx).unwrap();
+        assert!(!files
+            .iter()
+            .any(|f| f.path.to_string_lossy().contains("worker@")));
+        let unit = file(&files, "systemd/agentd.service");
+        for line in [
+            "ExecStart=/usr/local/bin/agentd serve\n",
+            "DynamicUser=yes\n",
+            "StateDirectory=agentd\n",
+            "Environment=AGENTD_DATA_DIR=%S/agentd\n",
+            "EnvironmentFile=/etc/agentd/agentd.env\n",
+            "KillSignal=SIGTERM\n",
+            "TimeoutStopSec=55\n",
+            "Restart=on-failure\n",
+            "NoNewPrivileges=yes\n",
+            "ProtectSystem=strict\n",
+            "ProtectHome=yes\n",
+            "PrivateTmp=yes\n",
+            "LimitNOFILE=65536\n",
+            "CapabilityBoundingSet=\n",
+            "WantedBy=multi-user.target\n",
+        ] {
+            assert!(unit.contains(line), "missing {line:?} in\n{unit}");
+        }
+        assert_eq!(
+            file(&files, "systemd/agentd.env.example"),
+            "# /etc/agentd/agentd.env: the secrets of agentd, NAME=value per line (systemd's syntax: no `export`,\n# quotes optional). Mode 0600, owned by root. Written by `agentd deploy render`: names only.\nAGENTD_ADMIN_KEY=\n"
+        );
+        let install = files
+            .iter()
+            .find(|f| f.path.to_str() == Some("systemd/install.sh"))
+            .unwrap();
+        assert_eq!(install.mode, 0o755);
+    }
+
+    #[test]
+    fn postgres_adds_a_worker_template_and_names_secrets_only() {
+        let text = "[server]\nlisten = \"0.0.0.0:80\"\n[store]\nkind = \"postgres\"\nurl = \"${DATABASE_URL}\"\n[providers.openai]\nkind = \"openai\"\napi_key = \"${OPENAI_API_KEY}\"\n";
+        let config = load(text);
+        let ctx = ctx_with(&config, text, &[]);
+        let files = render(&ctx).unwrap();
+        let worker = file(&files, "systemd/agentd-worker@.service");
+        assert!(worker.contains("ExecStart=/usr/local/bin/agentd serve --role worker --pools %i\n"));
+        assert!(worker.contains("StateDirectory=agentd-worker-%i\n"));
+        // Port 80: the one capability it needs.
+        assert!(worker.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE\n"));
+        let env = file(&files, "systemd/agentd.env.example");
+        assert!(env.contains("\nDATABASE_URL=\n") && env.contains("\nOPENAI_API_KEY=\n"));
+        assert!(file(&files, "systemd/install.sh").contains("agentd-worker@.service"));
+        assert_no_secret(&files);
+    }
 }
