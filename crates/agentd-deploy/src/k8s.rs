@@ -4,9 +4,9 @@
 //!
 //! On PostgreSQL the roles are split: an api Deployment (Service, PDB, HPA on CPU and on
 //! in-flight requests) and one worker Deployment per pool scaled by KEDA from the pool's
-//! schedule and queue ([`keda`]). Workers run only in the primary region, beside the queue and
-//! the primary database: every region's KEDA would read the same global queue and each would
-//! start a full fleet. On SQLite one process must own the file: a single Deployment with a
+//! schedule and queue ([`keda`]). Every region runs workers: a region's store and queue (its
+//! secrets) hold the runs of the tenants whose home region it is — with strict residency they
+//! may not run anywhere else — and the primary's hold the others'. On SQLite one process must own the file: a single Deployment with a
 //! volume, `Recreate` on update, nothing to autoscale.
 //!
 //! Secrets are referenced by name only: the user creates `<app>-secrets` with the rendered
@@ -156,7 +156,7 @@ pub(crate) fn render(ctx: &Ctx<'_>) -> Result<Vec<File>, RenderError> {
                 if primary {
                     ": the PRIMARY region (primary database, queue and workers)"
                 } else if ctx.split_roles {
-                    ": api only; runs are queued to and executed in the primary region"
+                    ": api and workers for the tenants whose home region this is (their runs live in this region's store and queue)"
                 } else {
                     ""
                 }
@@ -571,28 +571,6 @@ fn overlay(ctx: &Ctx<'_>, names: &Names, region: &agentd_config::Region, primary
                 ])]))),
             ),
         ]));
-        if !primary {
-            let mut drop = |api_version: &str, kind: &str, name: String| {
-                let body = map([
-                    ("$patch", v("delete")),
-                    ("apiVersion", v(api_version.to_owned())),
-                    ("kind", v(kind.to_owned())),
-                    ("metadata", map([("name", v(name))])),
-                ]);
-                patches.push(map([("patch", v(yaml::to_string(&body)))]));
-            };
-            for pool in ctx.pools() {
-                drop("apps/v1", "Deployment", names.worker(&pool.name));
-                drop("keda.sh/v1alpha1", "ScaledObject", names.worker(&pool.name));
-            }
-            if keda::trigger_auth(ctx, names).is_some() {
-                drop(
-                    "keda.sh/v1alpha1",
-                    "TriggerAuthentication",
-                    names.queue_auth(),
-                );
-            }
-        }
     }
     map([
         ("apiVersion", v("kustomize.config.k8s.io/v1beta1")),
@@ -694,7 +672,7 @@ fn secret_keys(ctx: &Ctx<'_>) -> Vec<(String, Need)> {
     keys
 }
 
-/// Keys KEDA's TriggerAuthentication reads (primary region only: the workers run there).
+/// Keys KEDA's TriggerAuthentication reads (every region: each scales on its own queue).
 fn keda_secret_keys(ctx: &Ctx<'_>) -> Vec<(String, Need)> {
     if !ctx.split_roles {
         return Vec::new();
@@ -731,11 +709,7 @@ fn create_secret_script(ctx: &Ctx<'_>, names: &Names) -> String {
         names.app
     );
     s.push_str("args=()\n");
-    let primary_only = keda_secret_keys(ctx);
     for (key, need) in secret_keys(ctx) {
-        if primary_only.iter().any(|(k, _)| *k == key) {
-            continue;
-        }
         let _ = match need {
             Need::Required => writeln!(
                 s,
@@ -749,22 +723,6 @@ fn create_secret_script(ctx: &Ctx<'_>, names: &Names) -> String {
                 "if [ -n \"${{{key}:-}}\" ]; then args+=(--from-literal=\"{key}=${key}\"); fi"
             ),
         };
-    }
-    if !primary_only.is_empty() {
-        // Only the primary region runs workers, so only its KEDA reads the queue.
-        let _ = writeln!(s, "if [ \"$region\" = \"{}\" ]; then", ctx.primary.code);
-        for (key, need) in primary_only {
-            let _ = match need {
-                Need::Default(value) => {
-                    writeln!(s, "  args+=(--from-literal=\"{key}=${{{key}:-{value}}}\")")
-                }
-                Need::Required | Need::Optional => writeln!(
-                    s,
-                    "  args+=(--from-literal=\"{key}=${{{key}:?set {key} in the environment}}\")"
-                ),
-            };
-        }
-        s.push_str("fi\n");
     }
     let _ = writeln!(
         s,
@@ -791,7 +749,7 @@ fn readme(ctx: &Ctx<'_>, names: &Names) -> String {
     if ctx.split_roles {
         let _ = writeln!(
             r,
-            "## Layout\n\nThe store is PostgreSQL, so the roles are split: `{api}` serves the API (Service `{svc}`, PodDisruptionBudget, HPA on CPU and in-flight requests, {min_p} replicas minimum in the primary region and {min_s} elsewhere, {max} at most); one worker Deployment per pool ({pools}) is scaled by a KEDA ScaledObject built from the pool's schedule. Workers run in the primary region only, beside the queue and the primary database; the other regions' overlays delete them, and their api queues runs there.\n",
+            "## Layout\n\nThe store is PostgreSQL, so the roles are split: `{api}` serves the API (Service `{svc}`, PodDisruptionBudget, HPA on CPU and in-flight requests, {min_p} replicas minimum in the primary region and {min_s} elsewhere, {max} at most); one worker Deployment per pool ({pools}) is scaled by a KEDA ScaledObject built from the pool's schedule. Every region runs workers on its own store and queue (the region's secrets): the runs of the tenants whose home region it is live there, and with strict residency may run nowhere else; the primary region's hold everyone else's. If all regions share one database and one queue instead, every region's workers serve it (claims are fenced) and each region's KEDA sees the whole backlog: lower the secondary overlays' maxReplicaCount, or delete their worker Deployments there.\n",
             api = names.api(),
             svc = names.service(),
             min_p = API_MIN_PRIMARY,
@@ -852,8 +810,8 @@ fn readme(ctx: &Ctx<'_>, names: &Names) -> String {
     if ctx.split_roles {
         match ctx.queue() {
             agentd_config::QueueBackend::Store => {}
-            agentd_config::QueueBackend::Redis { .. } => r.push_str("   In the primary region KEDA reads the queue with keys of the same Secret: `KEDA_REDIS_ADDRESS` (`host:port`), `KEDA_REDIS_PASSWORD` (may be empty) and `KEDA_REDIS_TLS` (`enable`, or `disable`: the default).\n\n"),
-            agentd_config::QueueBackend::Nats { .. } => r.push_str("   In the primary region KEDA reads the queue with a key of the same Secret: `KEDA_NATS_MONITORING_ENDPOINT` (`host:8222`, the NATS monitoring port).\n\n"),
+            agentd_config::QueueBackend::Redis { .. } => r.push_str("   In every region KEDA reads that region's queue with keys of the same Secret: `KEDA_REDIS_ADDRESS` (`host:port`), `KEDA_REDIS_PASSWORD` (may be empty) and `KEDA_REDIS_TLS` (`enable`, or `disable`: the default).\n\n"),
+            agentd_config::QueueBackend::Nats { .. } => r.push_str("   In every region KEDA reads that region's queue with a key of the same Secret: `KEDA_NATS_MONITORING_ENDPOINT` (`host:8222`, the NATS monitoring port).\n\n"),
         }
     }
     r.push_str("2. Apply, per region (primary first):\n\n");

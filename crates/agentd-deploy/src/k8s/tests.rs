@@ -256,9 +256,9 @@ fn renders_every_file_and_one_overlay_per_region() {
     assert!(nrt.contains("value: nrt"));
     assert!(nrt.contains("asia-northeast1"));
     assert!(nrt.contains("agentd/primary: \"false\""));
-    // Workers only in the primary region.
-    assert!(nrt.contains("name: agentd-worker-gpu"));
-    assert_eq!(nrt.matches("\"$patch\": delete").count(), 3 * 2 + 1);
+    // Every region keeps its workers: the runs of the tenants pinned there live in its store.
+    assert!(!nrt.contains("$patch"), "{nrt}");
+    assert!(nrt.contains("workers for the tenants whose home region this is"));
     assert!(file(&files, "k8s/create-secret.sh").contains("cdg|nrt|sjc|ewr"));
     assert_eq!(
         files
