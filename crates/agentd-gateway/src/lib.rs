@@ -215,6 +215,22 @@ impl AppState {
         &self.store
     }
 
+    /// Whether this instance may serve and store `tenant`'s work: always in a one-region
+    /// deployment; else in its home region, or, without one, in the primary region.
+    pub async fn serves_tenant_here(
+        &self,
+        tenant: &agentd_core::TenantId,
+    ) -> Result<bool, agentd_core::StoreError> {
+        let Some(regions) = &self.regions else {
+            return Ok(true);
+        };
+        let pin = regions.pin(self.directory.as_ref(), tenant).await?;
+        Ok(match pin {
+            Some(pin) => regions.is_home(&pin.home_region),
+            None => regions.is_primary(),
+        })
+    }
+
     /// SIGTERM arrived: stop taking new work.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)

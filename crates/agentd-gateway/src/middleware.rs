@@ -325,15 +325,18 @@ async fn require_key(state: &AppState, mut req: Request, next: Next) -> Response
                     path: req.uri().path(),
                     headers: req.headers(),
                 };
-                if let Some(primary) = regions.unknown_key_goes_to_primary(&facts) {
+                if let Some((primary, permit)) = regions.unknown_key_check(&facts) {
+                    // If the primary cannot be reached, the answer is this region's own: 401.
                     let decision = region::Decision::Send {
                         region: primary,
-                        fallback_local: false,
+                        fallback_local: true,
                     };
-                    return region::dispatch(regions, decision, req, |_| async {
+                    let resp = region::dispatch(regions, decision, req, |_| async {
                         refused(invalid_key())
                     })
                     .await;
+                    drop(permit);
+                    return resp;
                 }
             }
             return refused(invalid_key());
@@ -359,10 +362,11 @@ async fn require_key(state: &AppState, mut req: Request, next: Next) -> Response
         },
     );
     let method = req.method().clone();
+    let path = req.uri().path().to_owned();
     region::dispatch(regions, decision, req, |mut req| async move {
         req.extensions_mut().insert(principal);
         let mut resp = next.run(req).await;
-        regions.mark_write(&method, &mut resp);
+        regions.mark_write(&path, &method, &mut resp);
         resp
     })
     .await
@@ -404,9 +408,10 @@ async fn require_admin(state: &AppState, req: Request, next: Next) -> Response {
                 headers: req.headers(),
             });
             let method = req.method().clone();
+            let path = req.uri().path().to_owned();
             region::dispatch(regions, decision, req, |req| async move {
                 let mut resp = next.run(req).await;
-                regions.mark_write(&method, &mut resp);
+                regions.mark_write(&path, &method, &mut resp);
                 resp
             })
             .await

@@ -22,6 +22,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -38,6 +39,8 @@ pub(crate) const SERVED_BY: &str = "agentd-region";
 
 /// How long connecting to another region may take before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Unknown-key checks in flight to the primary at once; beyond, an unknown key is refused here.
+const MAX_KEY_CHECKS: usize = 8;
 
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,6 +55,9 @@ pub(crate) enum Decision {
     },
     /// Refuse it (already forwarded, still misdirected).
     Misdirected { belongs_to: String },
+    /// The request came from its home region, which did not know the key yet (replication
+    /// lag): ask the client to retry there shortly.
+    Lagging { region: String },
 }
 
 /// What is known about the request, for [`Regions::decide`].
@@ -63,6 +69,19 @@ pub(crate) struct RequestFacts<'a> {
 impl RequestFacts<'_> {
     fn was_forwarded(&self) -> bool {
         self.headers.contains_key(FORWARDED_FROM) || self.headers.contains_key(FLY_REPLAY_SRC)
+    }
+
+    /// The region that sent this request here, per `agentd-forwarded-from`.
+    fn forwarded_from(&self) -> Option<&str> {
+        self.headers
+            .get(FORWARDED_FROM)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// A write of the primary's state (agent API, admin), not an LLM call (which every region
+    /// serves).
+    fn is_state_write(&self, method: &Method) -> bool {
+        !self.is_gateway() && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
     }
 
     fn is_gateway(&self) -> bool {
@@ -100,8 +119,12 @@ pub(crate) struct Regions {
     urls: Vec<(String, String)>,
     /// Home regions by tenant (`None`: not pinned), cached like keys.
     pins: moka::future::Cache<TenantId, Option<TenantPin>>,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
+    /// Bounds the unknown-key checks sent to the primary (a flood of bogus keys must not turn
+    /// into as many forwarded requests).
+    key_checks: std::sync::Arc<tokio::sync::Semaphore>,
     /// Keys unknown to the local replica are checked by the primary.
     has_replica: bool,
 }
@@ -124,9 +147,18 @@ impl Regions {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        // The HTTPS connector handles both schemes: `https://` region URLs must get past this one.
+        connector.enforce_http(false);
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let https = HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .ok()?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+            .build(https);
         Some(Regions {
             primary: primary.clone().unwrap_or_else(|| list[0].clone()),
             me,
@@ -142,12 +174,18 @@ impl Regions {
                 .build(),
             client,
             max_body_bytes: config.server.max_body_bytes,
+            body_read_timeout: config.server.body_read_timeout,
+            key_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_KEY_CHECKS)),
             has_replica: config.store_replica.is_some(),
         })
     }
 
     pub(crate) fn is_primary(&self) -> bool {
         self.me == self.primary
+    }
+
+    pub(crate) fn is_home(&self, region: &str) -> bool {
+        self.me == region
     }
 
     /// The tenant's home region, through the cache.
@@ -192,12 +230,17 @@ impl Regions {
             return Decision::Local;
         }
         if facts.was_forwarded() {
-            return if fallback_local {
-                Decision::Local
-            } else {
-                Decision::Misdirected {
-                    belongs_to: target.to_owned(),
-                }
+            if fallback_local {
+                return Decision::Local;
+            }
+            // Its home region sent it here because the key was not there yet.
+            if facts.forwarded_from() == Some(target) {
+                return Decision::Lagging {
+                    region: target.to_owned(),
+                };
+            }
+            return Decision::Misdirected {
+                belongs_to: target.to_owned(),
             };
         }
         Decision::Send {
@@ -209,7 +252,12 @@ impl Regions {
     /// `/admin` requests: the directory (keys, tenants) and reports live in the primary's
     /// database; this region's own queues and pools are answered here.
     pub(crate) fn decide_admin(&self, facts: &RequestFacts<'_>) -> Decision {
-        let local = facts.path.starts_with("/admin/queues") || facts.path == "/admin/pools";
+        // This region's own queues, pools, ledger, budgets and breakers are answered here.
+        let local = facts.path.starts_with("/admin/queues")
+            || matches!(
+                facts.path,
+                "/admin/pools" | "/admin/spend" | "/admin/budgets" | "/admin/breakers"
+            );
         if self.is_primary() || local {
             return Decision::Local;
         }
@@ -224,15 +272,28 @@ impl Regions {
         }
     }
 
-    /// A key the local replica does not know: the primary may (replication lag).
-    pub(crate) fn unknown_key_goes_to_primary(&self, facts: &RequestFacts<'_>) -> Option<String> {
-        (self.has_replica && !self.is_primary() && !facts.was_forwarded())
-            .then(|| self.primary.clone())
+    /// A key the local replica does not know: the primary may (replication lag). At most
+    /// [`MAX_KEY_CHECKS`] at once (a flood of bogus keys is refused here, not forwarded); the
+    /// permit is held until the primary answered.
+    pub(crate) fn unknown_key_check(
+        &self,
+        facts: &RequestFacts<'_>,
+    ) -> Option<(String, tokio::sync::OwnedSemaphorePermit)> {
+        if !self.has_replica || self.is_primary() || facts.was_forwarded() {
+            return None;
+        }
+        let permit = self.key_checks.clone().try_acquire_owned().ok()?;
+        Some((self.primary.clone(), permit))
     }
 
     /// Marks the answer to a write served by the primary, for read-your-writes.
-    pub(crate) fn mark_write(&self, method: &Method, resp: &mut Response) {
-        if !self.is_primary() || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    pub(crate) fn mark_write(&self, path: &str, method: &Method, resp: &mut Response) {
+        let headers = HeaderMap::new();
+        let facts = RequestFacts {
+            path,
+            headers: &headers,
+        };
+        if !self.is_primary() || !facts.is_state_write(method) || self.read_your_writes.is_zero() {
             return;
         }
         if !resp.status().is_success() {
@@ -285,50 +346,89 @@ impl Regions {
             .find(|(r, _)| r == region)
             .map(|(_, u)| u.clone())
         else {
+            if fallback_local {
+                return Err(Box::new(req));
+            }
             return Ok(unavailable(
                 format,
                 region,
                 "no URL is configured for it ([regions.urls])",
             ));
         };
-        if req.headers().contains_key(header::UPGRADE) {
+        let websocket = req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        if websocket {
             // A WebSocket cannot be proxied here: tell the client where to connect.
             return Ok(misdirected(format, region));
         }
+        let path = match req.uri().path_and_query() {
+            Some(p) if p.as_str().starts_with('/') => p.as_str().to_owned(),
+            // `OPTIONS *` and authority-form targets name no resource of another region.
+            _ => return Ok(misdirected(format, region)),
+        };
         let (parts, body) = req.into_parts();
-        // Buffered (bounded by server.max_body_bytes), so a preferred pin can still be served
-        // here when its home region is down.
-        let bytes = match axum::body::to_bytes(body, self.max_body_bytes).await {
-            Ok(b) => b,
-            Err(_) => {
+        // Buffered (bounded by server.max_body_bytes and server.body_read_timeout_ms), so a
+        // preferred pin can still be served here when its home region is down.
+        let bytes = match tokio::time::timeout(
+            self.body_read_timeout,
+            axum::body::to_bytes(body, self.max_body_bytes),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
                 return Ok(ErrorResponse {
                     format,
                     error: ApiError::new(
                         ErrorKind::PayloadTooLarge,
                         "request_too_large",
-                        "the request body is larger than server.max_body_bytes (or was cut)",
+                        "the request body is larger than server.max_body_bytes, or the connection was cut while sending it",
+                    ),
+                }
+                .into_response())
+            }
+            Err(_) => {
+                return Ok(ErrorResponse {
+                    format,
+                    error: ApiError::new(
+                        ErrorKind::RequestTimeout,
+                        "body_timeout",
+                        format!(
+                            "the request body did not arrive within {} ms (server.body_read_timeout_ms)",
+                            self.body_read_timeout.as_millis()
+                        ),
                     ),
                 }
                 .into_response())
             }
         };
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
         let uri: Uri = match format!("{base}{path}").parse() {
             Ok(u) => u,
-            Err(_) => return Ok(unavailable(format, region, "its URL is invalid")),
+            Err(_) => return Ok(misdirected(format, region)),
         };
         let mut out = axum::http::Request::builder()
             .method(parts.method.clone())
             .uri(uri)
             .body(Body::from(bytes.clone()))
             .expect("a request from valid parts");
+        let listed = connection_listed(&parts.headers);
         for (name, value) in &parts.headers {
-            if !is_hop_by_hop(name) && name != header::HOST {
+            if !is_hop_by_hop(name)
+                && name != header::HOST
+                && name != header::EXPECT
+                && !listed.contains(name)
+            {
                 out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        // The home region logs the request under the id the client sees.
+        if let Some(crate::middleware::RequestId(id)) = parts.extensions.get() {
+            if let Ok(v) = HeaderValue::from_str(id) {
+                out.headers_mut()
+                    .insert(HeaderName::from_static(crate::middleware::REQUEST_ID), v);
             }
         }
         if let Ok(v) = HeaderValue::from_str(&self.me) {
@@ -339,11 +439,16 @@ impl Regions {
             Ok(resp) => {
                 ::metrics::counter!(crate::metrics::REGION_SENT, "to" => region.to_owned(), "how" => "forward").increment(1);
                 let (mut parts, body) = resp.into_parts();
+                for name in connection_listed(&parts.headers) {
+                    parts.headers.remove(name);
+                }
                 parts.headers.retain_hop_by_hop();
                 Ok(Response::from_parts(parts, Body::new(body)))
             }
             Err(e) => {
-                tracing::warn!(region, error = %e, "Cannot reach the region");
+                // No answer head came back (refused, reset, closed, timed out connecting): the
+                // region counts as down. A preferred pin is served here instead.
+                tracing::warn!(region, error = %e, connect = e.is_connect(), "Cannot reach the region");
                 ::metrics::counter!(crate::metrics::REGION_SENT, "to" => region.to_owned(), "how" => "failed").increment(1);
                 if fallback_local {
                     let req = Request::from_parts(parts, Body::from(bytes));
@@ -367,6 +472,17 @@ impl RetainHopByHop for HeaderMap {
             self.remove(n);
         }
     }
+}
+
+/// The headers a `Connection` header names: hop-by-hop too.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -433,6 +549,16 @@ where
         Decision::Misdirected { belongs_to } => {
             misdirected(crate::middleware::format_for(req.uri().path()), &belongs_to)
         }
+        Decision::Lagging { region } => ErrorResponse {
+            format: crate::middleware::format_for(req.uri().path()),
+            error: ApiError::new(
+                ErrorKind::Unavailable,
+                "key_not_replicated",
+                format!("this API key is new and region {region} does not know it yet (replication lag); retry in a moment"),
+            )
+            .with_retry_after(Duration::from_secs(1)),
+        }
+        .into_response(),
         Decision::Send {
             region,
             fallback_local,
@@ -456,8 +582,19 @@ mod tests {
             read_your_writes: Duration::from_secs(5),
             urls: vec![],
             pins: moka::future::Cache::builder().build(),
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            client: Client::builder(TokioExecutor::new()).build(
+                HttpsConnectorBuilder::new()
+                    .with_provider_and_webpki_roots(std::sync::Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .unwrap()
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(HttpConnector::new()),
+            ),
             max_body_bytes: 1024,
+            body_read_timeout: Duration::from_secs(1),
+            key_checks: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             has_replica: true,
         }
     }
@@ -539,6 +676,19 @@ mod tests {
             ),
             Decision::Misdirected {
                 belongs_to: "nrt".into()
+            }
+        );
+        // Sent by its home region (a key it did not know yet): retry there, not 421.
+        assert_eq!(
+            decide(
+                &cdg,
+                Some(&nrt),
+                Method::GET,
+                "/v1/models",
+                &[(FORWARDED_FROM, "nrt")]
+            ),
+            Decision::Lagging {
+                region: "nrt".into()
             }
         );
         // At home: served.
@@ -625,6 +775,22 @@ mod tests {
     }
 
     #[test]
+    fn only_state_writes_on_the_primary_open_the_read_your_writes_window() {
+        let marked = |r: &Regions, path: &str, method: Method| {
+            let mut resp = Response::new(Body::empty());
+            r.mark_write(path, &method, &mut resp);
+            resp.headers().contains_key(PRIMARY_UNTIL)
+        };
+        let cdg = regions("cdg");
+        assert!(marked(&cdg, "/threads", Method::POST));
+        assert!(marked(&cdg, "/admin/tenants/acme", Method::PUT));
+        assert!(!marked(&cdg, "/threads", Method::GET));
+        // LLM calls are served in every region: they must not pin a client to the primary.
+        assert!(!marked(&cdg, "/v1/chat/completions", Method::POST));
+        assert!(!marked(&regions("nrt"), "/threads", Method::POST));
+    }
+
+    #[test]
     fn admin_goes_to_the_primary_but_local_queues_stay() {
         let nrt = regions("nrt");
         let facts = |path| (path, Method::GET, HeaderMap::new());
@@ -633,6 +799,8 @@ mod tests {
             ("/admin/tenants/acme", send("cdg", false)),
             ("/admin/queues", Decision::Local),
             ("/admin/pools", Decision::Local),
+            ("/admin/spend", Decision::Local),
+            ("/admin/breakers", Decision::Local),
         ] {
             let (p, m, h) = facts(path);
             let _ = m;

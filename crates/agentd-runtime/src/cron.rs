@@ -97,6 +97,19 @@ async fn fire(rt: &Arc<Runtime>, cron: Cron) {
             return;
         }
     }
+    // A tenant pinned to another region since the cron was made: its runs may not start here
+    // (strict residency); the cron stays, for the tenant to delete or move.
+    match rt.gw.serves_tenant_here(&cron.tenant).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(cron_id = %cron.cron_id, tenant = %cron.tenant, "Cron of a tenant whose home region is another; not fired here");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(cron_id = %cron.cron_id, error = %e, "Cannot read the tenant's home region; cron not fired");
+            return;
+        }
+    }
     let Some(agent) = rt.agent(&cron.agent).cloned() else {
         tracing::warn!(cron_id = %cron.cron_id, agent = %cron.agent, "Cron names an agent that is not configured; skipped");
         return;

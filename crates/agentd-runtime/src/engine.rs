@@ -431,6 +431,19 @@ impl Exec {
         }
         openai.extend(self.messages.iter().map(messages::to_openai));
         let prompt_chars: usize = openai.iter().map(|m| m.to_string().len()).sum();
+        // A run made before its tenant was pinned to another region: no model call (and no
+        // ledger row) here, whatever the run's history.
+        if !self
+            .rt
+            .gw
+            .serves_tenant_here(&self.run.tenant)
+            .await
+            .unwrap_or(true)
+        {
+            return Err(End::Error(
+                "the tenant's home region is another region now; this run, made before, is not executed here".to_owned(),
+            ));
+        }
         self.admit(&model, prompt_chars)?;
         self.start_step("llm").await?;
         let step_started = Instant::now();

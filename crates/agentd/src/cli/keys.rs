@@ -85,7 +85,7 @@ pub(super) async fn open_store(config: &agentd_config::Config) -> anyhow::Result
     })
 }
 
-pub(super) fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(mut args: KeysArgs) -> anyhow::Result<ExitCode> {
     let config = match args.config.load(None) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -96,8 +96,9 @@ pub(super) fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     if let KeysCommand::Create {
         region: Some(region),
         ..
-    } = &args.command
+    } = &mut args.command
     {
+        *region = region.trim().to_ascii_lowercase();
         if let Err(code) = super::tenants::check_region(&config, region) {
             return Ok(code);
         }

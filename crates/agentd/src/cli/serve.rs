@@ -111,6 +111,19 @@ fn describe(config: &Config) {
         ledger = config.ledger.enabled,
         "Cost control"
     );
+    let regions = &config.regions;
+    if regions.list.len() > 1 {
+        info!(
+            region = config.server.region.as_deref().unwrap_or("-"),
+            primary = regions.primary.as_deref().unwrap_or("-"),
+            regions = %regions.list.join(","),
+            routing = regions.routing.as_str(),
+            "Regions"
+        );
+        if config.server.region != regions.primary && config.store_replica.is_none() {
+            warn!("This region is not the primary and store.replica_url is unset: API keys and tenant home regions are read from store.url, which must then be the primary's database (or a replica of it), else no key is found here");
+        }
+    }
     if config.auth.admin_key.is_none() {
         info!("Admin API disabled (set AGENTD_ADMIN_KEY to enable /admin); create keys with 'agentd keys create --name NAME'");
     }
