@@ -240,6 +240,8 @@ pub struct RegionsConfig {
     pub read_your_writes: Duration,
     /// Region code → base URL (no trailing slash).
     pub urls: Vec<(String, Secret)>,
+    /// Region code → that region's own database (`[regions.store_urls]`).
+    pub store_urls: Vec<(String, Secret)>,
 }
 
 impl RegionsConfig {
@@ -251,6 +253,14 @@ impl RegionsConfig {
     /// Whether `code` is one of the deployment's regions.
     pub fn serves(&self, code: &str) -> bool {
         self.list.iter().any(|r| r == code)
+    }
+
+    /// The database of region `code`, if it has its own (`[regions.store_urls]`).
+    pub fn store_url(&self, code: &str) -> Option<&Secret> {
+        self.store_urls
+            .iter()
+            .find(|(r, _)| r == code)
+            .map(|(_, u)| u)
     }
 
     /// The base URL of `code`'s agentd, if configured.
@@ -545,12 +555,38 @@ pub(crate) fn regions(
             }
         }
     }
+    let mut store_urls = Vec::new();
+    for (code, value) in raw.store_urls.iter().flatten() {
+        let path = p.key("store_urls").key(code);
+        if !list.iter().any(|r| r == code) {
+            sink.error(
+                &path,
+                format!("\"{code}\" has a database but is not in regions.list"),
+                "add it to regions.list or remove this entry",
+            );
+            continue;
+        }
+        let Some(url) = sink.expand(&path, value, env) else {
+            continue;
+        };
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            let scheme = url.split_once("://").map_or("(none)", |(s, _)| s);
+            sink.error(
+                &path,
+                format!("a region's database must be PostgreSQL: the URL must start with postgres:// (scheme is \"{scheme}\")"),
+                "use a URL like postgres://user:password@nrt-db:5432/agentd",
+            );
+            continue;
+        }
+        store_urls.push((code.clone(), Secret::new(url)));
+    }
     RegionsConfig {
         list,
         primary,
         routing,
         read_your_writes,
         urls,
+        store_urls,
     }
 }
 

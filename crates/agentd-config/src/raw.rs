@@ -514,6 +514,8 @@ pub struct RawRegions {
     pub read_your_writes_ms: Option<i64>,
     /// `[regions.urls]`: region code → base URL of that region's agentd (`http://nrt.internal:8080`), used by `routing = "forward"`; may use `${VAR}`. Required for every region of `list` other than this instance's when routing is `forward`.
     pub urls: Option<std::collections::BTreeMap<String, String>>,
+    /// `[regions.store_urls]`: region code → PostgreSQL URL of that region's own database, for data residency where one config serves every region (Fly.io's app-wide secrets): an instance uses its own region's entry instead of `store.url`. May use `${VAR}`.
+    pub store_urls: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `[deploy]`: names used by `agentd deploy render`.

@@ -1228,3 +1228,63 @@ fn schedule_errors_name_the_value_and_key() {
         "min_workers (4) is greater than max_workers (2)",
     );
 }
+
+#[test]
+fn a_region_with_its_own_database_uses_it_instead_of_store_url() {
+    let text = r#"
+[store]
+kind = "postgres"
+url = "postgres://u@primary/agentd"
+max_connections = 6
+
+[regions]
+list = ["cdg", "nrt"]
+primary = "cdg"
+routing = "fly-replay"
+
+[regions.store_urls]
+nrt = "${NRT_DATABASE_URL}"
+"#;
+    let env = env_of(&[
+        ("FLY_REGION", "nrt"),
+        ("NRT_DATABASE_URL", "postgres://u@nrt-db/agentd"),
+    ]);
+    let c = load_with(text, &env).unwrap_or_else(|e| panic!("{}", crate::ConfigErrors(e)));
+    match &c.store {
+        crate::StoreConfig::Postgres {
+            url,
+            max_connections,
+        } => {
+            assert_eq!(url.expose(), "postgres://u@nrt-db/agentd");
+            assert_eq!(*max_connections, 6);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The primary region keeps store.url.
+    let env = env_of(&[
+        ("FLY_REGION", "cdg"),
+        ("NRT_DATABASE_URL", "postgres://u@nrt-db/agentd"),
+    ]);
+    let c = load_with(text, &env).unwrap();
+    assert!(
+        matches!(&c.store, crate::StoreConfig::Postgres { url, .. } if url.expose() == "postgres://u@primary/agentd")
+    );
+    // Not PostgreSQL, or not a listed region: named errors.
+    let errs = crate::tests::errors(
+        "[server]\nregion = \"cdg\"\n[regions]\nlist = [\"cdg\", \"nrt\"]\nrouting = \"fly-replay\"\n[regions.store_urls]\nnrt = \"redis://x\"\nsyd = \"postgres://x/y\"\n",
+    );
+    let text: Vec<String> = errs
+        .iter()
+        .map(|e| format!("{} {}", e.key, e.message))
+        .collect();
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("regions.store_urls.nrt") && t.contains("must be PostgreSQL")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("regions.store_urls.syd") && t.contains("not in regions.list")),
+        "{text:?}"
+    );
+}

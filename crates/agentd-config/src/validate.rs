@@ -183,6 +183,19 @@ pub(crate) fn build(
         .to_path_buf();
     let runtime = runtime::build(parsed, &base_dir, env, sink);
     let regions = deploy::regions(&raw.regions, server.region.as_deref(), env, sink);
+    // A region with its own database (residency) uses it instead of store.url.
+    let store = match server.region.as_deref().and_then(|r| regions.store_url(r)) {
+        Some(url) => StoreConfig::Postgres {
+            url: url.clone(),
+            max_connections: match &store {
+                StoreConfig::Postgres {
+                    max_connections, ..
+                } => *max_connections,
+                StoreConfig::Sqlite { .. } => defaults::MAX_CONNECTIONS,
+            },
+        },
+        None => store,
+    };
     let store_replica = store_replica(&raw.store, &store, env, sink);
     Config {
         regions,

@@ -116,7 +116,9 @@ pub(crate) fn whole_reference(config_text: &str, path: &[&str]) -> Option<String
 fn stand_in_for(path: &[String], queue_kind: &str, primary: Option<&str>) -> String {
     let keys: Vec<&str> = path.iter().map(String::as_str).collect();
     match keys.as_slice() {
-        ["store", "url" | "replica_url"] => POSTGRES_STAND_IN.to_owned(),
+        ["store", "url" | "replica_url"] | ["regions", "store_urls", _] => {
+            POSTGRES_STAND_IN.to_owned()
+        }
         ["queue", "url"] if queue_kind == "nats" => NATS_STAND_IN.to_owned(),
         ["queue", "url"] => REDIS_STAND_IN.to_owned(),
         ["server", "listen"] => "0.0.0.0:8080".to_owned(),

@@ -139,6 +139,7 @@ impl Regions {
             routing,
             read_your_writes,
             urls,
+            ..
         } = &config.regions;
         if list.len() < 2 {
             return None;
