@@ -6,6 +6,7 @@ use agentd_gateway::keys::issue;
 use agentd_store::Store;
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -150,19 +151,22 @@ pub(super) fn run(mut args: KeysArgs) -> anyhow::Result<ExitCode> {
             }
             KeysCommand::List { tenant, json } => {
                 let keys = store.list_keys(tenant.map(TenantId::new).as_ref()).await?;
+                let mut out = String::new();
                 if json {
                     let data: Vec<_> = keys
                         .iter()
                         .map(agentd_gateway::routes::admin::key_json)
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&data)?);
+                    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&data)?);
                 } else {
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "{:<22} {:<20} {:<12} {:<12} {:<10} {:<20} {:<25} STATUS",
                         "ID", "NAME", "TENANT", "USER", "TIER", "PREFIX", "CREATED"
                     );
                     for k in &keys {
-                        println!(
+                        let _ = writeln!(
+                            out,
                             "{:<22} {:<20} {:<12} {:<12} {:<10} {:<20} {:<25} {}",
                             // `as_str`: the id types' `Display` ignores width.
                             k.id.as_str(),
@@ -176,6 +180,7 @@ pub(super) fn run(mut args: KeysArgs) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
+                super::print_stdout(&out)?;
                 ExitCode::SUCCESS
             }
             KeysCommand::Revoke { id } => {

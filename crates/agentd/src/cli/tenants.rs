@@ -5,6 +5,7 @@ use super::{ConfigArgs, EXIT_CONFIG};
 use agentd_core::{Residency, TenantId, TenantPin, TenantStore};
 use agentd_store::Store;
 use clap::{Args, Subcommand};
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 #[derive(Args)]
@@ -161,19 +162,22 @@ pub(super) fn run(args: TenantsArgs) -> anyhow::Result<ExitCode> {
             }
             (TenantsCommand::List { json }, _) => {
                 let pins = store.list_tenant_pins().await?;
+                let mut out = String::new();
                 if json {
                     let data: Vec<_> = pins
                         .iter()
                         .map(agentd_gateway::routes::tenants::pin_json)
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&data)?);
+                    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&data)?);
                 } else {
-                    println!(
+                    let _ = writeln!(
+                        out,
                         "{:<24} {:<8} {:<10} UPDATED",
                         "TENANT", "REGION", "RESIDENCY"
                     );
                     for p in &pins {
-                        println!(
+                        let _ = writeln!(
+                            out,
                             "{:<24} {:<8} {:<10} {}",
                             p.tenant.as_str(),
                             p.home_region,
@@ -182,6 +186,7 @@ pub(super) fn run(args: TenantsArgs) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
+                super::print_stdout(&out)?;
                 ExitCode::SUCCESS
             }
             _ => unreachable!("every command but list names a tenant"),
