@@ -71,11 +71,17 @@ impl RequestFacts<'_> {
         self.headers.contains_key(FORWARDED_FROM) || self.headers.contains_key(FLY_REPLAY_SRC)
     }
 
-    /// The region that sent this request here, per `agentd-forwarded-from`.
+    /// The region that sent this request here: `agentd-forwarded-from`, or the `region=` of
+    /// Fly's `fly-replay-src` (`instance=…;region=nrt;t=…`).
     fn forwarded_from(&self) -> Option<&str> {
+        if let Some(v) = self.headers.get(FORWARDED_FROM) {
+            return v.to_str().ok();
+        }
         self.headers
-            .get(FORWARDED_FROM)
-            .and_then(|v| v.to_str().ok())
+            .get(FLY_REPLAY_SRC)
+            .and_then(|v| v.to_str().ok())?
+            .split(';')
+            .find_map(|kv| kv.trim().strip_prefix("region="))
     }
 
     /// A write of the primary's state (agent API, admin), not an LLM call (which every region
@@ -677,6 +683,18 @@ mod tests {
             ),
             Decision::Misdirected {
                 belongs_to: "nrt".into()
+            }
+        );
+        assert_eq!(
+            decide(
+                &cdg,
+                Some(&nrt),
+                Method::GET,
+                "/v1/models",
+                &[(FLY_REPLAY_SRC, "instance=abc;region=nrt;t=1")]
+            ),
+            Decision::Lagging {
+                region: "nrt".into()
             }
         );
         // Sent by its home region (a key it did not know yet): retry there, not 421.
