@@ -8,7 +8,10 @@
 #      check-jsonschema. No registry ships a Cloud Run or Knative JSON Schema as such.
 #   2. What the document states in prose (cloudrun_checks.py): the annotations Cloud Run accepts
 #      on a Service and on a Revision, timeout and probe limits; and that every secret referenced
-#      is created by deploy.sh and no config variable has a literal value.
+#      is created by deploy.sh and no config variable has a literal value, that each service gets
+#      AGENTD_REGION, that no worker sits at zero instances without a Scheduler job to start it,
+#      and (running deploy.sh's own manifest() with bash) that each manifest deploy.sh applies
+#      names this run's image and project and nothing else changed.
 #   3. deploy.sh: bash -n and ShellCheck.
 # gcloud is not in any registry here (and `services replace --dry-run` needs a project), so the
 # API itself is not asked.

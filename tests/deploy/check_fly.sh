@@ -7,7 +7,10 @@
 #      predates [http_service], [[vm]], [processes] and the rest and lets unknown keys through, so:
 #   2. fly_checks.py checks the documented configuration reference (signals, timeouts, process
 #      group references, services, checks, VM presets, [[files]] contents) and the autoscaler
-#      configs against fly-autoscaler 0.3.2's loader (unknown keys, Validate, expression names).
+#      configs against fly-autoscaler 0.3.2's loader (unknown keys, Validate, expression names);
+#      every flyctl command and flag setup.sh uses against flyctl's documented ones; GPU groups
+#      placed only in regions with Fly GPUs; a volume app's image USER numeric and not root (Fly's
+#      init mounts the volume owned by it).
 #   3. setup.sh: bash -n and ShellCheck.
 # flyctl itself is not in any registry here (its npm wrapper downloads the binary), so `fly
 # config validate`, which also needs a Fly.io account, does not run.

@@ -13,11 +13,16 @@
 #      CRD YAML itself; two ship schemas derived from it and both are used:
 #      cloudcoil-models-keda (PyPI: pydantic models generated from KEDA's CRDs; unknown fields
 #      rejected by a round trip) and @kubernetes-models/keda (npm: JSON-schema validators
-#      generated from KEDA's API types).
+#      generated from KEDA's API types). Both know `advanced.scalingModifiers` (KEDA 2.12+).
+#      Then what a schema cannot say: k8s_manifests.py checks the triggers against the formula
+#      (named, used, none ignored; several queue triggers need one) and k8s_keda.mjs runs the
+#      formula on a spread backlog, an idle pool and business hours (queues added, floor held).
 #   4. The PromQL of KEDA prometheus triggers: `promtool check rules` (tests/deploy/find_promtool.sh).
-#   5. create-secret.sh parses (`bash -n`) and writes no value.
+#   5. create-secret.sh: `bash -n`, shellcheck, and a run against a stand-in kubectl: no value on
+#      any command line, the env file it hands kubectl readable by its owner only (0600) and
+#      gone afterwards, with and without kubectl flags; a required variable unset stops it.
 #
-# Environment: DEPLOY_VENV (kubernetes-validate, cloudcoil-models-keda), DEPLOY_NODE_MODULES
+# Environment: DEPLOY_VENV (kubernetes-validate, cloudcoil-models-keda, shellcheck), DEPLOY_NODE_MODULES
 # (@kubernetes-models/keda).
 set -euo pipefail
 
@@ -114,12 +119,80 @@ if grep -qs 'record:' "$work"/*-rules.yaml; then
   fi
 fi
 
-# The secret script: valid bash that reads values from the environment only.
-if [ -f "$k8s/create-secret.sh" ]; then
-  bash -n "$k8s/create-secret.sh" || fail "create-secret.sh does not parse"
-  if grep -E -- '--from-literal="[A-Za-z0-9_]+=[^$]' "$k8s/create-secret.sh"; then
-    fail "create-secret.sh writes a literal value"
+# The secret script: valid bash that keeps values off command lines, run against a stand-in
+# kubectl that records its arguments and the env file it is given.
+secret_script="$k8s/create-secret.sh"
+if [ -f "$secret_script" ]; then
+  bash -n "$secret_script" || fail "create-secret.sh does not parse"
+  "$venv/bin/shellcheck" --severity=style "$secret_script" || fail "create-secret.sh: shellcheck"
+  if grep -n -- '--from-literal' "$secret_script"; then
+    fail "create-secret.sh puts values on kubectl's command line (--from-literal)"
   fi
+  mkdir -p "$work/bin" "$work/tmp"
+  cat >"$work/bin/kubectl" <<'STUB'
+#!/usr/bin/env bash
+printf '%s\n' "$*" >>"$STUB_LOG/argv"
+for arg in "$@"; do
+  case "$arg" in
+    --from-env-file=*)
+      file="${arg#--from-env-file=}"
+      echo "$file" >"$STUB_LOG/path"
+      stat -c %a "$file" >"$STUB_LOG/mode"
+      cp "$file" "$STUB_LOG/env-file" ;;
+  esac
+done
+case " $* " in *" apply "*) cat >/dev/null ;; *) echo "{}" ;; esac
+STUB
+  chmod +x "$work/bin/kubectl"
+  region_code="$(basename "${targets[1]:-$k8s/overlays/none}")"
+  vars=()
+  while IFS= read -r var; do vars+=("$var=stand-in-value-of-$var"); done \
+    < <(grep -oE '^(if .* then )?put [A-Za-z_][A-Za-z0-9_]*' "$secret_script" | awk '{print $NF}' | sort -u)
+  [ "${#vars[@]}" -gt 0 ] || fail "create-secret.sh puts no variable into the Secret"
+  checked="${#vars[@]}"
+  run_secret_script() { # LOG-DIR [kubectl flags]: runs the script with only the variables above
+    local log="$1"
+    shift
+    mkdir -p "$log"
+    env -i PATH="$work/bin:$PATH" TMPDIR="$work/tmp" STUB_LOG="$log" ${vars[@]+"${vars[@]}"} \
+      bash "$secret_script" "$region_code" "$@"
+  }
+  for flags in "" "--context=stand-in"; do
+    log="$work/secret-run${flags:+-flags}"
+    # shellcheck disable=SC2086 # no flags must pass none
+    if ! run_secret_script "$log" $flags >"$log.out" 2>&1; then
+      sed 's/^/    /' "$log.out" >&2
+      fail "create-secret.sh $region_code ${flags:-(no kubectl flags)} failed"
+      continue
+    fi
+    if grep -F 'stand-in-value-of-' "$log/argv"; then
+      fail "create-secret.sh put a value on kubectl's command line"
+    fi
+    if [ ! -f "$log/env-file" ]; then
+      fail "create-secret.sh gave kubectl no --from-env-file"
+      continue
+    fi
+    [ "$(cat "$log/mode")" = 600 ] || fail "create-secret.sh's env file has mode $(cat "$log/mode"), not 600"
+    [ ! -e "$(cat "$log/path")" ] || fail "create-secret.sh left its env file behind"
+    for pair in ${vars[@]+"${vars[@]}"}; do
+      grep -qxF "$pair" "$log/env-file" || fail "create-secret.sh's env file lacks ${pair%%=*}"
+    done
+  done
+  required="$(grep -oE '^put [A-Za-z_][A-Za-z0-9_]* "\$\{[A-Za-z_][A-Za-z0-9_]*:\?' "$secret_script" | awk '{print $2}' | head -n 1 || true)"
+  if [ -n "$required" ]; then
+    kept=()
+    for pair in ${vars[@]+"${vars[@]}"}; do [ "${pair%%=*}" = "$required" ] || kept+=("$pair"); done
+    vars=(${kept[@]+"${kept[@]}"})
+    if run_secret_script "$work/secret-missing" >"$work/secret-missing.out" 2>&1; then
+      fail "create-secret.sh ran without the required $required"
+    elif ! grep -q "$required" "$work/secret-missing.out"; then
+      fail "create-secret.sh stopped without naming $required"
+    fi
+  fi
+  if [ -n "$(ls -A "$work/tmp")" ]; then
+    fail "create-secret.sh left files in TMPDIR: $(ls -A "$work/tmp")"
+  fi
+  echo "create-secret.sh: shellcheck clean; $checked variables via a 0600 env file, none on a command line, nothing left behind"
 else
   fail "no k8s/create-secret.sh"
 fi

@@ -9,8 +9,12 @@
 #      verified through an instance of each pool. verify reports unknown keys and bad values as
 #      warnings with exit status 0, so any output at all fails the check.
 #   2. The hardening the units promise is there (systemd-analyze security would need a running
-#      systemd).
-#   3. install.sh: bash -n and ShellCheck; agentd.env.example names variables and holds no value.
+#      systemd), and a config error (agentd exits 78) is not restarted in a loop
+#      (RestartPreventExitStatus=78).
+#   3. The worker template's pools each have their own worker-<pool>.env with a port of their own:
+#      not server.listen's (the main unit holds it), not another pool's.
+#   4. install.sh: bash -n and ShellCheck; agentd.env.example names variables and holds no value
+#      (AGENTD_REGION, when the config lists several regions, as a commented line).
 # Environment: DEPLOY_VENV (shellcheck), AGENTD_BIN (optional).
 set -euo pipefail
 
@@ -59,13 +63,38 @@ fi
 
 failures=0
 for unit in "$sd"/*.service; do
-  for line in Restart=on-failure KillSignal=SIGTERM NoNewPrivileges=yes ProtectSystem=strict \
+  for line in Restart=on-failure RestartPreventExitStatus=78 KillSignal=SIGTERM NoNewPrivileges=yes ProtectSystem=strict \
       ProtectHome=yes PrivateTmp=yes DynamicUser=yes "EnvironmentFile=/etc/agentd/agentd.env"; do
     grep -qx "$line" "$unit" || { echo "FAIL: $(basename "$unit") lacks $line" >&2; failures=$((failures + 1)); }
   done
   grep -qE '^TimeoutStopSec=[0-9]+$' "$unit" || { echo "FAIL: $(basename "$unit") has no TimeoutStopSec" >&2; failures=$((failures + 1)); }
   grep -qE '^LimitNOFILE=[0-9]+$' "$unit" || { echo "FAIL: $(basename "$unit") has no LimitNOFILE" >&2; failures=$((failures + 1)); }
 done
+# Worker ports: one file per pool named by the template, AGENTD_LISTEN only, all ports distinct and
+# none server.listen's.
+if compgen -G "$sd/*-worker@.service" >/dev/null; then
+  main_port="$("${venv}/bin/python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb")).get("server", {}).get("listen", "0.0.0.0:8080").rsplit(":", 1)[1])' "$sd/agentd.toml")"
+  seen=" $main_port "
+  template="$(echo "$sd"/*-worker@.service)"
+  pools="$(sed -n 's/^# is the pool: .*(pools: \(.*\))\.$/\1/p' "$template" | tr -d ',')"
+  grep -qx 'EnvironmentFile=/etc/agentd/worker-%i.env' "$template" \
+    || { echo "FAIL: $(basename "$template") does not read /etc/agentd/worker-%i.env" >&2; failures=$((failures + 1)); }
+  for pool in $pools; do
+    env_file="$sd/worker-$pool.env"
+    if [ ! -f "$env_file" ]; then
+      echo "FAIL: no worker-$pool.env for $(basename "$template") instance $pool" >&2; failures=$((failures + 1)); continue
+    fi
+    if grep -vE '^(#.*|AGENTD_LISTEN=[0-9.]+:[0-9]+)?$' "$env_file"; then
+      echo "FAIL: worker-$pool.env holds more than AGENTD_LISTEN" >&2; failures=$((failures + 1))
+    fi
+    port="$(sed -n 's/^AGENTD_LISTEN=.*:\([0-9]*\)$/\1/p' "$env_file")"
+    case "$seen" in
+      *" $port "*) echo "FAIL: worker-$pool.env listens on port $port, which server.listen or another pool has" >&2; failures=$((failures + 1)) ;;
+    esac
+    seen="$seen$port "
+    grep -qF "worker-$pool.env" "$sd/install.sh" || { echo "FAIL: install.sh does not install worker-$pool.env" >&2; failures=$((failures + 1)); }
+  done
+fi
 if grep -vE '^(#.*|[A-Z_][A-Z0-9_]*=)?$' "$sd/agentd.env.example"; then
   echo "FAIL: agentd.env.example holds more than names" >&2
   failures=$((failures + 1))

@@ -12,14 +12,20 @@ must be strings). Nothing is added that the document does not say.
 `autoscaling.knative.dev/` annotations Cloud Run accepts on a Service and on a Revision (the
 list in ObjectMeta.annotations), timeoutSeconds at most 3600, startup probe periods at most 240 s
 and not below their timeout, resource limit keys; and, beyond the API, that every secret the
-manifests reference is one deploy.sh creates, and that no variable of the config has a value.
+manifests reference is one deploy.sh creates, that no variable of the config has a value, that
+each instance is told its region (AGENTD_REGION), that no worker service sits at zero instances
+without a Cloud Scheduler job to start it (no request ever starts a worker), and — by running
+deploy.sh's own manifest() with bash — that every manifest deploy.sh applies names this run's
+image and project, with nothing else changed.
 
 Usage: python cloudrun_checks.py schema RUN_V1_JSON OUT_SCHEMA
        python cloudrun_checks.py check RUN_V1_JSON RENDERED_DIR
 """
 
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -162,8 +168,66 @@ def check(discovery, rendered):
             missing = variables - {e["name"] for e in c.get("env", [])}
             if missing:
                 fail(f"{where}: the config reads {sorted(missing)}, which the container does not get")
+            region = {e["name"]: e.get("value") for e in c.get("env", [])}.get("AGENTD_REGION")
+            if region != template.get("metadata", {}).get("labels", {}).get("region"):
+                fail(f"{where}: AGENTD_REGION is {region!r}, not the service's region label")
+    check_workers_start(run_dir, script)
+    check_substitution(run_dir, script, manifests)
     print(f"cloudrun: {len(manifests)} services, {len(accepted)} annotations known to the API")
     return 1 if failures else 0
+
+
+def check_workers_start(run_dir, script):
+    """No request ever reaches a worker service, so Cloud Run starts one only for its minimum: a
+    worker at minScale 0 must have a Scheduler job that raises it, and such a job must raise it
+    to at least 1."""
+    # schedule JOB SERVICE CRON TIMEZONE MIN MAX
+    jobs = re.findall(r"^schedule \"([^\"]+)\" \"([^\"]+)\" '[^']*' '[^']*' (\d+) (\d+)$", script, re.M)
+    starts = {service: int(low) for job, service, low, _ in jobs if job.endswith("-start")}
+    for job, service, low, high in jobs:
+        if job.endswith("-start") and int(low) < 1:
+            fail(f"deploy.sh: job {job} sets {service} to {low}-{high}: at 0 no worker runs")
+    for path in sorted(run_dir.glob("worker-*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        name = doc["metadata"]["name"]
+        low = doc["metadata"].get("annotations", {}).get("run.googleapis.com/minScale", "0")
+        if int(low) < 1 and name not in starts:
+            fail(f"{path.name}: minScale {low} and no Cloud Scheduler job starts {name}: its runs would never execute")
+
+
+def check_substitution(run_dir, script, manifests):
+    """Runs deploy.sh's manifest() on each manifest, as replace() does before `gcloud run services
+    replace`, with a test project and image: the result must run that image, name that project,
+    keep no placeholder, and otherwise be the manifest as rendered."""
+    match = re.search(r"^manifest\(\) \{\n.*?^\}\n", script, re.S | re.M)
+    if not match:
+        fail("deploy.sh: no manifest() function")
+        return
+    if not re.search(r'^\s*manifest "\$1" > "\$tmp"$', script, re.M):
+        fail("deploy.sh: replace() does not apply manifest()'s output")
+    project = "test-project-4711"
+    image = f"europe-west1-docker.pkg.dev/{project}/app/app:run-4711"
+    for path in manifests:
+        run = subprocess.run(
+            ["bash", "-c", match.group(0) + 'manifest "$1"', "manifest", path.name],
+            env={"PATH": os.environ["PATH"], "HERE": str(run_dir), "PROJECT_ID": project, "IMAGE": image},
+            capture_output=True, text=True, check=False,
+        )
+        where = f"{path.name} through deploy.sh's manifest()"
+        if run.returncode != 0:
+            fail(f"{where}: exit {run.returncode}: {run.stderr.strip()}")
+            continue
+        if "PROJECT_ID" in run.stdout:
+            fail(f"{where}: the placeholder PROJECT_ID is left")
+        got = yaml.safe_load(run.stdout)
+        images = [c.get("image") for c in got["spec"]["template"]["spec"]["containers"]]
+        if images != [image]:
+            fail(f"{where}: runs {images}, not this run's image {image}")
+        want = yaml.safe_load(path.read_text().replace("PROJECT_ID", project))
+        for c in want["spec"]["template"]["spec"]["containers"]:
+            c["image"] = image
+        if got != want:
+            fail(f"{where}: changed more than the project and the image")
 
 
 if __name__ == "__main__":

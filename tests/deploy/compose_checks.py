@@ -6,13 +6,17 @@ What the Compose schema cannot say, checked the way `docker compose` would read 
 every service has a healthcheck; depends_on and named volumes refer to what exists; bind
 mounts name files the render wrote; durations parse as Go durations (the schema's `duration`
 format is not checked by JSON-schema validators); every `${VAR}` is well formed and every
-required one is listed in .env.example; the Grafana provisioning and dashboard are consistent
+required one is listed in .env.example; the agentd services build their image (`build:` with
+`pull_policy: build`, resolving to the rendered Dockerfile when the render sits in
+<repo>/deploy, --out's default: an image in no registry would otherwise be pulled and fail);
+the Grafana provisioning and dashboard are consistent
 (data source uid, dashboards path). The dashboard's PromQL is written to RULES.yaml as
 recording rules for `promtool check rules` ($__rate_interval replaced by 5m).
 """
 
 import json
 import os
+import posixpath
 import re
 import sys
 
@@ -71,6 +75,27 @@ def stack(directory, rules_out):
                     error("service %s mounts %s, which the render did not write" % (name, source))
             elif source and source not in volumes:
                 error("service %s uses undeclared volume %s" % (name, source))
+
+    # The render's layout as the build section assumes it: <repo>/deploy/compose.
+    rendered_dockerfile = os.path.join(os.path.dirname(os.path.abspath(directory)), "Dockerfile")
+    for name, service in services.items():
+        build = service.get("build")
+        if name.startswith("agentd") and not build:
+            error("service %s runs image %s without build: `docker compose up` would pull it" % (name, service.get("image")))
+        if not build:
+            continue
+        if isinstance(build, str):
+            build = {"context": build}
+        if service.get("pull_policy") != "build":
+            error("service %s builds its image but pull_policy is %r, not build: Compose may pull %s first"
+                  % (name, service.get("pull_policy"), service.get("image")))
+        resolved = posixpath.normpath(posixpath.join(
+            "/repo/deploy/compose", build.get("context", "."), build.get("dockerfile", "Dockerfile")))
+        if resolved != "/repo/deploy/Dockerfile":
+            error("service %s: build context %r + dockerfile %r is %s in <repo>/deploy/compose, not the rendered deploy/Dockerfile"
+                  % (name, build.get("context"), build.get("dockerfile"), resolved))
+        if not os.path.exists(rendered_dockerfile):
+            error("service %s builds with a Dockerfile the render did not write (%s)" % (name, rendered_dockerfile))
 
     with open(os.path.join(directory, ".env.example")) as f:
         listed = {line.split("=", 1)[0] for line in f if "=" in line and not line.startswith("#")}

@@ -7,12 +7,23 @@ documented configuration reference (fly.io/docs/reference/configuration) and fly
 0.3.2's config loader (github.com/superfly/fly-autoscaler: cmd/fly-autoscaler/main.go, whose YAML
 decoder rejects unknown keys, and Config.Validate).
 
+Beyond the files' syntax:
+  - setup.sh: every `fly` command it runs, and each of its flags, is one flyctl documents
+    (fly.io/docs/flyctl/<command>, the flags of internal/command/... in superfly/flyctl); a
+    misspelt or removed flag fails only when the script runs, against a real account.
+  - GPU process groups: Fly has GPUs in a few regions only (fly.io/docs/gpus, "Regions with GPUs"),
+    so their autoscaler creates machines in such a region, setup.sh makes their first machine
+    there, and its deploy never lets flyctl create one in primary_region.
+  - A volume app (SQLite): Fly's init mounts the volume owned by the image's USER, so that USER
+    must be numeric and not root for agentd to write its database there.
+
 Usage: python fly_checks.py RENDERED_DIR REGION_CODES_JSON
 """
 
 import base64
 import json
 import re
+import shlex
 import sys
 import tomllib
 from pathlib import Path
@@ -53,6 +64,58 @@ FAS_KEYS = {
 }
 FAS_COLLECTOR_KEYS = {"type", "metric-name", "address", "query", "token", "namespace",
                       "cert-data", "key-data"}
+# flyctl commands setup.sh may run and the flags each takes (flyctl's docs and its source,
+# internal/command/...; the global -t/--access-token, --debug and --verbose go everywhere).
+# `tokens create readonly` deliberately lacks -o/--org: flyctl added it in April 2026 (#4876);
+# older releases reject it, and the organization is the positional argument in every release.
+FLY_GLOBAL_FLAGS = {"-t", "--access-token", "--debug", "--verbose", "-h", "--help"}
+FLY_COMMANDS = {
+    ("apps", "create"): {"--name", "--generate-name", "--network", "--machines", "-y", "--yes",
+                         "--save", "-o", "--org", "-j", "--json"},
+    ("apps", "list"): {"-j", "--json", "-o", "--org", "-q", "--quiet"},
+    ("postgres", "create"): {"-r", "--region", "-o", "--org", "--detach", "--enable-backups",
+                             "-n", "--name", "--generate-name", "-p", "--password",
+                             "--initial-cluster-size", "--volume-size", "--vm-size", "--consul-url",
+                             "--snapshot-id", "--fork-from", "--image-ref", "--stolon", "--flex",
+                             "--autostart"},
+    ("postgres", "attach"): {"-a", "--app", "-c", "--config", "--database-name", "--database-user",
+                             "--variable-name", "--superuser", "-y", "--yes"},
+    ("machine", "list"): {"-a", "--app", "-c", "--config", "-j", "--json", "-q", "--quiet"},
+    ("machine", "clone"): {"-a", "--app", "-c", "--config", "-r", "--region", "--name",
+                           "--from-snapshot", "--attach-volume", "--override-cmd", "--clear-cmd",
+                           "--clear-auto-destroy", "--standby-for", "--detach"},
+    ("redis", "status"): set(),
+    ("redis", "create"): {"-o", "--org", "-r", "--region", "--replica-regions", "-n", "--name",
+                          "--plan", "--no-replicas", "--enable-eviction", "--disable-eviction"},
+    ("volumes", "list"): {"-a", "--app", "-c", "--config", "--all", "-j", "--json"},
+    ("volumes", "create"): {"-a", "--app", "-c", "--config", "-r", "--region", "-s", "--size",
+                            "--snapshot-retention", "--scheduled-snapshots", "--no-encryption",
+                            "--require-unique-zone", "--snapshot-id", "-y", "--yes", "-n",
+                            "--count", "-j", "--json"},
+    ("secrets", "import"): {"-a", "--app", "-c", "--config", "--stage", "--detach"},
+    ("secrets", "set"): {"-a", "--app", "-c", "--config", "--stage", "--detach"},
+    ("deploy",): {"-a", "--app", "-c", "--config", "--process-groups", "--regions",
+                  "--only-regions", "--exclude-regions", "--strategy", "--ha", "--detach",
+                  "--remote-only", "--local-only", "-i", "--image", "--build-arg", "-y", "--yes"},
+    ("scale", "count"): {"-a", "--app", "-c", "--config", "-y", "--yes", "-g", "--process-group",
+                         "--max-per-region", "-r", "--region", "--with-new-volumes",
+                         "--from-snapshot", "--vm-size", "--vm-cpus", "--vm-memory",
+                         "--vm-gpu-kind", "--vm-gpus", "-e", "--env"},
+    ("tokens", "create", "deploy"): {"-a", "--app", "-c", "--config", "-j", "--json", "-n", "--name",
+                                     "-x", "--expiry"},
+    ("tokens", "create", "readonly"): {"-j", "--json", "--from-existing", "-x", "--expiry"},
+    ("status",): {"-a", "--app", "-c", "--config", "-j", "--json", "--all", "--deployment",
+                  "--watch", "--rate"},
+}
+# Fly's GPU presets and where each exists (fly.io/docs/gpus, "Regions with GPUs", and the GPU
+# quickstart: a100-80gb also in ams and mia).
+GPU_REGIONS = {
+    "a10": {"ord"},
+    "l40s": {"ord"},
+    "a100-40gb": {"ord"},
+    "a100-80gb": {"iad", "sjc", "syd", "ams", "mia"},
+}
+
 # Expr's built-in functions the expressions may call.
 EXPR_BUILTINS = {"min", "max", "ceil", "floor", "round", "abs", "int", "float"}
 
@@ -220,6 +283,73 @@ def check_autoscaler(fly_dir, app_doc):
                 fail(f"{where}: the token {secret} is not read from the environment")
 
 
+def fly_commands(script):
+    """Each `fly ...` command of a shell script, as its words (continuation lines joined, comments
+    dropped, cut at the end of its pipeline stage or command substitution). Commands a message
+    tells the user to run count too: they must exist as written."""
+    text = re.sub(r"\\\n\s*", " ", script)
+    commands = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        for match in re.finditer(r"(?:^|[\s;|&({])fly\s+([^|;&)]*)", line):
+            try:
+                words = shlex.split(match.group(1))
+            except ValueError as e:
+                fail(f"setup.sh: cannot split {match.group(0)!r}: {e}")
+                continue
+            commands.append(words)
+    return commands
+
+
+def check_fly_flags(script):
+    for words in fly_commands(script):
+        path = tuple(w for w in words[:3] if not w.startswith("-"))
+        command = next((c for c in sorted(FLY_COMMANDS, key=len, reverse=True) if path[:len(c)] == c), None)
+        if command is None:
+            fail(f"setup.sh: fly {' '.join(words)}: not a command this check knows (add it to FLY_COMMANDS from flyctl's docs)")
+            continue
+        known = FLY_COMMANDS[command] | FLY_GLOBAL_FLAGS
+        for word in words:
+            flag = word.split("=", 1)[0]
+            if flag.startswith("-") and flag not in known:
+                fail(f"setup.sh: fly {' '.join(command)} has no flag {flag} (in: fly {' '.join(words)})")
+
+
+def check_gpu_groups(fly_dir, app_doc, script):
+    primary = app_doc.get("primary_region")
+    for vm in app_doc.get("vm", []):
+        regions = GPU_REGIONS.get(vm.get("size"))
+        if regions is None:
+            continue
+        if primary in regions:
+            continue
+        for group in vm.get("processes", []):
+            config = fly_dir / "autoscaler" / f"{group}.yml"
+            if config.is_file():
+                where = set(yaml.safe_load(config.read_text()).get("regions") or [primary])
+                if not where <= regions:
+                    fail(f"{config}: creates {vm['size']} machines in {sorted(where)}; Fly has them in {sorted(regions)} only")
+            if not re.search(rf"fly scale count {re.escape(group)}=\d+ --region ({'|'.join(sorted(regions))})\b", script):
+                fail(f"setup.sh: no first machine of the GPU group {group} in {sorted(regions)}")
+            for words in fly_commands(script):
+                if words[:1] == ["deploy"] and "autoscaler" not in " ".join(words) and "--process-groups" not in words:
+                    fail(f"setup.sh: fly {' '.join(words)} would create {group}'s first machine in {primary}, which has no {vm['size']}")
+
+
+def check_volume_owner(rendered, app_doc):
+    """Fly's init mounts a volume owned by the image's USER (boot log: "Mounting ... w/ uid: N,
+    gid: N"); a name it may not resolve and root is what the image must not run as."""
+    dockerfile = rendered / "Dockerfile"
+    users = re.findall(r"^USER\s+(\S+)", dockerfile.read_text(), re.M) if dockerfile.is_file() else []
+    if not users:
+        fail("a volume app needs the Dockerfile's USER (the volume is mounted owned by it)")
+        return
+    uid = users[-1].split(":")[0]
+    if not uid.isdigit() or uid == "0":
+        fail(f"Dockerfile USER {users[-1]}: the volume at {app_doc['mounts'].get('destination')} is mounted owned by it; use a numeric non-root uid")
+
+
 REGIONS = set()
 
 
@@ -249,6 +379,11 @@ def main(rendered, region_codes):
         check_autoscaler(fly_dir, app_doc)
     elif "mounts" not in app_doc:
         fail("a single-process (SQLite) app needs its [mounts] volume")
+    else:
+        check_volume_owner(rendered, app_doc)
+    script = (fly_dir / "setup.sh").read_text()
+    check_fly_flags(script)
+    check_gpu_groups(fly_dir, app_doc, script)
     print(f"fly.toml: app {app_doc.get('app')}, process groups {sorted(groups) or ['app']}")
     return 1 if failures else 0
 

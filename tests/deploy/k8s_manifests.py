@@ -9,10 +9,18 @@
       Validates KEDA's custom resources with cloudcoil-models-keda: pydantic models generated
       from KEDA's CRDs. Pydantic ignores unknown fields, so a resource is also dumped back and
       compared with the input: a field the CRD does not know (a typo such as `cooldownPeriods`)
-      is an error, as `kubectl apply --validate=strict` would make it.
+      is an error, as `kubectl apply --validate=strict` would make it. Then what the schema
+      cannot say, as KEDA's admission webhook and scale handler read it:
+        - several queue triggers (one per priority stream) need `advanced.scalingModifiers`:
+          without it the HPA takes the largest of their metrics, not their sum;
+        - with scalingModifiers (`formula`, `target` > 0, a metricType other than Utilization)
+          every trigger is named with an expr identifier (`-` would read as a minus), every
+          name the formula uses is a trigger, and every trigger is in the formula: KEDA gives
+          the HPA only the formula's result, so a trigger left out has no effect at all.
 """
 
 import json
+import re
 import sys
 
 import yaml
@@ -59,6 +67,46 @@ def unknown_fields(given, dumped, path=""):
     return out
 
 
+QUEUE_TRIGGERS = {"redis-streams", "nats-jetstream"}
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# expr's functions and keywords a formula may use besides trigger names.
+EXPR_WORDS = {"max", "min", "abs", "ceil", "floor", "float", "int", "round", "and", "or", "not"}
+
+
+def scaling_problems(doc):
+    """What KEDA would do differently from the intent (see the module's doc)."""
+    spec = doc.get("spec", {})
+    triggers = spec.get("triggers", [])
+    modifiers = (spec.get("advanced") or {}).get("scalingModifiers") or {}
+    problems = []
+    queues = [t for t in triggers if t.get("type") in QUEUE_TRIGGERS]
+    if len(queues) > 1 and not modifiers.get("formula"):
+        problems.append("%d queue triggers without advanced.scalingModifiers: the HPA takes their maximum, "
+                        "not their sum" % len(queues))
+    if not modifiers:
+        return problems
+    formula = modifiers.get("formula", "")
+    if not formula:
+        problems.append("scalingModifiers without a formula")
+    try:
+        if float(modifiers.get("target", "")) <= 0:
+            raise ValueError
+    except ValueError:
+        problems.append("scalingModifiers.target %r is not a positive number" % modifiers.get("target"))
+    if modifiers.get("metricType", "AverageValue") not in ("AverageValue", "Value"):
+        problems.append("scalingModifiers.metricType %r (AverageValue or Value)" % modifiers.get("metricType"))
+    names = [t.get("name", "") for t in triggers]
+    used = set(re.findall(r"(?<![A-Za-z0-9_.])[A-Za-z_][A-Za-z0-9_]*", formula)) - EXPR_WORDS
+    for name in names:
+        if not IDENTIFIER.match(name):
+            problems.append("trigger name %r is not an expr identifier" % name)
+        elif name not in used:
+            problems.append("trigger %s is not in the formula, so it has no effect" % name)
+    for name in sorted(used - set(names)):
+        problems.append("the formula uses %s, which no trigger is named" % name)
+    return problems
+
+
 def keda(path):
     from importlib.metadata import version
 
@@ -87,6 +135,11 @@ def keda(path):
         unknown = unknown_fields(doc, dumped)
         if unknown:
             print("ERROR %s: fields unknown to KEDA's schema: %s" % (name, ", ".join(unknown)))
+            failed += 1
+            continue
+        problems = scaling_problems(doc) if doc.get("kind") == "ScaledObject" else []
+        if problems:
+            print("ERROR %s: %s" % (name, "; ".join(problems)))
             failed += 1
             continue
         print("ok %s" % name)

@@ -159,6 +159,7 @@ expect_78 "region twice" 'region "nrt" is listed twice' --target k8s -c "$HERE/c
 expect_78 "schedule that does not parse" 'invalid time "25:00"' --target k8s -c "$bad_config"
 expect_78 "SQLite across regions" '(cdg,nrt)' --target fly -c "$HERE/configs/minimal.toml" --regions cdg,nrt
 expect_78 "no such config file" 'cannot read the config file' --target fly -c "$WORK/none.toml"
+expect_78 "fly-replay across regions on Kubernetes" 'routing = "forward"' --target k8s -c <(sed 's/^primary = "cdg"$/&\nrouting = "fly-replay"/' "$HERE/configs/global.toml")
 
 section "the validators catch mistakes"
 # expect_rejected LABEL CHECK RENDERED FILE SED-EXPRESSION: a copy of RENDERED with one mistake

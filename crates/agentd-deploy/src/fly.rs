@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use agentd_config::{CacheBackend, CountersConfig, PoolConfig, QueueBackend, RegionRouting};
 
-use crate::docker::{self, CONFIG_PATH, DATA_DIR};
+use crate::docker::{self, CONFIG_PATH, DATA_DIR, RUN_AS};
 use crate::render_env::whole_reference;
 use crate::{Ctx, File, RenderError};
 
@@ -34,8 +34,13 @@ const DEFAULT_HARD_LIMIT: usize = 1024;
 const API_VM_SIZE: &str = "shared-cpu-1x";
 const API_VM_MEMORY: &str = "512mb";
 const WORKER_VM_MEMORY: &str = "1gb";
-/// The GPU preset for pools whose name says `gpu`.
+/// The GPU preset for pools whose name says `gpu` (only pools runs can reach: `Ctx::pools`).
 const GPU_VM_SIZE: &str = "a100-40gb";
+/// Where GPU process groups run. Fly.io has GPUs in a few regions only, and the `a100-40gb`
+/// preset (like `a10` and `l40s`) only in `ord` (fly.io/docs/gpus, "Regions with GPUs": a10,
+/// l40s and a100-40gb in ord; a100-80gb in iad, sjc, syd). Fly has also announced that its GPUs
+/// are deprecated; the README says so.
+const GPU_REGION: &str = "ord";
 /// The SQLite volume.
 const VOLUME: &str = "agentd_data";
 /// How often the autoscaler reconciles.
@@ -216,15 +221,17 @@ pub(crate) fn peak_workers(pool: &PoolConfig) -> u32 {
     s.max_workers.max(business).max(1)
 }
 
-/// What to run when no agentd instance reports a desired count: a persistent pool its peak,
-/// others the larger of their two minimums (warm enough for the busy hours).
+/// What to run when no agentd instance reports a desired count (metrics missing: agentd down,
+/// a Prometheus outage): the off-hours count — a persistent pool its `max_workers`, others their
+/// `min_workers`. Never the business-hours minimum: missing metrics must not keep GPU machines
+/// running through the night.
 fn fallback_workers(pool: &PoolConfig) -> u32 {
     let s = &pool.schedule;
     if s.persistent {
-        return peak_workers(pool);
+        s.max_workers
+    } else {
+        s.min_workers
     }
-    let business = s.business_hours.as_ref().map_or(0, |b| b.min_workers);
-    s.min_workers.max(business)
 }
 
 fn fly_toml(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
@@ -246,7 +253,11 @@ fn fly_toml(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
     if drain + KILL_MARGIN_SECONDS > KILL_TIMEOUT_MAX {
         let _ = writeln!(
             t,
-            "# server.shutdown_grace ({drain} s) is longer than Fly allows before SIGKILL: runs still going at\n# {kill} s are cut and redelivered to another worker."
+            "# WARNING: kill_timeout is clamped to Fly's maximum, {KILL_TIMEOUT_MAX} s: server.shutdown_grace ({drain} s) plus\n\
+             # {KILL_MARGIN_SECONDS} s to exit would be {wanted} s. Runs still going at SIGKILL ({kill} s after SIGTERM) are cut and\n\
+             # redelivered to another worker; set server.shutdown_grace_ms to at most {fits} to drain fully here.",
+            wanted = drain + KILL_MARGIN_SECONDS,
+            fits = (KILL_TIMEOUT_MAX - KILL_MARGIN_SECONDS) * 1000,
         );
     } else {
         let _ = writeln!(
@@ -297,7 +308,15 @@ fn fly_toml(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
     } else {
         let _ = writeln!(
             t,
-            "\n# SQLite: one machine owns the database on its volume; all roles run in it (the image's `serve`).\n# Never scale this app past one machine (fly scale count 1).\n[mounts]\n  source = {}\n  destination = {}",
+            "\n# SQLite: one machine owns the database on its volume; all roles run in it (the image's `serve`).\n\
+             # Never scale this app past one machine (fly scale count 1).\n\
+             # Who owns the volume: the image runs as the non-root user {RUN_AS} (USER {RUN_AS}:{RUN_AS}, numeric on\n\
+             # purpose), and Fly's init mounts a volume owned by the image's user: the machine's boot log reads\n\
+             # \"Mounting /dev/vdX at {DATA_DIR} w/ uid: {RUN_AS}, gid: {RUN_AS} and chmod 0755\". So agentd can create\n\
+             # the database there without running as root, and AGENTD_DATA_DIR is the mount itself (a\n\
+             # subdirectory created in the image would be hidden by the mount). If that line ever shows uid: 0\n\
+             # (an image whose USER is not {RUN_AS}), agentd cannot open the database (permission denied).\n\
+             [mounts]\n  source = {}\n  destination = {}",
             q(VOLUME),
             q(DATA_DIR)
         );
@@ -321,11 +340,11 @@ fn fly_toml(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
     );
     let _ = writeln!(
         t,
-        "\n  # Liveness: the process answers.\n  [[http_service.checks]]\n    grace_period = \"10s\"\n    interval = \"15s\"\n    timeout = \"2s\"\n    method = \"GET\"\n    path = \"/healthz\""
+        "\n  # Health: the process answers. Fly's proxy routes only to machines whose checks pass; it does\n  # not restart a machine whose checks fail (agentd exits on fatal errors and the machine restarts).\n  [[http_service.checks]]\n    grace_period = \"10s\"\n    interval = \"15s\"\n    timeout = \"2s\"\n    method = \"GET\"\n    path = \"/healthz\""
     );
     let _ = writeln!(
         t,
-        "\n  # Readiness: the store (and queue) answer; the proxy routes only to machines that pass.\n  [[http_service.checks]]\n    grace_period = \"10s\"\n    interval = \"10s\"\n    timeout = \"3s\"\n    method = \"GET\"\n    path = \"/readyz\""
+        "\n  # Readiness: the store (and queue) answer; until they do, the proxy sends this machine nothing.\n  [[http_service.checks]]\n    grace_period = \"10s\"\n    interval = \"10s\"\n    timeout = \"3s\"\n    method = \"GET\"\n    path = \"/readyz\""
     );
 
     if ctx.split_roles {
@@ -343,11 +362,15 @@ fn fly_toml(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
                 describe_schedule(g.pool)
             );
         }
-        let _ = writeln!(t, "[checks]");
+        let _ = writeln!(
+            t,
+            "# Machine checks of the workers: they report (fly checks list, fly status) and deploys wait for\n\
+             # them to pass; Fly does not restart a machine whose check fails.\n[checks]"
+        );
         for g in groups {
             let _ = writeln!(
                 t,
-                "  [checks.{}-alive]\n    type = \"http\"\n    port = {port}\n    method = \"GET\"\n    path = \"/healthz\"\n    grace_period = \"10s\"\n    interval = \"15s\"\n    timeout = \"2s\"\n    processes = [{}]",
+                "  [checks.{}-healthz]\n    type = \"http\"\n    port = {port}\n    method = \"GET\"\n    path = \"/healthz\"\n    grace_period = \"10s\"\n    interval = \"15s\"\n    timeout = \"2s\"\n    processes = [{}]",
                 g.name,
                 q(&g.name)
             );
@@ -388,7 +411,13 @@ fn fly_toml(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
         if !gpu.is_empty() {
             let _ = writeln!(
                 t,
-                "\n# GPU pools: a GPU machine for whatever model server shares it with the worker. GPU machines\n# exist only in some regions (fly platform regions) and only for organizations with GPU access;\n# a pool that only calls hosted APIs needs no GPU: use size = \"{API_VM_SIZE}\" here.\n[[vm]]\n  size = {}\n  processes = {}",
+                "\n# GPU pools (runs reach them: an agent or a task route names the pool): a GPU machine for whatever\n\
+                 # model server shares it with the worker. Fly has GPUs only in some regions — {GPU_VM_SIZE} only in\n\
+                 # {GPU_REGION} — only for organizations with GPU access, and has announced that its GPUs are\n\
+                 # deprecated. So these groups' machines live in {GPU_REGION}, not the primary region: setup.sh\n\
+                 # deploys without them, then creates one there (fly scale count <group>=1 --region {GPU_REGION}),\n\
+                 # and their autoscaler clones it there. A pool that only calls hosted APIs needs no GPU: use\n\
+                 # size = \"{API_VM_SIZE}\" here.\n[[vm]]\n  size = {}\n  processes = {}",
                 q(GPU_VM_SIZE),
                 q_list(gpu)
             );
@@ -423,7 +452,8 @@ fn autoscaler_config(ctx: &Ctx<'_>, group: &Group<'_>) -> String {
          # keys, the pool's queued and running runs and its idle clock, and exports it as\n\
          # agentd_pool_desired_workers; the autoscaler runs exactly that many, so both agree. (Its\n\
          # expression language, Expr 1.16, has no time-zone function: the business hours stay in agentd.)\n\
-         # When no agentd instance reports, the query falls back to {fallback}.",
+         # When no agentd instance reports, the query falls back to {fallback}: the off-hours count, so\n\
+         # missing metrics never keep machines up that the schedule would stop.",
         group = group.name,
         app = ctx.app,
         scaler = autoscaler_app(ctx),
@@ -433,11 +463,20 @@ fn autoscaler_config(ctx: &Ctx<'_>, group: &Group<'_>) -> String {
     );
     let _ = writeln!(t, "app-name: {}", q(&ctx.app));
     let _ = writeln!(t, "process-group: {}", q(&group.name));
-    let _ = writeln!(
-        t,
-        "# Workers run beside the primary database and the queue.\nregions: [{}]",
-        q(ctx.primary.code)
-    );
+    if is_gpu_pool(&pool.name) {
+        let _ = writeln!(
+            t,
+            "# GPU machines exist only in some Fly regions ({GPU_VM_SIZE}: {GPU_REGION}), so this group's machines are\n\
+             # created there (setup.sh makes the first one), not beside the primary database.\nregions: [{}]",
+            q(GPU_REGION)
+        );
+    } else {
+        let _ = writeln!(
+            t,
+            "# Workers run beside the primary database and the queue.\nregions: [{}]",
+            q(ctx.primary.code)
+        );
+    }
     let _ = writeln!(t, "interval: {}", q(AUTOSCALER_INTERVAL));
     let _ = writeln!(
         t,
@@ -475,7 +514,7 @@ fn autoscaler_toml(ctx: &Ctx<'_>, configs: &[(&str, String)]) -> String {
          # fly-autoscaler process per pool, each starting and stopping the machines of one process group\n\
          # of {app} to the count agentd's schedule wants (see the .yml beside this file).\n\
          # Secrets (setup.sh sets them): FAS_API_TOKEN (fly tokens create deploy -a {app}),\n\
-         # FAS_PROMETHEUS_TOKEN (fly tokens create readonly), PROMETHEUS_ORG (your organization's slug).\n\
+         # FAS_PROMETHEUS_TOKEN (fly tokens create readonly <org>), PROMETHEUS_ORG (your organization's slug).\n\
          # Deploy: fly deploy --config deploy/fly/autoscaler/fly.toml",
         app = ctx.app
     );
@@ -680,8 +719,9 @@ fn setup_script(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
     }
 
     if uses_redis(ctx) {
+        // Without --no-replicas, `fly redis create` asks for replica regions.
         let replica_flag = if others.is_empty() {
-            String::new()
+            " --no-replicas".to_owned()
         } else {
             format!(" --replica-regions {}", others.join(","))
         };
@@ -745,18 +785,62 @@ fn setup_script(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
         );
     }
 
-    let _ = writeln!(
-        s,
-        "\nstep \"Deploy (build context: the repository root)\"\n\
-         fly deploy \"$SOURCE\" --config \"$HERE/fly.toml\" --app \"$APP\""
-    );
+    let gpu_groups: Vec<&str> = groups
+        .iter()
+        .filter(|g| ctx.split_roles && is_gpu_pool(&g.pool.name))
+        .map(|g| g.name.as_str())
+        .collect();
+    if gpu_groups.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nstep \"Deploy (build context: the repository root)\"\n\
+             fly deploy \"$SOURCE\" --config \"$HERE/fly.toml\" --app \"$APP\""
+        );
+    } else {
+        // A deploy creates the first machine of every group that has none in primary_region, where
+        // there are no GPUs: leave the GPU groups out until their machine exists in GPU_REGION.
+        let others: Vec<&str> = std::iter::once("api")
+            .chain(
+                groups
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .filter(|n| !gpu_groups.contains(n)),
+            )
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nstep \"Deploy (build context: the repository root)\"\n\
+             # group_has_machine GROUP: whether a machine of the process group exists.\n\
+             group_has_machine() {{ fly machine list --app \"$APP\" --json 2>/dev/null | grep -q \"\\\"fly_process_group\\\": *\\\"$1\\\"\"; }}\n\
+             # A GPU group ({gpu}) only once it has a machine: a deploy creates a group's first machine in\n\
+             # $PRIMARY, which has no GPUs. Its first machine is made in {GPU_REGION} below; from then on deploys\n\
+             # update it there.\n\
+             DEPLOY_GROUPS={list}\n\
+             {gpu_ifs}\
+             fly deploy \"$SOURCE\" --config \"$HERE/fly.toml\" --app \"$APP\" --process-groups \"$DEPLOY_GROUPS\"",
+            gpu = gpu_groups.join(", "),
+            gpu_ifs = gpu_groups
+                .iter()
+                .map(|g| {
+                    format!("if group_has_machine {g}; then DEPLOY_GROUPS=\"$DEPLOY_GROUPS,{g}\"; fi\n")
+                })
+                .collect::<String>(),
+            list = others.join(","),
+        );
+    }
 
     if ctx.split_roles {
-        let _ = writeln!(s, "\nstep \"The api in every region\"");
-        for code in codes(ctx) {
+        let _ = writeln!(
+            s,
+            "\nstep \"The api in every region\"\n\
+             # Two in the primary region (what the first deploy creates: one can restart while the other serves),\n\
+             # one in each other region."
+        );
+        for (i, code) in codes(ctx).into_iter().enumerate() {
+            let count = if i == 0 { 2 } else { 1 };
             let _ = writeln!(
                 s,
-                "fly scale count api=1 --region {code} --app \"$APP\" --yes"
+                "fly scale count api={count} --region {code} --app \"$APP\" --yes"
             );
         }
         let routing_note = match ctx.regions_config().routing {
@@ -764,18 +848,38 @@ fn setup_script(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
             RegionRouting::Forward => "regions.routing is \"forward\": agentd proxies to [regions.urls] (on Fly, fly-replay needs none).",
         };
         let _ = writeln!(s, "# {routing_note}");
+        if !gpu_groups.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nstep \"GPU workers in {GPU_REGION} ({gpu})\"\n\
+                 # Fly has GPUs only in some regions ({GPU_VM_SIZE}: {GPU_REGION}), only for organizations with GPU\n\
+                 # access, and has announced their deprecation. One machine per GPU group, created in {GPU_REGION}\n\
+                 # if the group has none; the autoscaler (next) starts, stops and clones it there. If this fails\n\
+                 # (no GPU access), send those agents to a CPU pool, or give the group a CPU size in fly.toml.",
+                gpu = gpu_groups.join(", "),
+            );
+            for group in &gpu_groups {
+                let _ = writeln!(
+                    s,
+                    "group_has_machine {group} || fly scale count {group}=1 --region {GPU_REGION} --app \"$APP\" --yes"
+                );
+            }
+        }
         let _ = writeln!(
             s,
-            "\nstep \"The autoscaler of the worker pools ({})\"\n\
+            "\nstep \"The autoscaler of the worker pools ({groups})\"\n\
              SCALER=\"$APP-autoscaler\"\n\
              app_exists \"$SCALER\" || fly apps create \"$SCALER\" --org \"$ORG\"\n\
-             {{\n\
-             \x20 printf 'FAS_API_TOKEN=%s\\n' \"$(fly tokens create deploy --app \"$APP\" --name \"$SCALER\")\"\n\
-             \x20 printf 'FAS_PROMETHEUS_TOKEN=%s\\n' \"$(fly tokens create readonly --org \"$ORG\")\"\n\
-             \x20 printf 'PROMETHEUS_ORG=%s\\n' \"$ORG\"\n\
-             }} | fly secrets import --stage --app \"$SCALER\" >/dev/null\n\
+             # Each token on its own line, so that a failure stops the script (set -e) instead of staging an\n\
+             # empty secret. A deploy token of $APP, and a read-only token of the organization (positional:\n\
+             # older flyctl has no --org on `tokens create readonly`) for its Prometheus.\n\
+             FAS_API_TOKEN=\"$(fly tokens create deploy --app \"$APP\" --name \"$SCALER\")\"\n\
+             FAS_PROMETHEUS_TOKEN=\"$(fly tokens create readonly \"$ORG\")\"\n\
+             printf 'FAS_API_TOKEN=%s\\nFAS_PROMETHEUS_TOKEN=%s\\nPROMETHEUS_ORG=%s\\n' \\\n\
+             \x20 \"$FAS_API_TOKEN\" \"$FAS_PROMETHEUS_TOKEN\" \"$ORG\" | fly secrets import --stage --app \"$SCALER\" >/dev/null\n\
+             unset FAS_API_TOKEN FAS_PROMETHEUS_TOKEN\n\
              fly deploy --config \"$HERE/autoscaler/fly.toml\" --app \"$SCALER\"",
-            groups
+            groups = groups
                 .iter()
                 .map(|g| g.name.as_str())
                 .collect::<Vec<_>>()
@@ -858,7 +962,51 @@ fn readme(ctx: &Ctx<'_>, groups: &[Group<'_>]) -> String {
         for g in groups {
             let _ = writeln!(r, "  - `{}`: {}", g.name, describe_schedule(g.pool));
         }
+        let _ = writeln!(
+            r,
+            "\n  When the autoscaler gets no count from agentd (agentd down, metrics missing), it runs each\n\
+             \x20 pool's off-hours count (`min_workers`; `max_workers` for a persistent pool), never the\n\
+             \x20 business-hours one.\n\
+             - Health checks report; they do not restart anything: Fly's proxy stops routing to an api machine\n\
+             \x20 whose checks fail, and a crashed agentd process restarts with its machine."
+        );
+        let gpu: Vec<&str> = groups
+            .iter()
+            .filter(|g| is_gpu_pool(&g.pool.name))
+            .map(|g| g.name.as_str())
+            .collect();
+        if !gpu.is_empty() {
+            let _ = writeln!(
+                r,
+                "\n## GPU workers\n\n\
+                 The GPU process groups ({groups}: pools whose name says `gpu`, and that agents or task routes\n\
+                 use) run on `{GPU_VM_SIZE}` machines. Fly.io has GPUs only in a few regions — `{GPU_VM_SIZE}` only in `{GPU_REGION}` (Fly's GPU\n\
+                 docs, \"Regions with GPUs\") — only for organizations with GPU access, and **has announced that its\n\
+                 GPUs are deprecated**. So these machines run in `{GPU_REGION}`, away from the primary database in\n\
+                 `{primary}`: `setup.sh` deploys without them (`--process-groups`), then creates one machine per GPU\n\
+                 group with `fly scale count <group>=1 --region {GPU_REGION}`, and the autoscaler clones it there.\n\
+                 Once that machine exists a plain `fly deploy` updates it in place; if a GPU group ever has no\n\
+                 machine, `fly deploy` would create one in `{primary}` (no GPUs) and fail: run the `fly scale count`\n\
+                 line above first. A pool that only calls hosted model APIs needs no GPU: route its agents to\n\
+                 another pool, or give the group `size = \"{API_VM_SIZE}\"` in `fly.toml`.",
+                groups = gpu
+                    .iter()
+                    .map(|g| format!("`{g}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                primary = ctx.primary.code,
+            );
+        }
         let _ = writeln!(r);
+    } else {
+        let _ = writeln!(
+            r,
+            "## The volume\n\n\
+             SQLite lives on the volume `{VOLUME}` at `{DATA_DIR}`, on one machine in {primary}. The image runs as the\n\
+             non-root user {RUN_AS}, and Fly's init mounts the volume owned by the image's user (the boot log says\n\
+             `Mounting ... at {DATA_DIR} w/ uid: {RUN_AS}, gid: {RUN_AS}`), so agentd writes there without root.\n",
+            primary = ctx.primary.code,
+        );
     }
     r
 }
@@ -889,6 +1037,19 @@ api_key = "${OPENAI_API_KEY}"
 
 [models.gpt-4o-mini]
 provider = "openai"
+
+# Runs reach the pools through agents: triage on cpu (the default), support on gpu, report on
+# batch_jobs. A pool no agent or task route names gets no process group.
+[agents.triage]
+model = "gpt-4o-mini"
+
+[agents.support]
+model = "gpt-4o-mini"
+pool = "gpu"
+
+[agents.report]
+model = "gpt-4o-mini"
+pool = "batch_jobs"
 
 [pools.gpu]
 min_workers = 0
@@ -951,14 +1112,23 @@ routing = "fly-replay"
         let checks = http["checks"].as_array_of_tables().expect("checks");
         let paths: Vec<&str> = checks.iter().map(|c| c["path"].as_str().unwrap()).collect();
         assert_eq!(paths, ["/healthz", "/readyz"]);
-        // Workers: a machine check each, no service.
+        // Workers: a machine check each, no service; checks report, they restart nothing.
         let worker_checks = doc["checks"].as_table().unwrap();
         assert_eq!(worker_checks.len(), 3);
+        let text = file(&files, "fly/fly.toml");
+        assert!(
+            !text.contains("Liveness"),
+            "Fly checks do not restart machines"
+        );
+        assert!(text.contains("does not restart a machine whose check"));
         assert_eq!(doc["metrics"]["path"].as_str(), Some("/metrics"));
         // VMs: the api default, CPU workers, a GPU size for the gpu pool only.
         let vms = doc["vm"].as_array_of_tables().unwrap();
         assert_eq!(vms.len(), 3);
         assert_eq!(vms.get(2).unwrap()["size"].as_str(), Some(GPU_VM_SIZE));
+        // GPUs exist in a few Fly regions only, and are deprecated: fly.toml says where they run.
+        assert!(text.contains(&format!("{GPU_VM_SIZE} only in\n# {GPU_REGION}")));
+        assert!(text.contains("announced that its GPUs are\n# deprecated"));
         let gpu_procs = vms.get(2).unwrap()["processes"].as_array().unwrap();
         assert_eq!(
             gpu_procs
@@ -992,10 +1162,14 @@ routing = "fly-replay"
         assert!(gpu.contains("process-group: \"worker-gpu\""));
         assert!(gpu.contains("started-machine-count: \"min(desired, 10.0)\""));
         assert!(gpu.contains("max-created-machine-count: \"10\""));
-        // The business-hours floor is the fallback when no agentd reports.
+        // The off-hours minimum (0), not the business-hours one (2), is the fallback when no agentd
+        // reports: missing metrics must not keep GPU machines up.
         assert!(gpu.contains(
-            r#"query: "max(agentd_pool_desired_workers{app=\"agentd\",pool=\"gpu\"}) or vector(2)""#
+            r#"query: "max(agentd_pool_desired_workers{app=\"agentd\",pool=\"gpu\"}) or vector(0)""#
         ));
+        // GPU machines are created in the GPU region; the others beside the primary database.
+        assert!(gpu.contains(&format!("\nregions: [\"{GPU_REGION}\"]\n")));
+        assert!(file(&files, "fly/autoscaler/worker-cpu.yml").contains("\nregions: [\"cdg\"]\n"));
         assert!(gpu.contains(
             "0-3 workers; 2-10 mon-fri 09:00-18:00 America/Los_Angeles; idle shutdown 10 min"
         ));
@@ -1035,9 +1209,31 @@ routing = "fly-replay"
         assert!(s.contains("stage_secret REDIS_URL"));
         assert!(s.contains("stage_secret REPLICA_URL"));
         assert!(!s.contains("stage_secret DATABASE_URL"));
-        for code in ["cdg", "nrt", "sjc", "ewr"] {
+        // Two api machines in the primary region (the first deploy's pair), one elsewhere.
+        assert!(s.contains("fly scale count api=2 --region cdg "));
+        assert!(!s.contains("fly scale count api=1 --region cdg "));
+        for code in ["nrt", "sjc", "ewr"] {
             assert!(s.contains(&format!("fly scale count api=1 --region {code} ")));
         }
+        // Tokens: the org is positional for `readonly`; each is captured on its own line so that
+        // set -e stops the script when one cannot be created.
+        assert!(!s.contains("readonly --org"));
+        assert!(s.contains(
+            "\nFAS_API_TOKEN=\"$(fly tokens create deploy --app \"$APP\" --name \"$SCALER\")\"\n"
+        ));
+        assert!(s.contains("\nFAS_PROMETHEUS_TOKEN=\"$(fly tokens create readonly \"$ORG\")\"\n"));
+        assert!(!s.contains("printf 'FAS_API_TOKEN=%s\\n' \"$("));
+        // The first deploy leaves the GPU group out (its first machine would land in cdg, which has
+        // no GPUs); its machine is then created in the GPU region.
+        assert!(s.contains("\nDEPLOY_GROUPS=api,worker-cpu,worker-batch-jobs\nif group_has_machine worker-gpu; then DEPLOY_GROUPS=\"$DEPLOY_GROUPS,worker-gpu\"; fi\n"));
+        assert!(s.contains("--process-groups \"$DEPLOY_GROUPS\"\n"));
+        assert!(s.contains(&format!(
+            "\ngroup_has_machine worker-gpu || fly scale count worker-gpu=1 --region {GPU_REGION} --app \"$APP\" --yes\n"
+        )));
+        // ... before the autoscaler, which clones that machine.
+        assert!(s.find("fly scale count worker-gpu=1").unwrap() < s.find("SCALER=").unwrap());
+        // Several regions: replicas, not the prompt for them.
+        assert!(!s.contains("--no-replicas"));
         assert_no_secret(&files);
         assert!(!files.iter().any(|f| f.contents.contains(LEAK)));
     }
@@ -1054,7 +1250,16 @@ routing = "fly-replay"
         assert!(doc["http_service"].get("processes").is_none());
         assert!(doc.get("checks").is_none());
         assert!(!files.iter().any(|f| f.path.starts_with("fly/autoscaler")));
-        assert!(file(&files, "fly/setup.sh").contains("fly volumes create agentd_data"));
+        let setup = file(&files, "fly/setup.sh");
+        assert!(setup.contains("fly volumes create agentd_data"));
+        assert!(!setup.contains("--process-groups"));
+        // The volume is mounted owned by the image's (numeric, non-root) user: the comment says so
+        // and the Dockerfile's USER is that uid.
+        let toml = file(&files, "fly/fly.toml");
+        assert!(toml.contains(&format!("w/ uid: {RUN_AS}, gid: {RUN_AS}")));
+        assert!(file(&docker::render(&ctx), "Dockerfile")
+            .contains(&format!("\nUSER {RUN_AS}:{RUN_AS}\n")));
+        assert_eq!(doc["env"]["AGENTD_DATA_DIR"].as_str(), Some(DATA_DIR));
         // Several regions cannot share one SQLite file.
         let ctx = ctx_with(&config, text, &["cdg", "nrt"]);
         let err = render(&ctx).unwrap_err().to_string();
@@ -1075,7 +1280,42 @@ routing = "fly-replay"
         let text = "[server]\nshutdown_grace_ms = 600000\n";
         let config = load_for(text, Target::Fly);
         let ctx = ctx_with(&config, text, &[]);
-        let doc = parse(file(&render(&ctx).unwrap(), "fly/fly.toml"));
+        let text = file(&render(&ctx).unwrap(), "fly/fly.toml").to_owned();
+        let doc = parse(&text);
         assert_eq!(doc["kill_timeout"].as_integer(), Some(300));
+        // Not silently: fly.toml warns and says what fits.
+        assert!(text.contains("# WARNING: kill_timeout is clamped to Fly's maximum, 300 s"));
+        assert!(text.contains("server.shutdown_grace_ms to at most 290000"));
+        // A drain that fits gets no warning.
+        let text = "[server]\nshutdown_grace_ms = 290000\n";
+        let config = load_for(text, Target::Fly);
+        let ctx = ctx_with(&config, text, &[]);
+        let toml = file(&render(&ctx).unwrap(), "fly/fly.toml").to_owned();
+        assert!(!toml.contains("WARNING"));
+        assert_eq!(parse(&toml)["kill_timeout"].as_integer(), Some(300));
+    }
+
+    #[test]
+    fn an_unused_gpu_pool_gets_no_gpu_machine() {
+        // The built-in gpu pool exists in every config; nothing sends runs to it here.
+        let text = "[store]\nkind = \"postgres\"\nurl = \"${DATABASE_URL}\"\n[queue]\nkind = \"redis\"\nurl = \"${REDIS_URL}\"\n";
+        let config = load_for(text, Target::Fly);
+        let ctx = ctx_with(&config, text, &[]);
+        let files = render(&ctx).unwrap();
+        let doc = parse(file(&files, "fly/fly.toml"));
+        let names: Vec<&str> = doc["processes"]
+            .as_table()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, ["api", "worker-cpu"]);
+        assert!(!file(&files, "fly/fly.toml").contains(GPU_VM_SIZE));
+        let setup = file(&files, "fly/setup.sh");
+        assert!(!setup.contains("--process-groups"));
+        assert!(!setup.contains(GPU_REGION));
+        assert!(!file(&files, "fly/README.md").contains("## GPU workers"));
+        // One region: `fly redis create` is told there are no replicas (it would ask otherwise).
+        assert!(setup.contains("--region \"$PRIMARY\" --no-replicas --disable-eviction"));
     }
 }

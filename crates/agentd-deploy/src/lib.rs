@@ -138,9 +138,17 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// Worker pools with their schedules (cpu and gpu always exist).
-    pub fn pools(&self) -> &'a [PoolConfig] {
-        &self.config.pools
+    /// The worker pools runs can reach — named by an agent or a task route (`cpu` when there
+    /// are no agents) — with their schedules. The built-in `gpu` pool gets no workers (and no
+    /// GPU machine) unless something sends runs to it.
+    pub fn pools(&self) -> Vec<&'a PoolConfig> {
+        let config = self.config;
+        let used = |name: &str| {
+            config.agents.iter().any(|a| a.pool == name)
+                || config.task_routes.iter().any(|r| r.pool == name)
+                || (config.agents.is_empty() && name == "cpu")
+        };
+        config.pools.iter().filter(|p| used(&p.name)).collect()
     }
 
     /// `[regions]` of the config.
@@ -187,6 +195,84 @@ pub fn env_vars_in(text: &str) -> Vec<String> {
         rest = &rest[end..];
     }
     out
+}
+
+/// Keys of `text` that hold a secret written out rather than referenced (`${VAR}`): provider
+/// API keys, the admin key, HTTP tool headers, and URLs with a password. `deploy render` ships
+/// the config file with the deployment (a ConfigMap, a file in fly.toml), so those must be
+/// references to platform secrets.
+pub fn literal_secrets(text: &str) -> Vec<String> {
+    use toml_edit::{DocumentMut, Item};
+    let Ok(doc) = text.parse::<DocumentMut>() else {
+        return Vec::new();
+    };
+    let literal = |item: &Item| {
+        item.as_str()
+            .is_some_and(|v| !v.trim().is_empty() && !v.contains("${"))
+    };
+    let has_password = |item: &Item| {
+        item.as_str().is_some_and(|v| {
+            !v.contains("${")
+                && v.split_once("://").is_some_and(|(_, rest)| {
+                    rest.split('/')
+                        .next()
+                        .and_then(|auth| auth.rsplit_once('@'))
+                        .and_then(|(user, _)| user.split_once(':'))
+                        .is_some_and(|(_, password)| !password.is_empty())
+                })
+        })
+    };
+    let mut found = Vec::new();
+    let table = |name: &str| doc.get(name).and_then(Item::as_table_like);
+    if let Some(providers) = table("providers") {
+        for (name, p) in providers.iter() {
+            if p.get("api_key").is_some_and(literal) {
+                found.push(format!("providers.{name}.api_key"));
+            }
+        }
+    }
+    if table("auth")
+        .and_then(|a| a.get("admin_key"))
+        .is_some_and(literal)
+    {
+        found.push("auth.admin_key".to_owned());
+    }
+    if let Some(tools) = table("tools") {
+        for (name, t) in tools.iter() {
+            if let Some(headers) = t.get("headers").and_then(Item::as_table_like) {
+                for (h, v) in headers.iter() {
+                    if literal(v) {
+                        found.push(format!("tools.{name}.headers.{h}"));
+                    }
+                }
+            }
+        }
+    }
+    for (section, key) in [
+        ("store", "url"),
+        ("store", "replica_url"),
+        ("queue", "url"),
+        ("counters", "url"),
+        ("cache", "url"),
+    ] {
+        if table(section)
+            .and_then(|t| t.get(key))
+            .is_some_and(has_password)
+        {
+            found.push(format!("{section}.{key}"));
+        }
+    }
+    if let Some(urls) = table("regions")
+        .and_then(|r| r.get("store_urls"))
+        .and_then(Item::as_table_like)
+    {
+        for (code, v) in urls.iter() {
+            if has_password(v) {
+                found.push(format!("regions.store_urls.{code}"));
+            }
+        }
+    }
+    found
 }
 
 /// Works out the regions and names, then renders `target`.
@@ -261,6 +347,14 @@ pub fn context<'a>(config: &'a Config, options: &Options) -> Result<Ctx<'a>, Ren
         .config_text
         .clone()
         .unwrap_or_else(|| DEFAULT_CONFIG.to_owned());
+    let literal = literal_secrets(&config_text);
+    if !literal.is_empty() {
+        return Err(RenderError::Invalid(format!(
+            "{} {} a secret written out in the config, which the deployment ships as is (a ConfigMap, a file in fly.toml): write it as a reference such as \"${{OPENAI_API_KEY}}\" and set the value as a platform secret",
+            literal.join(", "),
+            if literal.len() == 1 { "holds" } else { "hold" }
+        )));
+    }
     let mut secret_vars = env_vars_in(&config_text);
     for var in ["AGENTD_ADMIN_KEY"] {
         if !secret_vars.iter().any(|v| v == var) {
@@ -339,6 +433,40 @@ fn tempfile_dir(parent: &Path) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_secrets_are_found_and_references_pass() {
+        let text = r#"
+[auth]
+admin_key = "plain-admin-key-0123456789"
+[providers.openai]
+kind = "openai"
+api_key = "sk-live-123"
+[providers.local]
+kind = "mock"
+[providers.anthropic]
+kind = "anthropic"
+api_key = "${ANTHROPIC_API_KEY}"
+[tools.weather.headers]
+Authorization = "Bearer abc"
+X-Trace = "${TRACE}"
+[store]
+url = "postgres://agentd:hunter2@db/agentd"
+replica_url = "postgres://agentd:${PW}@replica/agentd"
+[queue]
+url = "redis://cache:6379"
+"#;
+        assert_eq!(
+            literal_secrets(text),
+            vec![
+                "providers.openai.api_key",
+                "auth.admin_key",
+                "tools.weather.headers.Authorization",
+                "store.url"
+            ]
+        );
+        assert!(literal_secrets("[store]\nurl = \"${DATABASE_URL}\"\n").is_empty());
+    }
 
     #[test]
     fn env_vars_skip_defaults_and_repeat() {

@@ -1,8 +1,13 @@
-//! A bare VM: `systemd/agentd.service` runs every role of agentd under a dynamic user with its
-//! state in `/var/lib/agentd`; on PostgreSQL, `systemd/agentd-worker@.service` adds workers of
-//! one pool each (`agentd-worker@gpu`) on more machines. `systemd/install.sh` installs the
-//! binary, the config (`/etc/agentd/agentd.toml`), an environment file for the secrets and the
-//! units; `systemd/agentd.env.example` names the secrets.
+//! A bare VM: `systemd/<app>.service` runs every role of agentd under a dynamic user with its
+//! state in `/var/lib/<app>`; on PostgreSQL, `systemd/<app>-worker@.service` adds workers of one
+//! pool each (`<app>-worker@<pool>`, listening on their own local port from
+//! `systemd/worker-<pool>.env`) on more machines. `systemd/install.sh` installs the binary, the
+//! config (`/etc/agentd/agentd.toml`), an environment file for the secrets and the units;
+//! `systemd/agentd.env.example` names the secrets (and `AGENTD_REGION`, which a config listing
+//! several regions requires).
+//!
+//! agentd exits 78 (EX_CONFIG) on a config it cannot run with; the units do not restart it then
+//! (`RestartPreventExitStatus=78`): the same file would fail again, every two seconds.
 //!
 //! The decision to know: **no container.** The unit runs the binary (the image is for the other
 //! targets), sandboxed by systemd instead: `DynamicUser`, a read-only system, no home
@@ -21,6 +26,10 @@ const ENV_FILE: &str = "/etc/agentd/agentd.env";
 const STOP_MARGIN_SECONDS: u64 = 10;
 /// Sockets: 10,000 streaming clients in the benchmark, plus upstream connections.
 const NOFILE: u32 = 65536;
+/// agentd's exit status for a configuration it cannot run with (EX_CONFIG).
+const EXIT_CONFIG: u8 = 78;
+/// The first local port of the worker units (one per pool, in config order).
+const WORKER_PORT_BASE: u16 = 9101;
 
 pub(crate) fn render(ctx: &Ctx<'_>) -> Result<Vec<File>, RenderError> {
     let mut files = vec![
@@ -38,8 +47,39 @@ pub(crate) fn render(ctx: &Ctx<'_>) -> Result<Vec<File>, RenderError> {
                 worker_unit(ctx),
             ),
         );
+        for (pool, port) in worker_ports(ctx) {
+            files.push(File::new(
+                format!("{DIR}/worker-{pool}.env"),
+                worker_env(ctx, pool, port),
+            ));
+        }
     }
     Ok(files)
+}
+
+/// Each used pool's worker unit and its own local port: 9101, 9102, … in config order, skipping
+/// `server.listen`'s port, so the worker units and the main unit never collide on one machine.
+fn worker_ports<'a>(ctx: &Ctx<'a>) -> Vec<(&'a str, u16)> {
+    let mut ports = (WORKER_PORT_BASE..).filter(|p| *p != ctx.port);
+    ctx.pools()
+        .into_iter()
+        .filter_map(|p| ports.next().map(|port| (p.name.as_str(), port)))
+        .collect()
+}
+
+/// `/etc/agentd/worker-<pool>.env`: the worker unit's own listen address (not a secret).
+fn worker_env(ctx: &Ctx<'_>, pool: &str, port: u16) -> String {
+    format!(
+        "# {CONFIG_DIR}/worker-{pool}.env: settings of {app}-worker@{pool} on this machine, read after\n\
+         # agentd.env (systemd's syntax). Written by `agentd deploy render`; install.sh copies it once and\n\
+         # never overwrites it.\n\
+         # Its own port, so that it does not collide with {app}.service (server.listen, port {main}) or\n\
+         # another pool's worker unit. It serves /healthz, /readyz and /metrics only; on 127.0.0.1 a\n\
+         # Prometheus on another machine cannot scrape it: use 0.0.0.0:{port} then (and a firewall).\n\
+         AGENTD_LISTEN=127.0.0.1:{port}\n",
+        app = ctx.app,
+        main = ctx.port,
+    )
 }
 
 /// The `[Service]` lines both units share: environment, sandbox, limits, stopping.
@@ -78,6 +118,9 @@ fn service_common(ctx: &Ctx<'_>, state: &str) -> String {
          TimeoutStartSec=60\n\
          Restart=on-failure\n\
          RestartSec=2s\n\
+         # Exit {EXIT_CONFIG}: a config agentd cannot run with (the journal says why, e.g. AGENTD_REGION unset\n\
+         # with several regions listed). Restarting would fail the same way: stay stopped until fixed.\n\
+         RestartPreventExitStatus={EXIT_CONFIG}\n\
          # Every stream is a socket (10,000 streaming clients in the benchmark), plus the providers'.\n\
          LimitNOFILE={NOFILE}\n\
          \n\
@@ -113,9 +156,12 @@ fn service_common(ctx: &Ctx<'_>, state: &str) -> String {
 
 fn main_unit(ctx: &Ctx<'_>) -> String {
     let what = if ctx.split_roles {
-        "every role: the API and the workers of every pool (more workers: agentd-worker@<pool>)"
+        format!(
+            "every role: the API and the workers of every pool (more workers: {}-worker@<pool>)",
+            ctx.app
+        )
     } else {
-        "every role, with the SQLite store in its state directory"
+        "every role, with the SQLite store in its state directory".to_owned()
     };
     format!(
         "# {app}.service, written by `agentd deploy render --target systemd` from agentd.toml.\n\
@@ -138,15 +184,21 @@ fn main_unit(ctx: &Ctx<'_>) -> String {
 }
 
 fn worker_unit(ctx: &Ctx<'_>) -> String {
-    let pools: Vec<&str> = ctx.pools().iter().map(|p| p.name.as_str()).collect();
+    let ports = worker_ports(ctx);
+    let pools: Vec<&str> = ports.iter().map(|(p, _)| *p).collect();
+    let listen: Vec<String> = ports
+        .iter()
+        .map(|(p, port)| format!("{p} 127.0.0.1:{port}"))
+        .collect();
     format!(
         "# {app}-worker@.service, written by `agentd deploy render --target systemd`: the workers of one\n\
          # pool, for machines that add capacity to the PostgreSQL-backed deployment. The instance name\n\
          # is the pool: systemctl enable --now {app}-worker@{first} (pools: {pools}).\n\
-         # Each instance serves /healthz and /metrics on server.listen; to run two pools on one machine\n\
-         # give one another port in {CONFIG_DIR}/worker-<pool>.env (AGENTD_LISTEN=0.0.0.0:9101).\n\
+         # Each instance listens (/healthz, /readyz, /metrics) on its own port, set by AGENTD_LISTEN in\n\
+         # {CONFIG_DIR}/worker-<pool>.env (install.sh copies worker-<pool>.env there), so it never collides\n\
+         # with {app}.service on server.listen (port {main}) or with another pool: {listen}.\n\
          [Unit]\n\
-         Description=agentd ({app}) workers of pool %i\n\
+         Description=agentd ({app}): workers of pool %i ({app}-worker@%i)\n\
          After=network-online.target\n\
          Wants=network-online.target\n\
          \n\
@@ -154,14 +206,17 @@ fn worker_unit(ctx: &Ctx<'_>) -> String {
          Type=exec\n\
          ExecStart={BINARY} serve --role worker --pools %i\n\
          {common}\
-         # This machine's own settings for the pool, read last so they win (optional).\n\
-         EnvironmentFile=-{CONFIG_DIR}/worker-%i.env\n\
+         # This pool's own settings (AGENTD_LISTEN: its port), read last so they win. Required: without\n\
+         # it the worker would listen on server.listen's port, which {app}.service already holds.\n\
+         EnvironmentFile={CONFIG_DIR}/worker-%i.env\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
         app = ctx.app,
         first = pools.first().copied().unwrap_or("cpu"),
         pools = pools.join(", "),
+        main = ctx.port,
+        listen = listen.join(", "),
         common = service_common(ctx, &format!("{}-worker-%i", ctx.app)),
     )
 }
@@ -174,17 +229,66 @@ fn env_example(ctx: &Ctx<'_>) -> String {
     for var in &ctx.secret_vars {
         let _ = writeln!(out, "{var}=");
     }
+    if let Some(regions) = region_required(ctx) {
+        let _ = write!(
+            out,
+            "# Required: this machine's region, one of {list} (the config lists several regions and\n\
+             # sets no server.region). Without it agentd exits {EXIT_CONFIG} (\"this instance's region is unknown\").\n\
+             # Uncomment and set it, e.g. AGENTD_REGION={first}\n\
+             #AGENTD_REGION=\n",
+            list = regions.join(", "),
+            first = regions[0],
+        );
+    }
     out
+}
+
+/// The regions to choose from when this machine must say which one it is in: the config lists
+/// several and does not set `server.region` itself. (The loaded config cannot tell: rendering
+/// stands in FLY_REGION for it.)
+fn region_required<'a>(ctx: &Ctx<'a>) -> Option<&'a [String]> {
+    let regions = &ctx.regions_config().list;
+    if regions.len() < 2 {
+        return None;
+    }
+    let sets_region = ctx
+        .config_text
+        .parse::<toml_edit::DocumentMut>()
+        .ok()
+        .and_then(|doc| {
+            doc.get("server")
+                .and_then(|s| s.get("region"))
+                .and_then(toml_edit::Item::as_str)
+                .map(|r| !r.trim().is_empty())
+        })
+        .unwrap_or(false);
+    (!sets_region).then_some(regions.as_slice())
 }
 
 fn install_script(ctx: &Ctx<'_>) -> String {
     let app = &ctx.app;
-    let worker = if ctx.split_roles {
-        format!(
-            "install -m 0644 \"$HERE/{app}-worker@.service\" /etc/systemd/system/{app}-worker@.service\n"
-        )
-    } else {
-        String::new()
+    let mut worker = String::new();
+    if ctx.split_roles {
+        let _ = writeln!(
+            worker,
+            "install -m 0644 \"$HERE/{app}-worker@.service\" /etc/systemd/system/{app}-worker@.service"
+        );
+        for (pool, _) in worker_ports(ctx) {
+            let _ = writeln!(
+                worker,
+                "[ -e {CONFIG_DIR}/worker-{pool}.env ] || install -m 0644 \"$HERE/worker-{pool}.env\" {CONFIG_DIR}/worker-{pool}.env"
+            );
+        }
+    }
+    let region_check = match region_required(ctx) {
+        Some(regions) => format!(
+            "if ! grep -qE '^AGENTD_REGION=[a-z0-9]+$' {ENV_FILE}; then\n\
+             \x20 echo \"Set AGENTD_REGION in {ENV_FILE} to this machine's region (one of: {list}).\"\n\
+             \x20 READY=0\n\
+             fi\n",
+            list = regions.join(" ")
+        ),
+        None => String::new(),
     };
     format!(
         "#!/usr/bin/env bash\n\
@@ -217,13 +321,18 @@ fn install_script(ctx: &Ctx<'_>) -> String {
          install -m 0644 \"$HERE/{app}.service\" /etc/systemd/system/{app}.service\n\
          {worker}\
          systemctl daemon-reload\n\
+         READY=1\n\
          if [ \"$NEW_SECRETS\" = 1 ] && grep -qE '^[A-Z0-9_]+=$' {ENV_FILE}; then\n\
-         \x20 systemctl enable {app}.service\n\
-         \x20 echo \"Fill in the secrets in {ENV_FILE}, then: systemctl start {app}\"\n\
-         else\n\
-         \x20 systemctl enable {app}.service\n\
+         \x20 echo \"Fill in the secrets in {ENV_FILE}.\"\n\
+         \x20 READY=0\n\
+         fi\n\
+         {region_check}\
+         systemctl enable {app}.service\n\
+         if [ \"$READY\" = 1 ]; then\n\
          \x20 systemctl restart {app}.service\n\
          \x20 systemctl --no-pager status {app}.service || true\n\
+         else\n\
+         \x20 echo \"Then: systemctl start {app}\"\n\
          fi\n"
     )
 }
@@ -238,10 +347,18 @@ fn readme(ctx: &Ctx<'_>) -> String {
          | `{app}.service` | `/etc/systemd/system/{app}.service`: `agentd serve`, every role |\n"
     );
     if ctx.split_roles {
+        let ports = worker_ports(ctx);
+        let first = ports.first().map_or("cpu", |(p, _)| *p);
         let _ = writeln!(
             r,
-            "| `{app}-worker@.service` | `/etc/systemd/system/{app}-worker@.service`: the workers of one pool (`{app}-worker@gpu`), for more machines |"
+            "| `{app}-worker@.service` | `/etc/systemd/system/{app}-worker@.service`: the workers of one pool (`{app}-worker@{first}`), for more machines |"
         );
+        for (pool, port) in &ports {
+            let _ = writeln!(
+                r,
+                "| `worker-{pool}.env` | `{CONFIG_DIR}/worker-{pool}.env` (copied once): `{app}-worker@{pool}` listens on `127.0.0.1:{port}` |"
+            );
+        }
     }
     let _ = write!(
         r,
@@ -258,10 +375,21 @@ fn readme(ctx: &Ctx<'_>) -> String {
          agentd listens on `server.listen` ({listen}); with `127.0.0.1` put a reverse proxy (TLS) in front, or\n\
          listen on `0.0.0.0`. State (the SQLite store, when it is used) lives in `/var/lib/{app}`, owned by the\n\
          service's dynamic user.\n\
-         `systemctl stop` drains for `server.shutdown_grace` ({drain} s).\n",
+         `systemctl stop` drains for `server.shutdown_grace` ({drain} s). A config agentd cannot run with\n\
+         makes it exit {EXIT_CONFIG}; the units then stay stopped (`RestartPreventExitStatus={EXIT_CONFIG}`) instead of\n\
+         restarting every two seconds: `journalctl -u {app}` says what to fix.\n",
         listen = ctx.config.server.listen,
         drain = ctx.drain_seconds,
     );
+    if let Some(regions) = region_required(ctx) {
+        let _ = write!(
+            r,
+            "\n**Regions.** The config lists several regions ({list}) and no `server.region`, so each machine\n\
+             must say which one it is in: set `AGENTD_REGION` in `{ENV_FILE}` (the example has it, commented).\n\
+             Without it agentd exits {EXIT_CONFIG}.\n",
+            list = regions.join(", ")
+        );
+    }
     r
 }
 
@@ -289,6 +417,7 @@ mod tests {
             "KillSignal=SIGTERM\n",
             "TimeoutStopSec=55\n",
             "Restart=on-failure\n",
+            "RestartPreventExitStatus=78\n",
             "NoNewPrivileges=yes\n",
             "ProtectSystem=strict\n",
             "ProtectHome=yes\n",
@@ -319,11 +448,85 @@ mod tests {
         let worker = file(&files, "systemd/agentd-worker@.service");
         assert!(worker.contains("ExecStart=/usr/local/bin/agentd serve --role worker --pools %i\n"));
         assert!(worker.contains("StateDirectory=agentd-worker-%i\n"));
+        assert!(worker.contains("RestartPreventExitStatus=78\n"));
+        // Its own port (required file), never server.listen's, which agentd.service holds.
+        assert!(worker.contains("\nEnvironmentFile=/etc/agentd/worker-%i.env\n"));
+        assert!(
+            worker.contains("Description=agentd (agentd): workers of pool %i (agentd-worker@%i)\n")
+        );
+        let env = file(&files, "systemd/worker-cpu.env");
+        assert!(env.ends_with("\nAGENTD_LISTEN=127.0.0.1:9101\n"), "{env}");
+        assert!(file(&files, "systemd/install.sh").contains(
+            "[ -e /etc/agentd/worker-cpu.env ] || install -m 0644 \"$HERE/worker-cpu.env\" /etc/agentd/worker-cpu.env\n"
+        ));
         // Port 80: the one capability it needs.
         assert!(worker.contains("AmbientCapabilities=CAP_NET_BIND_SERVICE\n"));
         let env = file(&files, "systemd/agentd.env.example");
         assert!(env.contains("\nDATABASE_URL=\n") && env.contains("\nOPENAI_API_KEY=\n"));
         assert!(file(&files, "systemd/install.sh").contains("agentd-worker@.service"));
         assert_no_secret(&files);
+    }
+
+    #[test]
+    fn several_regions_need_agentd_region_and_units_are_named_after_the_app() {
+        let text = r#"
+[server]
+listen = "0.0.0.0:9101"
+[store]
+kind = "postgres"
+url = "${DATABASE_URL}"
+[models.m]
+provider = "mock"
+[providers.mock]
+kind = "mock"
+[agents.a]
+model = "m"
+[agents.b]
+model = "m"
+pool = "gpu"
+[regions]
+list = ["cdg", "nrt"]
+primary = "cdg"
+[regions.urls]
+cdg = "https://cdg.example.com"
+nrt = "https://nrt.example.com"
+[deploy]
+app = "agents"
+"#;
+        let config = load(text);
+        let ctx = ctx_with(&config, text, &[]);
+        let files = render(&ctx).unwrap();
+        // The main unit points at the real template name.
+        let main = file(&files, "systemd/agents.service");
+        assert!(
+            main.contains("(more workers: agents-worker@<pool>)"),
+            "{main}"
+        );
+        assert!(!main.contains("agentd-worker@"));
+        assert!(main.contains("RestartPreventExitStatus=78\n"));
+        // AGENTD_REGION: named, commented, with the regions to choose from.
+        let env = file(&files, "systemd/agentd.env.example");
+        assert!(
+            env.contains("# Required: this machine's region, one of cdg, nrt"),
+            "{env}"
+        );
+        assert!(env.contains("\n#AGENTD_REGION=\n"));
+        assert!(!env.contains("\nAGENTD_REGION="));
+        // install.sh does not start agentd before it is set.
+        let install = file(&files, "systemd/install.sh");
+        assert!(install
+            .contains("if ! grep -qE '^AGENTD_REGION=[a-z0-9]+$' /etc/agentd/agentd.env; then"));
+        // Worker ports skip server.listen's (9101 here) and differ per pool.
+        assert!(file(&files, "systemd/worker-cpu.env").contains("\nAGENTD_LISTEN=127.0.0.1:9102\n"));
+        assert!(file(&files, "systemd/worker-gpu.env").contains("\nAGENTD_LISTEN=127.0.0.1:9103\n"));
+        assert!(file(&files, "systemd/agents-worker@.service").contains("(pools: cpu, gpu)."));
+        assert!(file(&files, "systemd/README.md").contains("set `AGENTD_REGION`"));
+
+        // server.region in the file: nothing to add.
+        let fixed = text.replace("[server]\n", "[server]\nregion = \"cdg\"\n");
+        let config = load(&fixed);
+        let files = render(&ctx_with(&config, &fixed, &[])).unwrap();
+        assert!(!file(&files, "systemd/agentd.env.example").contains("AGENTD_REGION"));
+        assert!(!file(&files, "systemd/install.sh").contains("AGENTD_REGION"));
     }
 }

@@ -121,6 +121,28 @@ mod tests {
             })
             .map(|t| t["expr"].as_str().unwrap().to_owned())
             .collect();
+        // Every instance reports every queue stream: each is counted once (max over the
+        // instances of a region) before a pool's streams are added; the oldest age is a max.
+        for gauge in [
+            "agentd_queue_depth",
+            "agentd_queue_in_flight",
+            "agentd_queue_dead_letters",
+        ] {
+            let uses: Vec<&String> = exprs.iter().filter(|e| e.contains(gauge)).collect();
+            assert!(!uses.is_empty(), "{gauge}");
+            for e in uses {
+                assert_eq!(
+                    *e,
+                    format!("sum by (pool) (max by (region, pool, stream) ({gauge}))")
+                );
+            }
+        }
+        for e in exprs
+            .iter()
+            .filter(|e| e.contains("agentd_queue_oldest_age_seconds"))
+        {
+            assert_eq!(e, "max by (pool) (agentd_queue_oldest_age_seconds)");
+        }
         for metric in [
             "agentd_http_requests_total",
             "agentd_http_request_duration_seconds_bucket",

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::k8s::test_support::{config, options, GLOBAL, LITERAL_SECRET};
+use crate::k8s::test_support::{config, options, GLOBAL};
 use crate::{context, Target};
 
 fn file<'a>(files: &'a [File], path: &str) -> &'a str {
@@ -78,6 +78,19 @@ fn the_stack_has_every_service_with_a_healthcheck_in_dependency_order() {
     assert!(api.contains("REDIS_URL: \"redis://redis:6379\""));
     assert!(api.contains("AGENTD_ADMIN_KEY: \"${AGENTD_ADMIN_KEY:-}\""));
     let worker = body("agentd-worker");
+    // The image is built from the repository, never pulled (`agentd:latest` is in no
+    // registry): the context is the repository root from deploy/compose.
+    for agentd in [api, worker] {
+        assert!(
+            agentd.starts_with(
+                "    build:\n      context: \"../..\"\n      dockerfile: deploy/Dockerfile\n    image: \"ghcr.io/acme/agentd:1.2.3\"\n    pull_policy: build\n"
+            ),
+            "{agentd}"
+        );
+    }
+    for other in ["postgres", "redis", "nats", "prometheus", "grafana"] {
+        assert!(!body(other).contains("build:"), "{other}");
+    }
     assert!(worker.contains("AGENTD_ROLE: worker"));
     assert!(worker.contains("      agentd-api:\n        condition: service_healthy\n"));
     assert!(!worker.contains("ports:"));
@@ -124,10 +137,10 @@ fn no_secret_value_in_any_file() {
             continue; // the user's own file, as written
         }
         for secret in [
-            LITERAL_SECRET,
             "pw-env-value",
             "redis-env-pw",
             "sk-env-value",
+            "admin-env-value",
         ] {
             assert!(!f.contents.contains(secret), "{}", f.path.display());
         }
@@ -144,4 +157,36 @@ fn literal_queue_urls_are_flagged_and_whole_variables_wired() {
     let compose = file(&render(&ctx).unwrap(), "compose/compose.yaml").to_owned();
     assert!(compose.contains("NOTE: agentd.toml names a queue"));
     assert!(compose.contains("      nats:\n        condition: service_healthy\n"));
+}
+
+#[test]
+fn the_readme_builds_the_image_before_starting() {
+    let c = config(GLOBAL);
+    let files = render(&context(&c, &options(GLOBAL)).unwrap()).unwrap();
+    let readme = file(&files, "compose/README.md");
+    assert!(readme.contains("From this directory (`deploy/compose` in the repository)"));
+    // The commands are an indented (code) block, every line of it.
+    assert!(readme.contains(
+        ":\n\n    cp .env.example .env      # then fill in every value\n    docker compose up -d      # builds the agentd image first"
+    ));
+    assert!(readme.contains("`pull_policy: build`"));
+    assert!(file(&files, "compose/compose.yaml").contains("which first builds the"));
+}
+
+#[test]
+fn an_admin_key_the_config_reads_is_required() {
+    let text = GLOBAL.replace(
+        "[queue]",
+        "[auth]\nadmin_key = \"${AGENTD_ADMIN_KEY}\"\n\n[queue]",
+    );
+    let c = config(&text);
+    let files = render(&context(&c, &options(&text)).unwrap()).unwrap();
+    let compose = file(&files, "compose/compose.yaml");
+    assert!(compose.contains(
+        "AGENTD_ADMIN_KEY: \"${AGENTD_ADMIN_KEY:?set AGENTD_ADMIN_KEY in .env (see .env.example)}\""
+    ));
+    assert!(!compose.contains("${AGENTD_ADMIN_KEY:-}"));
+    let env = file(&files, "compose/.env.example");
+    assert!(env.contains("\nAGENTD_ADMIN_KEY=\n"));
+    assert!(!env.contains("Optional"), "{env}");
 }

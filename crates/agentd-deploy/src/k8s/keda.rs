@@ -1,20 +1,34 @@
 //! KEDA ScaledObjects: one per worker pool, built from the pool's schedule so that KEDA and
-//! agentd's own `agentd_pool_desired_workers{pool}` agree.
+//! agentd's own `agentd_pool_desired_workers{pool}` agree where KEDA can express it.
 //!
 //! - `minReplicaCount` / `maxReplicaCount`: the off-hours minimum, and the larger of the two
-//!   maxima (KEDA has one maximum; agentd's metric applies the hour's own). A persistent pool
-//!   never goes below its off-hours maximum.
-//! - Business hours: a `cron` trigger holding the business-hours minimum (the maximum for a
-//!   persistent pool) in the pool's time zone.
-//! - Work: the queue itself. agentd deletes a Redis entry when it is acknowledged, so a
+//!   maxima. KEDA has ONE maximum at all hours: the off-hours maximum exists only in agentd's
+//!   desired count, which KEDA follows only on the store queue (its trigger *is* that count);
+//!   on Redis and NATS a backlog off hours can take the pool up to the business-hours maximum.
+//!   A persistent pool never goes below its off-hours maximum.
+//! - Work: the queue itself, one trigger per priority stream (`queue_critical`, `queue_high`,
+//!   `queue_normal`, `queue_low`). agentd deletes a Redis entry when it is acknowledged, so a
 //!   stream's length is its runs waiting *plus* running; the `redis-streams` scaler reads it
 //!   (`streamLength`) when no consumer group is named. Naming the group (`agentd`) would switch
 //!   KEDA to the pending list (running only: a pool at zero never wakes) or the group lag
 //!   (waiting only, and unknown once a cancelled run was deleted), so it is left out on purpose.
-//!   On NATS the scaler adds a consumer's pending and ack-pending counts: the same sum. The
-//!   target per replica is the pool's `concurrency`: replicas = ceil(work / concurrency),
-//!   the formula agentd uses. On the store queue (no broker to ask) the trigger is agentd's own
-//!   desired count through Prometheus.
+//!   On NATS the scaler adds a consumer's pending and ack-pending counts: the same sum.
+//! - The streams are ADDED: the HPA takes the maximum over a ScaledObject's metrics, so four
+//!   separate triggers would size the pool for its busiest priority only (up to 4× too few
+//!   workers when the backlog is spread). `advanced.scalingModifiers` (KEDA 2.12+) composes
+//!   them into one metric, `formula` = the sum, `target` = the pool's `concurrency` with
+//!   `metricType: AverageValue`: replicas = ceil(work / concurrency), the formula agentd uses.
+//!   With scalingModifiers the HPA sees only that composite metric, and KEDA decides activity
+//!   (scaling from and to zero) from it too: a trigger the formula does not name has no effect.
+//! - Business hours: a `cron` trigger in the pool's time zone, inside the formula:
+//!   `max(<sum>, business_hours > 1 ? <floor × concurrency> : 0)`, which holds the floor (the
+//!   business-hours minimum; the maximum for a persistent pool) whatever the backlog. KEDA
+//!   reports a cron trigger as its `desiredReplicas` inside the window and 0 outside (1 before
+//!   KEDA 2.18), so `desiredReplicas` is at least 2 and the formula only tests "inside".
+//!   The literals are floats: KEDA 2.12's expr needs both branches of `?:` to have one type.
+//! - The store queue has no broker to ask: its one trigger is agentd's own desired count
+//!   through Prometheus (a replica count, target 1), beside the cron floor; no formula is
+//!   needed, the maximum of the two is what is wanted.
 //! - Idle shutdown: `cooldownPeriod` (time without work before scaling to zero) and the HPA's
 //!   scale-down stabilisation window.
 
@@ -66,6 +80,37 @@ pub(crate) fn business_floor(pool: &PoolConfig) -> Option<u32> {
     (floor > 0 && floor > min).then_some(floor)
 }
 
+/// Names of the triggers the formula adds (one per priority stream) and of the cron trigger.
+/// They are expr identifiers: `-` would read as a minus.
+pub(crate) fn queue_trigger_name(priority: &str) -> String {
+    format!("queue_{priority}")
+}
+pub(crate) const BUSINESS_HOURS_TRIGGER: &str = "business_hours";
+
+/// The cron trigger's `desiredReplicas` for `floor`: KEDA reports it inside the window and 0
+/// outside (1 before KEDA 2.18), so at least 2 tells the two apart in every KEDA version.
+fn cron_marker(floor: u32) -> u32 {
+    floor.max(2)
+}
+
+/// `scalingModifiers.formula`: the priority streams added, and the business-hours floor in runs
+/// (`floor × concurrency`: `floor` replicas at the `concurrency` target) while the cron trigger
+/// reports the window.
+pub(crate) fn work_formula(pool: &PoolConfig) -> String {
+    let sum = PRIORITIES
+        .iter()
+        .map(|p| queue_trigger_name(p))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    match business_floor(pool) {
+        Some(floor) => format!(
+            "max({sum}, {BUSINESS_HOURS_TRIGGER} > 1 ? {}.0 : 0.0)",
+            u64::from(floor) * u64::from(pool.concurrency.max(1))
+        ),
+        None => sum,
+    }
+}
+
 /// The TriggerAuthentication of the Redis or NATS scalers; `None` on the store queue.
 pub(crate) fn trigger_auth(ctx: &Ctx<'_>, names: &Names) -> Option<Node> {
     let params: Vec<(&str, &str)> = match ctx.queue() {
@@ -110,19 +155,50 @@ pub(crate) fn scaled_object(ctx: &Ctx<'_>, names: &Names, pool: &PoolConfig) -> 
     let mut triggers = queue_triggers(ctx, names, pool);
     if let (Some(b), Some(floor)) = (&pool.schedule.business_hours, business_floor(pool)) {
         let (start, end) = b.cron_start_end();
+        // With the formula (Redis, NATS) the formula turns "inside the window" into the floor;
+        // on the store queue the HPA reads the cron trigger itself: desiredReplicas = floor.
+        let desired = if composes_streams(ctx) {
+            cron_marker(floor)
+        } else {
+            floor
+        };
         triggers.push(map([
             ("type", v("cron")),
-            ("name", v("business-hours")),
+            ("name", v(BUSINESS_HOURS_TRIGGER)),
             (
                 "metadata",
                 map([
                     ("timezone", v(b.timezone.clone())),
                     ("start", v(start)),
                     ("end", v(end)),
-                    ("desiredReplicas", v(floor.to_string())),
+                    ("desiredReplicas", v(desired.to_string())),
                 ]),
             ),
         ]));
+    }
+    let mut advanced = vec![(
+        "horizontalPodAutoscalerConfig",
+        map([(
+            "behavior",
+            map([(
+                "scaleDown",
+                map([(
+                    "stabilizationWindowSeconds",
+                    v(idle.min(MAX_STABILISATION_SECONDS)),
+                )]),
+            )]),
+        )]),
+    )];
+    if composes_streams(ctx) {
+        advanced.push((
+            "scalingModifiers",
+            map([
+                ("formula", v(work_formula(pool))),
+                ("target", v(pool.concurrency.max(1).to_string())),
+                ("activationTarget", v("0")),
+                ("metricType", v("AverageValue")),
+            ]),
+        ));
     }
     let name = names.worker(&pool.name);
     map([
@@ -153,26 +229,16 @@ pub(crate) fn scaled_object(ctx: &Ctx<'_>, names: &Names, pool: &PoolConfig) -> 
                 ("cooldownPeriod", v(idle)),
                 ("minReplicaCount", v(min)),
                 ("maxReplicaCount", v(max)),
-                (
-                    "advanced",
-                    map([(
-                        "horizontalPodAutoscalerConfig",
-                        map([(
-                            "behavior",
-                            map([(
-                                "scaleDown",
-                                map([(
-                                    "stabilizationWindowSeconds",
-                                    v(idle.min(MAX_STABILISATION_SECONDS)),
-                                )]),
-                            )]),
-                        )]),
-                    )]),
-                ),
+                ("advanced", map(advanced)),
                 ("triggers", list(triggers)),
             ]),
         ),
     ])
+}
+
+/// Whether the work is one trigger per priority stream (Redis, NATS), added by a formula.
+pub(crate) fn composes_streams(ctx: &Ctx<'_>) -> bool {
+    !matches!(ctx.queue(), QueueBackend::Store)
 }
 
 fn queue_triggers(ctx: &Ctx<'_>, names: &Names, pool: &PoolConfig) -> Vec<Node> {
@@ -189,7 +255,7 @@ fn queue_triggers(ctx: &Ctx<'_>, names: &Names, pool: &PoolConfig) -> Vec<Node> 
                     let stream = redis_stream_key(prefix, &queue_stream(&pool.name, priority));
                     map([
                         ("type", v("redis-streams")),
-                        ("name", v(format!("queue-{priority}"))),
+                        ("name", v(queue_trigger_name(priority))),
                         (
                             "metadata",
                             map([
@@ -210,7 +276,7 @@ fn queue_triggers(ctx: &Ctx<'_>, names: &Names, pool: &PoolConfig) -> Vec<Node> 
                 .map(|priority| {
                     map([
                         ("type", v("nats-jetstream")),
-                        ("name", v(format!("queue-{priority}"))),
+                        ("name", v(queue_trigger_name(priority))),
                         (
                             "metadata",
                             map([
@@ -232,7 +298,7 @@ fn queue_triggers(ctx: &Ctx<'_>, names: &Names, pool: &PoolConfig) -> Vec<Node> 
         }
         QueueBackend::Store => vec![map([
             ("type", v("prometheus")),
-            ("name", v("desired-workers")),
+            ("name", v("desired_workers")),
             (
                 "metadata",
                 map([

@@ -7,11 +7,9 @@ use serde_json::Value;
 use crate::yaml::Node;
 use crate::Options;
 
-/// A literal secret in the config: it must appear in no rendered file.
-pub(crate) const LITERAL_SECRET: &str = "sk-literal-DO-NOT-LEAK-8f3a";
-
 /// The global deployment: PostgreSQL, Redis Streams queue, four regions with Paris primary,
-/// a GPU pool with Los Angeles business hours and a persistent pool.
+/// a GPU pool with Los Angeles business hours and a persistent pool, each reached by an agent
+/// (`Ctx::pools` leaves out pools no agent or task route names), plus the default `cpu` pool.
 pub(crate) const GLOBAL: &str = r#"
 [server]
 listen = "0.0.0.0:8080"
@@ -29,7 +27,21 @@ prefix = "acme"
 
 [providers.openai]
 kind = "openai"
-api_key = "sk-literal-DO-NOT-LEAK-8f3a"
+api_key = "${OPENAI_API_KEY}"
+
+[models.gpt-4o-mini]
+provider = "openai"
+
+[agents.support]
+model = "gpt-4o-mini"
+pool = "gpu"
+
+[agents.triage]
+model = "gpt-4o-mini"
+
+[agents.nightly]
+model = "gpt-4o-mini"
+pool = "batch"
 
 [pools.gpu]
 concurrency = 2
@@ -72,6 +84,7 @@ pub(crate) fn env(name: &str) -> Option<String> {
         "DATABASE_URL" => Some("postgres://agentd:pw-env-value@db:5432/agentd".into()),
         "REDIS_URL" => Some("redis://:redis-env-pw@redis.internal:6379/0".into()),
         "OPENAI_API_KEY" => Some("sk-env-value-leak-check".into()),
+        "AGENTD_ADMIN_KEY" => Some("admin-env-value-leak-check".into()),
         "DB" => Some("postgres://agentd@db:5432/agentd".into()),
         _ => None,
     }

@@ -5,7 +5,9 @@
 //! streams peak at 167 MiB, 1,024 concurrent proxied requests at about 104 MiB. The api asks
 //! for 256 MiB (every benchmark fits with room for the allocator) and may burst to 512 MiB;
 //! workers hold run state and tool outputs, so they may burst to 1 GiB (2 GiB on GPU pools).
-//! No tight CPU limit: a throttled gateway adds latency to every stream it carries.
+//! CPU: a limit of [`CPU_LIMIT`] cores on every container, 8× the api's request — a ceiling
+//! against a runaway process, not a tight limit (a throttled gateway adds latency to every
+//! stream it carries). The README says the same, from the same figures ([`API_FIGURES`], …).
 
 use agentd_config::PoolConfig;
 use serde_json::json;
@@ -246,7 +248,7 @@ fn container(ctx: &Ctx<'_>, names: &Names, kind: &Kind<'_>) -> Node {
     let mut c: Vec<(&str, Node)> = vec![
         ("name", v(CONTAINER)),
         ("image", v(ctx.image.clone())),
-        ("imagePullPolicy", v("IfNotPresent")),
+        ("imagePullPolicy", v(pull_policy(&ctx.image))),
         (
             "ports",
             list([map([
@@ -340,9 +342,12 @@ fn env(ctx: &Ctx<'_>, names: &Names, kind: &Kind<'_>) -> Node {
                     map([
                         ("name", v(names.secret())),
                         ("key", v(var.clone())),
-                        // The config cannot load without the variables it names; the admin
-                        // key only turns the admin API on.
-                        ("optional", v(var == "AGENTD_ADMIN_KEY")),
+                        // A variable the config reads (`${VAR}` without a default) is
+                        // required: the config does not load without it, so a missing key
+                        // must stop the pod from starting, not crash-loop it. Only one the
+                        // config does not read (AGENTD_ADMIN_KEY, which agentd reads itself
+                        // to turn the admin API on) is optional.
+                        ("optional", v(!super::config_requires(ctx, var))),
                     ]),
                 )]),
             ),
@@ -351,14 +356,47 @@ fn env(ctx: &Ctx<'_>, names: &Names, kind: &Kind<'_>) -> Node {
     list(out)
 }
 
-fn resources(kind: &Kind<'_>) -> Node {
-    let (cpu, memory, memory_limit) = match kind {
-        Kind::Api => ("250m", "256Mi", "512Mi"),
-        Kind::Worker(_) if kind.gpu() => ("500m", "512Mi", "2Gi"),
-        Kind::Worker(_) => ("250m", "256Mi", "1Gi"),
-        Kind::All => ("500m", "512Mi", "1Gi"),
+/// `Always` for a moving tag (`latest`, or none, which means `latest`): with `IfNotPresent` a
+/// node that once pulled `app:latest` would run that copy forever. A fixed tag or a digest
+/// never changes, so a node's copy is good.
+pub(crate) fn pull_policy(image: &str) -> &'static str {
+    let (name, digest) = match image.split_once('@') {
+        Some((name, _)) => (name, true),
+        None => (image, false),
     };
-    let mut limits = vec![("cpu", v("2")), ("memory", v(memory_limit))];
+    if digest {
+        return "IfNotPresent";
+    }
+    // A tag is after the last ':' of the last path component (a registry's port is not one).
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.split_once(':') {
+        Some((_, tag)) if tag != "latest" && !tag.is_empty() => "IfNotPresent",
+        _ => "Always",
+    }
+}
+
+/// The CPU limit of every container, in cores.
+pub(crate) const CPU_LIMIT: &str = "2";
+
+/// `(cpu request, memory request, memory limit)` of each kind of container.
+pub(crate) type Figures = (&'static str, &'static str, &'static str);
+pub(crate) const API_FIGURES: Figures = ("250m", "256Mi", "512Mi");
+pub(crate) const WORKER_FIGURES: Figures = ("250m", "256Mi", "1Gi");
+pub(crate) const GPU_WORKER_FIGURES: Figures = ("500m", "512Mi", "2Gi");
+pub(crate) const ALL_FIGURES: Figures = ("500m", "512Mi", "1Gi");
+
+fn figures(kind: &Kind<'_>) -> Figures {
+    match kind {
+        Kind::Api => API_FIGURES,
+        Kind::Worker(_) if kind.gpu() => GPU_WORKER_FIGURES,
+        Kind::Worker(_) => WORKER_FIGURES,
+        Kind::All => ALL_FIGURES,
+    }
+}
+
+fn resources(kind: &Kind<'_>) -> Node {
+    let (cpu, memory, memory_limit) = figures(kind);
+    let mut limits = vec![("cpu", v(CPU_LIMIT)), ("memory", v(memory_limit))];
     if kind.gpu() {
         // Extended resources: the request equals the limit.
         limits.push(("nvidia.com/gpu", v(1)));
@@ -407,5 +445,27 @@ mod tests {
     #[test]
     fn the_config_map_is_mounted_where_the_image_reads_the_config() {
         assert_eq!(CONFIG_PATH, format!("{CONFIG_DIR}/agentd.toml"));
+    }
+
+    #[test]
+    fn moving_tags_are_pulled_every_time() {
+        for image in [
+            "agents:latest",
+            "agents",
+            "ghcr.io/acme/agentd",
+            "ghcr.io/acme/agentd:latest",
+            "registry.local:5000/agentd",
+            "registry.local:5000/agentd:latest",
+        ] {
+            assert_eq!(pull_policy(image), "Always", "{image}");
+        }
+        for image in [
+            "ghcr.io/acme/agentd:1.2.3",
+            "registry.local:5000/agentd:1.2.3",
+            "agents@sha256:0123abcd",
+            "ghcr.io/acme/agentd:latest@sha256:0123abcd",
+        ] {
+            assert_eq!(pull_policy(image), "IfNotPresent", "{image}");
+        }
     }
 }
