@@ -175,16 +175,10 @@ usd = "0.5"
     let first = resp.chunk().await.unwrap().expect("a first event");
     assert!(String::from_utf8_lossy(&first).starts_with("data: "));
     drop(resp);
-    // 3. During a retry backoff: the upstream answers 503 once, the gateway waits 3 s to retry,
-    //    the client leaves meanwhile: no second attempt.
-    let resp = client()
-        .post(format!("{}/_mock/faults", upstream.url()))
-        .json(&json!({"status": 503, "count": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let mut retry = chat("retry me", 100);
+    // 3. During a retry backoff: the upstream answers this request 503 (a directive of its own,
+    //    not the mock's shared fault slot, which any other request could take first), the
+    //    gateway waits 3 s to retry, the client leaves meanwhile: no second attempt.
+    let mut retry = chat("retry me mock:status=503", 100);
     retry["model"] = json!("gpt-retry");
     hang_up(&server, &key, &retry, Duration::from_millis(500)).await;
 
