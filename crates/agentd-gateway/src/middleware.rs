@@ -190,6 +190,11 @@ fn is_operational(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
+/// How much of a shed request's body is read (and how long for) before the 503 closes the
+/// connection.
+const SHED_DRAIN_BYTES: usize = 64 * 1024;
+const SHED_DRAIN_TIME: Duration = Duration::from_millis(50);
+
 /// Concurrency limit with load shedding: past `server.max_concurrent_requests` requests in
 /// flight (a stream counts until its body ends), a request is refused at once with 503
 /// `overloaded` and `Retry-After: 1`, never queued.
@@ -205,9 +210,18 @@ async fn shed_load(state: &AppState, req: Request, next: Next) -> Response {
         Ok(permit) => Guarded::wrap(limit_time(state, req, next).await, permit),
         Err(_) => {
             ::metrics::counter!(m::LOAD_SHED).increment(1);
+            let format = format_for(path);
+            // Read what the client already sent of a small body (briefly) before answering and
+            // closing: closing a socket with unread data makes the kernel send a reset, which
+            // can destroy the 503 before the client reads it.
+            let _ = tokio::time::timeout(
+                SHED_DRAIN_TIME,
+                axum::body::to_bytes(req.into_body(), SHED_DRAIN_BYTES),
+            )
+            .await;
             closing(
                 ErrorResponse {
-                    format: format_for(path),
+                    format,
                     error: ApiError::new(
                         ErrorKind::Unavailable,
                         "overloaded",
