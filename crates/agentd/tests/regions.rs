@@ -190,6 +190,7 @@ async fn delay_proxy_adds_its_round_trip_and_does_not_serialise() {
             });
         }
     });
+    // Bounds are loose on the slow side: the four-region test runs beside this one on 2 cores.
     let proxy = DelayProxy::start(Duration::from_millis(100)).await;
     proxy.set_target(Some(echo_addr));
     let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
@@ -202,14 +203,14 @@ async fn delay_proxy_adds_its_round_trip_and_does_not_serialise() {
     conn.write_all(b"h").await.unwrap();
     conn.read_exact(&mut byte).await.unwrap();
     let took = ms(sent);
-    assert!((200..215).contains(&took), "first exchange took {took} ms");
+    assert!((200..260).contains(&took), "first exchange took {took} ms");
 
     for _ in 0..3 {
         let sent = Instant::now();
         conn.write_all(b"p").await.unwrap();
         conn.read_exact(&mut byte).await.unwrap();
         let took = ms(sent);
-        assert!((100..110).contains(&took), "a ping-pong took {took} ms");
+        assert!((100..140).contains(&took), "a ping-pong took {took} ms");
     }
 
     // Two writes 50 ms apart come back 50 ms apart, not one RTT apart.
@@ -223,8 +224,8 @@ async fn delay_proxy_adds_its_round_trip_and_does_not_serialise() {
     conn.read_exact(&mut byte).await.unwrap();
     assert_eq!(&byte, b"y");
     let second = ms(sent);
-    assert!((100..110).contains(&first), "x after {first} ms");
-    assert!((150..165).contains(&second), "y after {second} ms");
+    assert!((100..140).contains(&first), "x after {first} ms");
+    assert!((150..195).contains(&second), "y after {second} ms");
 
     // No target (a region down): the connection is closed after about one RTT.
     proxy.set_target(None);
@@ -234,7 +235,7 @@ async fn delay_proxy_adds_its_round_trip_and_does_not_serialise() {
     let n = conn.read(&mut byte).await.unwrap_or(0);
     assert_eq!(n, 0, "a proxy without a target closes the connection");
     let took = ms(sent);
-    assert!((95..150).contains(&took), "closed after {took} ms");
+    assert!((95..190).contains(&took), "closed after {took} ms");
 }
 
 // --- the Fly.io edge ---
