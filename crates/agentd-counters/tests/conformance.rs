@@ -1197,9 +1197,11 @@ async fn redis_ttl_is_set_in_redis_only_on_creation() {
         (window - 1_000..=window).contains(&counter),
         "pttl {counter}"
     );
+    // The holds set is made a moment after the counter (by the first hold), so its TTL may end
+    // a millisecond or two later; what matters is that neither took the 3000 s of a charge.
     assert!(
-        (window - 1_000..=counter).contains(&holds),
-        "holds pttl {holds}"
+        (window - 1_000..=window).contains(&holds),
+        "holds pttl {holds} (counter {counter})"
     );
 
     c.init("no-ttl", 0, None).await.unwrap();
