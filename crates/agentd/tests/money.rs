@@ -175,10 +175,11 @@ usd = "0.5"
     let first = resp.chunk().await.unwrap().expect("a first event");
     assert!(String::from_utf8_lossy(&first).starts_with("data: "));
     drop(resp);
-    // 3. During a retry backoff: the upstream answers this request 503 (a directive of its own,
-    //    not the mock's shared fault slot, which any other request could take first), the
-    //    gateway waits 3 s to retry, the client leaves meanwhile: no second attempt.
-    let mut retry = chat("retry me mock:status=503", 100);
+    // 3. During a retry backoff: the upstream answers this request 503 with `Retry-After: 2`,
+    //    the gateway waits 2–3 s to retry, the client leaves at 0.5 s: no second attempt. (The
+    //    backoff alone is full jitter, anywhere in 0–3 s: without Retry-After one run in six
+    //    retried before the client left, and the test failed.)
+    let mut retry = chat("retry me mock:status=503 mock:retry_after=2", 100);
     retry["model"] = json!("gpt-retry");
     hang_up(&server, &key, &retry, Duration::from_millis(500)).await;
 
