@@ -84,14 +84,8 @@ impl RequestFacts<'_> {
             .find_map(|kv| kv.trim().strip_prefix("region="))
     }
 
-    /// A write of the primary's state (agent API, admin), not an LLM call (which every region
-    /// serves).
-    fn is_state_write(&self, method: &Method) -> bool {
-        !self.is_gateway() && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-    }
-
     fn is_gateway(&self) -> bool {
-        self.path.starts_with("/v1/") || self.path == "/v1"
+        is_gateway_path(self.path)
     }
 
     /// The caller wrote through the primary recently (header or cookie still in the future).
@@ -295,12 +289,7 @@ impl Regions {
 
     /// Marks the answer to a write served by the primary, for read-your-writes.
     pub(crate) fn mark_write(&self, path: &str, method: &Method, resp: &mut Response) {
-        let headers = HeaderMap::new();
-        let facts = RequestFacts {
-            path,
-            headers: &headers,
-        };
-        if !self.is_primary() || !facts.is_state_write(method) || self.read_your_writes.is_zero() {
+        if !self.is_primary() || !is_state_write(path, method) || self.read_your_writes.is_zero() {
             return;
         }
         if !resp.status().is_success() {
@@ -479,6 +468,17 @@ impl RetainHopByHop for HeaderMap {
             self.remove(n);
         }
     }
+}
+
+/// The LLM gateway's paths (`/v1/…`), served in every region.
+fn is_gateway_path(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/v1"
+}
+
+/// A write of the primary's state (agent API, admin), not an LLM call (which every region
+/// serves).
+fn is_state_write(path: &str, method: &Method) -> bool {
+    !is_gateway_path(path) && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The headers a `Connection` header names: hop-by-hop too.
